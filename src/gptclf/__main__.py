@@ -1,0 +1,5 @@
+import sys
+
+from gptclf.cli import main
+
+sys.exit(main())

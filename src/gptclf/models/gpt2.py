@@ -1,0 +1,149 @@
+"""GPT-2, written as the book's ``GPTModel``: token + position embeddings, pre-LayerNorm blocks of
+causal multi-head attention and a GELU feed-forward, a final norm and an output head.
+
+Module names follow the book (``tok_emb``, ``trf_blocks.N.att.W_query``, ...), so a state dict
+saved by the book's code loads into this model as it is.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from gptclf.models.masks import causal_padding_mask
+
+
+@dataclass(frozen=True)
+class GPTConfig:
+    vocab_size: int = 50257
+    context_length: int = 1024
+    emb_dim: int = 768
+    n_heads: int = 12
+    n_layers: int = 12
+    drop_rate: float = 0.0
+    qkv_bias: bool = True
+    layer_norm_eps: float = 1e-5
+
+
+# The four sizes OpenAI released: (emb_dim, n_layers, n_heads).
+GPT2_PRESETS: dict[str, GPTConfig] = {
+    "gpt2-small": GPTConfig(emb_dim=768, n_layers=12, n_heads=12),
+    "gpt2-medium": GPTConfig(emb_dim=1024, n_layers=24, n_heads=16),
+    "gpt2-large": GPTConfig(emb_dim=1280, n_layers=36, n_heads=20),
+    "gpt2-xl": GPTConfig(emb_dim=1600, n_layers=48, n_heads=25),
+}
+
+
+def gpt2_size_from_shape(emb_dim: int, n_layers: int) -> GPTConfig | None:
+    """The OpenAI GPT-2 preset with this width and depth, if there is one."""
+    for cfg in GPT2_PRESETS.values():
+        if (cfg.emb_dim, cfg.n_layers) == (emb_dim, n_layers):
+            return cfg
+    return None
+
+
+class LayerNorm(nn.Module):
+    """Layer normalisation with the book's parameter names ``scale`` and ``shift``."""
+
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.scale = nn.Parameter(torch.ones(dim))
+        self.shift = nn.Parameter(torch.zeros(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.layer_norm(x, self.scale.shape, self.scale, self.shift, self.eps)
+
+
+class MultiHeadAttention(nn.Module):
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        assert cfg.emb_dim % cfg.n_heads == 0, "emb_dim must be divisible by n_heads"
+        self.n_heads = cfg.n_heads
+        self.head_dim = cfg.emb_dim // cfg.n_heads
+        self.W_query = nn.Linear(cfg.emb_dim, cfg.emb_dim, bias=cfg.qkv_bias)
+        self.W_key = nn.Linear(cfg.emb_dim, cfg.emb_dim, bias=cfg.qkv_bias)
+        self.W_value = nn.Linear(cfg.emb_dim, cfg.emb_dim, bias=cfg.qkv_bias)
+        self.out_proj = nn.Linear(cfg.emb_dim, cfg.emb_dim)
+        self.dropout = cfg.drop_rate
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        b, t, d = x.shape
+
+        def split_heads(y: torch.Tensor) -> torch.Tensor:  # (b, t, d) -> (b, heads, t, head_dim)
+            return y.view(b, t, self.n_heads, self.head_dim).transpose(1, 2)
+
+        q, k, v = split_heads(self.W_query(x)), split_heads(self.W_key(x)), split_heads(self.W_value(x))
+        context = F.scaled_dot_product_attention(
+            q,
+            k,
+            v,
+            attn_mask=mask,
+            is_causal=mask is None,
+            dropout_p=self.dropout if self.training else 0.0,
+        )
+        return self.out_proj(context.transpose(1, 2).reshape(b, t, d))
+
+
+class FeedForward(nn.Module):
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        self.layers = nn.Sequential(
+            nn.Linear(cfg.emb_dim, 4 * cfg.emb_dim),
+            nn.GELU(approximate="tanh"),
+            nn.Linear(4 * cfg.emb_dim, cfg.emb_dim),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(x)
+
+
+class TransformerBlock(nn.Module):
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        self.att = MultiHeadAttention(cfg)
+        self.ff = FeedForward(cfg)
+        self.norm1 = LayerNorm(cfg.emb_dim, cfg.layer_norm_eps)
+        self.norm2 = LayerNorm(cfg.emb_dim, cfg.layer_norm_eps)
+        self.drop_shortcut = nn.Dropout(cfg.drop_rate)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        x = x + self.drop_shortcut(self.att(self.norm1(x), mask))
+        return x + self.drop_shortcut(self.ff(self.norm2(x)))
+
+
+class GPTModel(nn.Module):
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.emb_dim)
+        self.pos_emb = nn.Embedding(cfg.context_length, cfg.emb_dim)
+        self.drop_emb = nn.Dropout(cfg.drop_rate)
+        self.trf_blocks = nn.ModuleList(TransformerBlock(cfg) for _ in range(cfg.n_layers))
+        self.final_norm = LayerNorm(cfg.emb_dim, cfg.layer_norm_eps)
+        self.out_head = nn.Linear(cfg.emb_dim, cfg.vocab_size, bias=False)
+
+    @property
+    def context_length(self) -> int:
+        return self.cfg.context_length
+
+    def hidden_states(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Final-norm hidden states (batch, seq, emb_dim): what the output head reads."""
+        seq_len = input_ids.shape[1]
+        positions = torch.arange(seq_len, device=input_ids.device)
+        x = self.drop_emb(self.tok_emb(input_ids) + self.pos_emb(positions))
+        mask = causal_padding_mask(attention_mask, seq_len)
+        for block in self.trf_blocks:
+            x = block(x, mask)
+        return self.final_norm(x)
+
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Logits (batch, seq, out_features)."""
+        return self.out_head(self.hidden_states(input_ids, attention_mask))

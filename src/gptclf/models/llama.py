@@ -1,0 +1,157 @@
+"""The Llama family (enough for SmolLM2): RMSNorm, rotary position embeddings, grouped-query
+attention, a SwiGLU feed-forward and, optionally, an output head tied to the token embeddings.
+
+Module names follow the book's Llama chapters (``tok_emb``, ``trf_blocks.N.att.W_query``,
+``ff.fc1`` for the gate, ``ff.fc2`` for the up projection, ``ff.fc3`` for the down projection).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from gptclf.models.masks import causal_padding_mask
+
+RotaryAngles = tuple[torch.Tensor, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class LlamaConfig:
+    vocab_size: int
+    context_length: int
+    emb_dim: int
+    hidden_dim: int  # feed-forward width
+    n_heads: int
+    n_kv_groups: int  # key/value heads; n_heads must be a multiple of it
+    n_layers: int
+    rope_base: float = 10_000.0
+    rms_norm_eps: float = 1e-5
+    tie_embeddings: bool = True
+    head_dim: int | None = None  # defaults to emb_dim // n_heads
+
+    @property
+    def attention_head_dim(self) -> int:
+        return self.head_dim or self.emb_dim // self.n_heads
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.rms_norm(x.float(), self.weight.shape, eps=self.eps).to(x.dtype) * self.weight
+
+
+def rotary_angles(cfg: LlamaConfig, seq_len: int, device: torch.device) -> RotaryAngles:
+    """cos/sin tables (seq, head_dim) for rotating query and key channel halves by position."""
+    head_dim = cfg.attention_head_dim
+    exponents = torch.arange(0, head_dim, 2, dtype=torch.float64, device=device) / head_dim
+    positions = torch.arange(seq_len, dtype=torch.float64, device=device)
+    angles = torch.outer(positions, 1.0 / cfg.rope_base**exponents)
+    angles = torch.cat([angles, angles], dim=-1)
+    return angles.cos().float(), angles.sin().float()
+
+
+def apply_rotary(x: torch.Tensor, angles: RotaryAngles) -> torch.Tensor:
+    """Rotate x (batch, heads, seq, head_dim): channel i pairs with channel i + head_dim/2."""
+    cos, sin = (a.to(x.dtype) for a in angles)
+    first, second = x.chunk(2, dim=-1)
+    return x * cos + torch.cat([-second, first], dim=-1) * sin
+
+
+class GroupedQueryAttention(nn.Module):
+    def __init__(self, cfg: LlamaConfig):
+        super().__init__()
+        assert cfg.n_heads % cfg.n_kv_groups == 0, "n_heads must be a multiple of n_kv_groups"
+        self.n_heads = cfg.n_heads
+        self.n_kv_groups = cfg.n_kv_groups
+        self.head_dim = cfg.attention_head_dim
+        self.W_query = nn.Linear(cfg.emb_dim, cfg.n_heads * self.head_dim, bias=False)
+        self.W_key = nn.Linear(cfg.emb_dim, cfg.n_kv_groups * self.head_dim, bias=False)
+        self.W_value = nn.Linear(cfg.emb_dim, cfg.n_kv_groups * self.head_dim, bias=False)
+        self.out_proj = nn.Linear(cfg.n_heads * self.head_dim, cfg.emb_dim, bias=False)
+
+    def forward(
+        self, x: torch.Tensor, mask: torch.Tensor | None, angles: RotaryAngles
+    ) -> torch.Tensor:
+        b, t, _ = x.shape
+
+        def split_heads(y: torch.Tensor, heads: int) -> torch.Tensor:  # -> (b, heads, t, head_dim)
+            return y.view(b, t, heads, self.head_dim).transpose(1, 2)
+
+        q = apply_rotary(split_heads(self.W_query(x), self.n_heads), angles)
+        k = apply_rotary(split_heads(self.W_key(x), self.n_kv_groups), angles)
+        v = split_heads(self.W_value(x), self.n_kv_groups)
+        context = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, is_causal=mask is None, enable_gqa=True
+        )
+        return self.out_proj(context.transpose(1, 2).reshape(b, t, -1))
+
+
+class FeedForward(nn.Module):
+    """SwiGLU: down(silu(gate(x)) * up(x))."""
+
+    def __init__(self, cfg: LlamaConfig):
+        super().__init__()
+        self.fc1 = nn.Linear(cfg.emb_dim, cfg.hidden_dim, bias=False)  # gate
+        self.fc2 = nn.Linear(cfg.emb_dim, cfg.hidden_dim, bias=False)  # up
+        self.fc3 = nn.Linear(cfg.hidden_dim, cfg.emb_dim, bias=False)  # down
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc3(F.silu(self.fc1(x)) * self.fc2(x))
+
+
+class TransformerBlock(nn.Module):
+    def __init__(self, cfg: LlamaConfig):
+        super().__init__()
+        self.norm1 = RMSNorm(cfg.emb_dim, cfg.rms_norm_eps)
+        self.att = GroupedQueryAttention(cfg)
+        self.norm2 = RMSNorm(cfg.emb_dim, cfg.rms_norm_eps)
+        self.ff = FeedForward(cfg)
+
+    def forward(
+        self, x: torch.Tensor, mask: torch.Tensor | None, angles: RotaryAngles
+    ) -> torch.Tensor:
+        x = x + self.att(self.norm1(x), mask, angles)
+        return x + self.ff(self.norm2(x))
+
+
+class LlamaModel(nn.Module):
+    def __init__(self, cfg: LlamaConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.emb_dim)
+        self.trf_blocks = nn.ModuleList(TransformerBlock(cfg) for _ in range(cfg.n_layers))
+        self.final_norm = RMSNorm(cfg.emb_dim, cfg.rms_norm_eps)
+        # With tied embeddings the output head is the token embedding matrix itself.
+        self.out_head = None if cfg.tie_embeddings else nn.Linear(cfg.emb_dim, cfg.vocab_size, bias=False)
+
+    @property
+    def context_length(self) -> int:
+        return self.cfg.context_length
+
+    def hidden_states(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Final-norm hidden states (batch, seq, emb_dim): what the output head reads."""
+        seq_len = input_ids.shape[1]
+        x = self.tok_emb(input_ids)
+        mask = causal_padding_mask(attention_mask, seq_len)
+        angles = rotary_angles(self.cfg, seq_len, input_ids.device)
+        for block in self.trf_blocks:
+            x = block(x, mask, angles)
+        return self.final_norm(x)
+
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Logits (batch, seq, out_features)."""
+        hidden = self.hidden_states(input_ids, attention_mask)
+        if self.out_head is None:
+            return F.linear(hidden, self.tok_emb.weight)
+        return self.out_head(hidden)

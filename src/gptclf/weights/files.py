@@ -1,0 +1,72 @@
+"""Reading tensors from a safetensors file, a sharded folder, or the Hugging Face Hub."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+
+from gptclf.errors import GptclfError
+
+HUB_FILES = ["config.json", "*.safetensors", "*.safetensors.index.json", "tokenizer.json"]
+
+
+def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    """All tensors of a ``.safetensors`` file, or of every shard in a folder."""
+    if path.is_dir():
+        files = sorted(path.glob("*.safetensors"))
+        if not files:
+            raise GptclfError(f"{path}: no .safetensors file in this folder")
+    elif path.is_file():
+        files = [path]
+    else:
+        raise GptclfError(f"{path}: file not found")
+    tensors: dict[str, torch.Tensor] = {}
+    for file in files:
+        try:
+            tensors.update(load_file(file))
+        except (SafetensorError, OSError) as exc:
+            raise GptclfError(f"{file}: not a readable safetensors file ({exc})") from exc
+    return tensors
+
+
+def read_config(folder: Path) -> dict | None:
+    """``config.json`` beside the weights, if there is one."""
+    path = folder / "config.json"
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise GptclfError(f"{path}: not valid JSON ({exc})") from exc
+
+
+def hub_snapshot(repo_id: str) -> Path:
+    """A local folder with the repository's weights and config: from the Hugging Face cache, or
+    downloaded into it when the machine is online (unless ``HF_HUB_OFFLINE`` is set)."""
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(repo_id, allow_patterns=HUB_FILES, local_files_only=True))
+    except Exception as cached_error:
+        if os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0"):
+            raise GptclfError(
+                f"{repo_id} is not in the local Hugging Face cache and HF_HUB_OFFLINE is set"
+            ) from cached_error
+    try:
+        return Path(snapshot_download(repo_id, allow_patterns=HUB_FILES))
+    except Exception as exc:
+        raise GptclfError(
+            f"{repo_id} is not in the local Hugging Face cache and could not be downloaded "
+            f"({type(exc).__name__}); pass a local path to its weights instead"
+        ) from exc
+
+
+def is_hub_cached(repo_id: str) -> bool:
+    from huggingface_hub import try_to_load_from_cache
+
+    return isinstance(try_to_load_from_cache(repo_id, "model.safetensors"), str)

@@ -1,0 +1,160 @@
+"""GGUF files (llama.cpp's format) through the ``gguf`` package: architecture settings and the
+tokenizer from the metadata, tensors dequantised to float32.
+
+llama.cpp's converter permutes the rows of the query and key projections so that rotary
+embeddings rotate interleaved channel pairs; we undo it to get back the Hugging Face layout that
+our ``RotaryEmbedding`` (which rotates the two halves of each head) expects.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import torch
+from gguf import GGMLQuantizationType, GGUFReader
+from gguf.quants import dequantize
+
+from gptclf.errors import GptclfError
+from gptclf.models import LlamaConfig, LlamaModel
+from gptclf.tokenizers import HFTokenizer, byte_level_bpe_tokenizer
+from gptclf.weights.common import Rule, empty_model, load_by_rules
+
+SUPPORTED_TYPES = {
+    GGMLQuantizationType.F32,
+    GGMLQuantizationType.F16,
+    GGMLQuantizationType.BF16,
+    GGMLQuantizationType.Q8_0,
+    GGMLQuantizationType.Q4_0,
+    GGMLQuantizationType.Q4_1,
+    GGMLQuantizationType.Q4_K,
+    GGMLQuantizationType.Q6_K,
+}
+
+
+class GGUFFile:
+    """Metadata and float32 tensors of one GGUF file."""
+
+    def __init__(self, path: Path):
+        if not path.is_file():
+            raise GptclfError(f"{path}: file not found")
+        try:
+            self.reader = GGUFReader(path)
+        except Exception as exc:
+            raise GptclfError(f"{path}: not a readable GGUF file ({exc})") from exc
+        self.path = path
+
+    def get(self, key: str, default=None):
+        field = self.reader.get_field(key)
+        return default if field is None else field.contents()
+
+    def require(self, key: str):
+        value = self.get(key)
+        if value is None:
+            raise GptclfError(f"{self.path}: metadata key {key} is missing")
+        return value
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        out = {}
+        for t in self.reader.tensors:
+            if t.tensor_type not in SUPPORTED_TYPES:
+                raise GptclfError(
+                    f"{self.path}: tensor {t.name} is {t.tensor_type.name}; supported types are "
+                    + ", ".join(sorted(q.name for q in SUPPORTED_TYPES))
+                )
+            raw = np.asarray(t.data)  # a plain array: slicing a memmap is slow
+            values = dequantize(raw, t.tensor_type).astype(np.float32, copy=False)
+            shape = tuple(int(n) for n in reversed(t.shape))  # GGUF lists dimensions innermost first
+            out[t.name] = torch.from_numpy(values.reshape(shape).copy())
+        return out
+
+
+def unpermute_rotary_rows(n_heads: int, weight: torch.Tensor) -> torch.Tensor:
+    """Undo llama.cpp's query/key permutation: per head, rows (pair, 2) back to (2, pair)."""
+    rows, cols = weight.shape
+    return weight.reshape(n_heads, rows // n_heads // 2, 2, cols).transpose(1, 2).reshape(rows, cols)
+
+
+def llama_config(gguf: GGUFFile) -> LlamaConfig:
+    arch = gguf.require("general.architecture")
+    if arch != "llama":
+        raise GptclfError(f"{gguf.path}: architecture {arch!r} is not supported (only llama)")
+    if gguf.get("llama.rope.scaling.type", "none") not in ("none", "linear") or any(
+        t.name == "rope_freqs.weight" for t in gguf.reader.tensors
+    ):
+        raise GptclfError(f"{gguf.path}: rope scaling is not supported")
+    n_heads = int(gguf.require("llama.attention.head_count"))
+    emb_dim = int(gguf.require("llama.embedding_length"))
+    head_dim = int(gguf.get("llama.rope.dimension_count", emb_dim // n_heads))
+    tensor_names = {t.name for t in gguf.reader.tensors}
+    return LlamaConfig(
+        vocab_size=len(gguf.require("tokenizer.ggml.tokens")),
+        context_length=int(gguf.require("llama.context_length")),
+        emb_dim=emb_dim,
+        hidden_dim=int(gguf.require("llama.feed_forward_length")),
+        n_heads=n_heads,
+        n_kv_groups=int(gguf.get("llama.attention.head_count_kv", n_heads)),
+        n_layers=int(gguf.require("llama.block_count")),
+        rope_base=float(gguf.get("llama.rope.freq_base", 10_000.0)),
+        rms_norm_eps=float(gguf.require("llama.attention.layer_norm_rms_epsilon")),
+        tie_embeddings="output.weight" not in tensor_names,
+        head_dim=head_dim if head_dim != emb_dim // n_heads else None,
+    )
+
+
+def llama_rules(cfg: LlamaConfig) -> list[Rule]:
+    rules = [
+        Rule("tok_emb.weight", "token_embd.weight"),
+        Rule("final_norm.weight", "output_norm.weight"),
+    ]
+    if not cfg.tie_embeddings:
+        rules.append(Rule("out_head.weight", "output.weight"))
+    for i in range(cfg.n_layers):
+        ours, theirs = f"trf_blocks.{i}", f"blk.{i}"
+        rules += [
+            Rule(f"{ours}.norm1.weight", f"{theirs}.attn_norm.weight"),
+            Rule(f"{ours}.norm2.weight", f"{theirs}.ffn_norm.weight"),
+            Rule(
+                f"{ours}.att.W_query.weight",
+                f"{theirs}.attn_q.weight",
+                partial(unpermute_rotary_rows, cfg.n_heads),
+            ),
+            Rule(
+                f"{ours}.att.W_key.weight",
+                f"{theirs}.attn_k.weight",
+                partial(unpermute_rotary_rows, cfg.n_kv_groups),
+            ),
+            Rule(f"{ours}.att.W_value.weight", f"{theirs}.attn_v.weight"),
+            Rule(f"{ours}.att.out_proj.weight", f"{theirs}.attn_output.weight"),
+            Rule(f"{ours}.ff.fc1.weight", f"{theirs}.ffn_gate.weight"),
+            Rule(f"{ours}.ff.fc2.weight", f"{theirs}.ffn_up.weight"),
+            Rule(f"{ours}.ff.fc3.weight", f"{theirs}.ffn_down.weight"),
+        ]
+    return rules
+
+
+def gguf_tokenizer(gguf: GGUFFile) -> HFTokenizer:
+    model = gguf.require("tokenizer.ggml.model")
+    if model != "gpt2":
+        raise GptclfError(f"{gguf.path}: tokenizer model {model!r} is not supported (only gpt2 BPE)")
+    tokens = gguf.require("tokenizer.ggml.tokens")
+    return byte_level_bpe_tokenizer(
+        tokens,
+        gguf.require("tokenizer.ggml.merges"),
+        gguf.get("tokenizer.ggml.token_type", [1] * len(tokens)),
+        gguf.get("tokenizer.ggml.pre", "default"),
+        eos_id=int(gguf.require("tokenizer.ggml.eos_token_id")),
+        bos_id=gguf.get("tokenizer.ggml.bos_token_id"),
+        pad_id=gguf.get("tokenizer.ggml.padding_token_id"),
+    )
+
+
+def load_gguf(path: Path) -> tuple[LlamaModel, HFTokenizer]:
+    """A Llama model and its tokenizer from a GGUF file."""
+    gguf = GGUFFile(path)
+    cfg = llama_config(gguf)
+    tokenizer = gguf_tokenizer(gguf)
+    model = empty_model(LlamaModel, cfg)
+    load_by_rules(model, llama_rules(cfg), gguf.tensors(), str(path))
+    return model, tokenizer

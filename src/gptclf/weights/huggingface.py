@@ -1,0 +1,155 @@
+"""Hugging Face checkpoints in safetensors: GPT-2 (``openai-community/gpt2*`` names, Conv1D
+weights stored transposed) and Llama (``model.layers.N.self_attn.q_proj.weight``, ...)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from functools import partial
+from pathlib import Path
+
+import torch
+
+from gptclf.errors import GptclfError
+from gptclf.models import GPTConfig, GPTModel, LlamaConfig, LlamaModel, gpt2_size_from_shape
+from gptclf.weights.common import Rule, empty_model, load_by_rules
+from gptclf.weights.files import read_config, read_safetensors
+
+GPT2_BUFFERS = r"\.attn\.(masked_)?bias$"
+LLAMA_BUFFERS = r"rotary_emb\.inv_freq$"
+
+
+def _transposed(t: torch.Tensor) -> torch.Tensor:
+    return t.T
+
+
+def _qkv_part(index: int, t: torch.Tensor) -> torch.Tensor:
+    """Query (0), key (1) or value (2) part of GPT-2's fused, transposed ``c_attn``."""
+    return t.T.chunk(3, dim=0)[index] if t.dim() == 2 else t.chunk(3)[index]
+
+
+def gpt2_config(config: dict | None, tensors: dict[str, torch.Tensor], source: str) -> GPTConfig:
+    """Architecture from ``config.json``, or recognised from the tensor shapes as an OpenAI size."""
+    if config is not None:
+        return GPTConfig(
+            vocab_size=config["vocab_size"],
+            context_length=config.get("n_positions", config.get("n_ctx", 1024)),
+            emb_dim=config["n_embd"],
+            n_heads=config["n_head"],
+            n_layers=config["n_layer"],
+            layer_norm_eps=config.get("layer_norm_epsilon", 1e-5),
+        )
+    vocab_size, emb_dim = tensors["wte.weight"].shape
+    n_layers = len({name.split(".")[1] for name in tensors if name.startswith("h.")})
+    preset = gpt2_size_from_shape(emb_dim, n_layers)
+    if preset is None:
+        raise GptclfError(
+            f"{source}: no config.json, and width {emb_dim} with {n_layers} layers is not a "
+            "GPT-2 size, so the number of attention heads is unknown"
+        )
+    return replace(preset, vocab_size=vocab_size, context_length=tensors["wpe.weight"].shape[0])
+
+
+def gpt2_rules(cfg: GPTConfig, tensors: dict[str, torch.Tensor]) -> list[Rule]:
+    rules = [
+        Rule("tok_emb.weight", "wte.weight"),
+        Rule("pos_emb.weight", "wpe.weight"),
+        Rule("final_norm.scale", "ln_f.weight"),
+        Rule("final_norm.shift", "ln_f.bias"),
+        Rule("out_head.weight", "lm_head.weight" if "lm_head.weight" in tensors else "wte.weight"),
+    ]
+    for i in range(cfg.n_layers):
+        ours, theirs = f"trf_blocks.{i}", f"h.{i}"
+        for kind in ("weight", "bias"):
+            rules += [
+                Rule(f"{ours}.att.W_query.{kind}", f"{theirs}.attn.c_attn.{kind}", partial(_qkv_part, 0)),
+                Rule(f"{ours}.att.W_key.{kind}", f"{theirs}.attn.c_attn.{kind}", partial(_qkv_part, 1)),
+                Rule(f"{ours}.att.W_value.{kind}", f"{theirs}.attn.c_attn.{kind}", partial(_qkv_part, 2)),
+            ]
+        rules += [
+            Rule(f"{ours}.norm1.scale", f"{theirs}.ln_1.weight"),
+            Rule(f"{ours}.norm1.shift", f"{theirs}.ln_1.bias"),
+            Rule(f"{ours}.norm2.scale", f"{theirs}.ln_2.weight"),
+            Rule(f"{ours}.norm2.shift", f"{theirs}.ln_2.bias"),
+            Rule(f"{ours}.att.out_proj.weight", f"{theirs}.attn.c_proj.weight", _transposed),
+            Rule(f"{ours}.att.out_proj.bias", f"{theirs}.attn.c_proj.bias"),
+            Rule(f"{ours}.ff.layers.0.weight", f"{theirs}.mlp.c_fc.weight", _transposed),
+            Rule(f"{ours}.ff.layers.0.bias", f"{theirs}.mlp.c_fc.bias"),
+            Rule(f"{ours}.ff.layers.2.weight", f"{theirs}.mlp.c_proj.weight", _transposed),
+            Rule(f"{ours}.ff.layers.2.bias", f"{theirs}.mlp.c_proj.bias"),
+        ]
+    return rules
+
+
+def load_hf_gpt2(path: Path) -> GPTModel:
+    """GPT-2 from a Hugging Face safetensors file or folder (``transformer.`` prefix optional)."""
+    folder = path if path.is_dir() else path.parent
+    tensors = {k.removeprefix("transformer."): v for k, v in read_safetensors(path).items()}
+    if "wte.weight" not in tensors:
+        raise GptclfError(f"{path}: missing tensor wte.weight; not a GPT-2 checkpoint")
+    cfg = gpt2_config(read_config(folder), tensors, str(path))
+    model = empty_model(GPTModel, cfg)
+    load_by_rules(model, gpt2_rules(cfg, tensors), tensors, str(path), ignore=GPT2_BUFFERS)
+    return model
+
+
+def _rope_theta(config: dict, source: str) -> float:
+    rope = config.get("rope_parameters") or config.get("rope_scaling") or {}
+    rope_type = rope.get("rope_type", rope.get("type", "default"))
+    if rope_type != "default":
+        raise GptclfError(f"{source}: rope scaling {rope_type!r} is not supported")
+    return float(rope.get("rope_theta", config.get("rope_theta", 10_000.0)))
+
+
+def llama_config(config: dict, source: str) -> LlamaConfig:
+    if config.get("attention_bias") or config.get("mlp_bias"):
+        raise GptclfError(f"{source}: Llama models with bias terms are not supported")
+    n_heads = config["num_attention_heads"]
+    return LlamaConfig(
+        vocab_size=config["vocab_size"],
+        context_length=config.get("max_position_embeddings", 2048),
+        emb_dim=config["hidden_size"],
+        hidden_dim=config["intermediate_size"],
+        n_heads=n_heads,
+        n_kv_groups=config.get("num_key_value_heads") or n_heads,
+        n_layers=config["num_hidden_layers"],
+        rope_base=_rope_theta(config, source),
+        rms_norm_eps=config.get("rms_norm_eps", 1e-6),
+        tie_embeddings=config.get("tie_word_embeddings", False),
+        head_dim=config.get("head_dim"),
+    )
+
+
+def llama_rules(cfg: LlamaConfig) -> list[Rule]:
+    rules = [
+        Rule("tok_emb.weight", "model.embed_tokens.weight"),
+        Rule("final_norm.weight", "model.norm.weight"),
+    ]
+    if not cfg.tie_embeddings:
+        rules.append(Rule("out_head.weight", "lm_head.weight"))
+    names = {
+        "norm1.weight": "input_layernorm.weight",
+        "norm2.weight": "post_attention_layernorm.weight",
+        "att.W_query.weight": "self_attn.q_proj.weight",
+        "att.W_key.weight": "self_attn.k_proj.weight",
+        "att.W_value.weight": "self_attn.v_proj.weight",
+        "att.out_proj.weight": "self_attn.o_proj.weight",
+        "ff.fc1.weight": "mlp.gate_proj.weight",
+        "ff.fc2.weight": "mlp.up_proj.weight",
+        "ff.fc3.weight": "mlp.down_proj.weight",
+    }
+    for i in range(cfg.n_layers):
+        rules += [Rule(f"trf_blocks.{i}.{o}", f"model.layers.{i}.{t}") for o, t in names.items()]
+    return rules
+
+
+def load_hf_llama(folder: Path) -> LlamaModel:
+    """A Llama model from a Hugging Face folder (``config.json`` + safetensors)."""
+    config = read_config(folder)
+    if config is None:
+        raise GptclfError(f"{folder}: config.json is missing; a Llama checkpoint needs it")
+    cfg = llama_config(config, str(folder))
+    model = empty_model(LlamaModel, cfg)
+    tensors = read_safetensors(folder)
+    ignore = LLAMA_BUFFERS + (r"|^lm_head\.weight$" if cfg.tie_embeddings else "")
+    load_by_rules(model, llama_rules(cfg), tensors, str(folder), ignore=ignore)
+    return model
