@@ -1,4 +1,4 @@
-"""Files that ship inside PyPI packages: located without importing the package, checked by SHA-256."""
+"""Files shipped inside PyPI packages: found without importing the package, checked by SHA-256."""
 
 from __future__ import annotations
 

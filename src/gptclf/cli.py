@@ -18,7 +18,9 @@ def _cmd_models(args: argparse.Namespace) -> None:
     ]
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     for row in rows:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=False)) + "  " + row[-1])
+        print(
+            "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=False)) + "  " + row[-1]
+        )
     print("\nAny local path also works: a .gguf file, a Hugging Face folder or .safetensors file,")
     print("or a state dict saved by the book's code (.pth or .safetensors).")
 
@@ -28,11 +30,9 @@ def _cmd_generate(args: argparse.Namespace) -> None:
     from gptclf.registry import load_pretrained
 
     pretrained = load_pretrained(args.model)
-    n_params = sum(p.numel() for p in pretrained.model.parameters())
-    print(
-        f"loaded {args.model} ({n_params / 1e6:.1f}M parameters) in {pretrained.load_seconds:.1f} s",
-        file=sys.stderr,
-    )
+    n_params = sum(p.numel() for p in pretrained.model.parameters()) / 1e6
+    seconds = pretrained.load_seconds
+    print(f"loaded {args.model} ({n_params:.1f}M parameters) in {seconds:.1f} s", file=sys.stderr)
     tokenizer = pretrained.tokenizer
     prompt_ids = tokenizer.encode(args.prompt)
     if not prompt_ids:

@@ -44,8 +44,10 @@ class Pretrained:
     load_seconds: float
 
     def weights_sha256(self) -> str:
-        files = [self.weights_path] if self.weights_path.is_file() else sorted(
-            self.weights_path.glob("*.safetensors")
+        files = (
+            [self.weights_path]
+            if self.weights_path.is_file()
+            else sorted(self.weights_path.glob("*.safetensors"))
         )
         return sha256_of(files[0]) if len(files) == 1 else "+".join(sha256_of(f) for f in files)
 
@@ -113,6 +115,12 @@ def load_pretrained(name_or_path: str) -> Pretrained:
     else:
         raise GptclfError(
             f"unknown model {name_or_path!r}: not a path, nor one of {', '.join(MODELS)}"
+        )
+    vocab_size = model.tok_emb.num_embeddings
+    if tokenizer.vocab_size > vocab_size:
+        raise GptclfError(
+            f"{path}: the tokenizer has {tokenizer.vocab_size} tokens but the model's embedding "
+            f"only {vocab_size}; these weights do not belong with this tokenizer"
         )
     model.eval()
     return Pretrained(name_or_path, model, tokenizer, path, time.perf_counter() - start)

@@ -8,6 +8,9 @@ LanguageModel = GPTModel | LlamaModel
 __all__ = [
     "GPT2_PRESETS",
     "GPTConfig",
-    "GPTModel", "LanguageModel", "LlamaConfig", "LlamaModel",
+    "GPTModel",
+    "LanguageModel",
+    "LlamaConfig",
+    "LlamaModel",
     "gpt2_size_from_shape",
 ]

@@ -76,7 +76,11 @@ class MultiHeadAttention(nn.Module):
         def split_heads(y: torch.Tensor) -> torch.Tensor:  # (b, t, d) -> (b, heads, t, head_dim)
             return y.view(b, t, self.n_heads, self.head_dim).transpose(1, 2)
 
-        q, k, v = split_heads(self.W_query(x)), split_heads(self.W_key(x)), split_heads(self.W_value(x))
+        q, k, v = (
+            split_heads(self.W_query(x)),
+            split_heads(self.W_key(x)),
+            split_heads(self.W_value(x)),
+        )
         context = F.scaled_dot_product_attention(
             q,
             k,

@@ -129,7 +129,9 @@ class LlamaModel(nn.Module):
         self.trf_blocks = nn.ModuleList(TransformerBlock(cfg) for _ in range(cfg.n_layers))
         self.final_norm = RMSNorm(cfg.emb_dim, cfg.rms_norm_eps)
         # With tied embeddings the output head is the token embedding matrix itself.
-        self.out_head = None if cfg.tie_embeddings else nn.Linear(cfg.emb_dim, cfg.vocab_size, bias=False)
+        self.out_head = (
+            None if cfg.tie_embeddings else nn.Linear(cfg.emb_dim, cfg.vocab_size, bias=False)
+        )
 
     @property
     def context_length(self) -> int:

@@ -32,8 +32,9 @@ def _folder_tokenizer(folder: Path) -> HFTokenizer:
     eos = eos[0] if isinstance(eos, list) else eos
     if eos is None:
         raise GptclfError(f"{folder}/config.json: eos_token_id is missing")
-    return HFTokenizer.from_file(path, eos_id=eos, bos_id=config.get("bos_token_id"),
-                                 pad_id=config.get("pad_token_id"))
+    return HFTokenizer.from_file(
+        path, eos_id=eos, bos_id=config.get("bos_token_id"), pad_id=config.get("pad_token_id")
+    )
 
 
 def _load_folder(folder: Path) -> tuple[LanguageModel, Tokenizer]:
@@ -48,7 +49,9 @@ def _load_folder(folder: Path) -> tuple[LanguageModel, Tokenizer]:
         return load_gguf(ggufs[0])
     if config is None:
         raise GptclfError(f"{folder}: no config.json (or single .gguf file) in this folder")
-    raise GptclfError(f"{folder}/config.json: model_type {model_type!r} is not supported (gpt2, llama)")
+    raise GptclfError(
+        f"{folder}/config.json: model_type {model_type!r} is not supported (gpt2, llama)"
+    )
 
 
 def _load_safetensors_file(path: Path) -> tuple[LanguageModel, Tokenizer]:
@@ -59,7 +62,9 @@ def _load_safetensors_file(path: Path) -> tuple[LanguageModel, Tokenizer]:
         return load_hf_gpt2(path), gpt2_tokenizer()
     if "model.embed_tokens.weight" in keys:
         return _load_folder(path.parent)
-    raise GptclfError(f"{path}: tensors match no supported layout (book GPT, Hugging Face GPT-2/Llama)")
+    raise GptclfError(
+        f"{path}: tensors match no supported layout (book GPT, Hugging Face GPT-2/Llama)"
+    )
 
 
 def load_local(path: Path) -> tuple[LanguageModel, Tokenizer]:

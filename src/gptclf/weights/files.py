@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import torch
@@ -48,12 +47,12 @@ def read_config(folder: Path) -> dict | None:
 def hub_snapshot(repo_id: str) -> Path:
     """A local folder with the repository's weights and config: from the Hugging Face cache, or
     downloaded into it when the machine is online (unless ``HF_HUB_OFFLINE`` is set)."""
-    from huggingface_hub import snapshot_download
+    from huggingface_hub import constants, snapshot_download
 
     try:
         return Path(snapshot_download(repo_id, allow_patterns=HUB_FILES, local_files_only=True))
     except Exception as cached_error:
-        if os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0"):
+        if constants.HF_HUB_OFFLINE:
             raise GptclfError(
                 f"{repo_id} is not in the local Hugging Face cache and HF_HUB_OFFLINE is set"
             ) from cached_error

@@ -65,7 +65,9 @@ class GGUFFile:
                 )
             raw = np.asarray(t.data)  # a plain array: slicing a memmap is slow
             values = dequantize(raw, t.tensor_type).astype(np.float32, copy=False)
-            shape = tuple(int(n) for n in reversed(t.shape))  # GGUF lists dimensions innermost first
+            shape = tuple(
+                int(n) for n in reversed(t.shape)
+            )  # GGUF lists dimensions innermost first
             out[t.name] = torch.from_numpy(values.reshape(shape).copy())
         return out
 
@@ -73,7 +75,9 @@ class GGUFFile:
 def unpermute_rotary_rows(n_heads: int, weight: torch.Tensor) -> torch.Tensor:
     """Undo llama.cpp's query/key permutation: per head, rows (pair, 2) back to (2, pair)."""
     rows, cols = weight.shape
-    return weight.reshape(n_heads, rows // n_heads // 2, 2, cols).transpose(1, 2).reshape(rows, cols)
+    return (
+        weight.reshape(n_heads, rows // n_heads // 2, 2, cols).transpose(1, 2).reshape(rows, cols)
+    )
 
 
 def llama_config(gguf: GGUFFile) -> LlamaConfig:
@@ -137,7 +141,9 @@ def llama_rules(cfg: LlamaConfig) -> list[Rule]:
 def gguf_tokenizer(gguf: GGUFFile) -> HFTokenizer:
     model = gguf.require("tokenizer.ggml.model")
     if model != "gpt2":
-        raise GptclfError(f"{gguf.path}: tokenizer model {model!r} is not supported (only gpt2 BPE)")
+        raise GptclfError(
+            f"{gguf.path}: tokenizer model {model!r} is not supported (only gpt2 BPE)"
+        )
     tokens = gguf.require("tokenizer.ggml.tokens")
     return byte_level_bpe_tokenizer(
         tokens,

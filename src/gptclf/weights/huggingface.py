@@ -61,9 +61,21 @@ def gpt2_rules(cfg: GPTConfig, tensors: dict[str, torch.Tensor]) -> list[Rule]:
         ours, theirs = f"trf_blocks.{i}", f"h.{i}"
         for kind in ("weight", "bias"):
             rules += [
-                Rule(f"{ours}.att.W_query.{kind}", f"{theirs}.attn.c_attn.{kind}", partial(_qkv_part, 0)),
-                Rule(f"{ours}.att.W_key.{kind}", f"{theirs}.attn.c_attn.{kind}", partial(_qkv_part, 1)),
-                Rule(f"{ours}.att.W_value.{kind}", f"{theirs}.attn.c_attn.{kind}", partial(_qkv_part, 2)),
+                Rule(
+                    f"{ours}.att.W_query.{kind}",
+                    f"{theirs}.attn.c_attn.{kind}",
+                    partial(_qkv_part, 0),
+                ),
+                Rule(
+                    f"{ours}.att.W_key.{kind}",
+                    f"{theirs}.attn.c_attn.{kind}",
+                    partial(_qkv_part, 1),
+                ),
+                Rule(
+                    f"{ours}.att.W_value.{kind}",
+                    f"{theirs}.attn.c_attn.{kind}",
+                    partial(_qkv_part, 2),
+                ),
             ]
         rules += [
             Rule(f"{ours}.norm1.scale", f"{theirs}.ln_1.weight"),

@@ -1,0 +1,94 @@
+"""Shared test helpers: tiny random Hugging Face models saved to disk, and padded batches."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import transformers
+
+transformers.logging.set_verbosity_error()
+
+
+def padded_batch(vocab_size: int, lengths: tuple[int, ...] = (9, 5, 2), seed: int = 0):
+    """Right-padded random token ids (batch, max_len) and their 1/0 attention mask."""
+    generator = torch.Generator().manual_seed(seed)
+    width = max(lengths)
+    ids = torch.randint(0, vocab_size, (len(lengths), width), generator=generator)
+    mask = torch.zeros(len(lengths), width, dtype=torch.long)
+    for row, length in enumerate(lengths):
+        mask[row, :length] = 1
+    return ids * mask, mask
+
+
+def max_diff_on_real_tokens(ours: torch.Tensor, theirs: torch.Tensor, mask: torch.Tensor) -> float:
+    """Largest absolute difference between two (batch, seq, ...) outputs where mask is 1."""
+    return (ours - theirs)[mask.bool()].abs().max().item()
+
+
+@pytest.fixture
+def tiny_gpt2(tmp_path: Path):
+    """A random tiny ``GPT2LMHeadModel`` with GPT-2's vocabulary, saved with ``save_pretrained``."""
+    torch.manual_seed(0)
+    config = transformers.GPT2Config(
+        vocab_size=50257,
+        n_positions=32,
+        n_embd=48,
+        n_layer=2,
+        n_head=4,
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+    )
+    model = transformers.GPT2LMHeadModel(config).eval()
+    folder = tmp_path / "tiny-gpt2"
+    model.save_pretrained(folder)
+    return model, folder
+
+
+@pytest.fixture(scope="session")
+def gpt2_small(tmp_path_factory):
+    """A random ``GPT2LMHeadModel`` of the full gpt2-small shape, saved once per session."""
+    torch.manual_seed(0)
+    model = transformers.GPT2LMHeadModel(transformers.GPT2Config()).eval()
+    folder = tmp_path_factory.mktemp("gpt2-small")
+    model.save_pretrained(folder)
+    return model, folder
+
+
+@pytest.fixture(scope="session")
+def smollm2():
+    """The real offline default model, SmolLM2-135M-Instruct, loaded once per session."""
+    from gptclf.registry import load_pretrained
+
+    return load_pretrained("smollm2-135m")
+
+
+def save_tiny_llama(folder: Path, tie_embeddings: bool) -> transformers.LlamaForCausalLM:
+    torch.manual_seed(0)
+    config = transformers.LlamaConfig(
+        vocab_size=101,
+        hidden_size=48,
+        intermediate_size=80,
+        num_hidden_layers=2,
+        num_attention_heads=6,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+        rope_theta=50_000.0,
+        rms_norm_eps=1e-5,
+        tie_word_embeddings=tie_embeddings,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=None,
+    )
+    model = transformers.LlamaForCausalLM(config).eval()
+    model.save_pretrained(folder)
+    return model
+
+
+@pytest.fixture(params=[True, False], ids=["tied", "untied"])
+def tiny_llama(request, tmp_path: Path):
+    """A random tiny ``LlamaForCausalLM`` (grouped-query attention) saved to disk."""
+    folder = tmp_path / "tiny-llama"
+    return save_tiny_llama(folder, tie_embeddings=request.param), folder

@@ -1,0 +1,41 @@
+import torch
+
+from gptclf.models import LlamaConfig, LlamaModel
+
+from conftest import padded_batch
+
+
+def tiny_llama_config(**overrides) -> LlamaConfig:
+    settings = dict(
+        vocab_size=60,
+        context_length=32,
+        emb_dim=48,
+        hidden_dim=96,
+        n_heads=6,
+        n_kv_groups=2,
+        n_layers=2,
+        rope_base=10_000.0,
+    )
+    return LlamaConfig(**{**settings, **overrides})
+
+
+def test_right_padding_gives_each_sequence_the_hidden_states_it_gets_alone():
+    torch.manual_seed(0)
+    model = LlamaModel(tiny_llama_config())
+    ids, mask = padded_batch(60)
+    with torch.no_grad():
+        batched = model.hidden_states(ids, mask)
+        for row in range(ids.shape[0]):
+            length = int(mask[row].sum())
+            alone = model.hidden_states(ids[row : row + 1, :length])
+            torch.testing.assert_close(batched[row, :length], alone[0], atol=1e-5, rtol=0)
+
+
+def test_tied_model_scores_tokens_with_the_embedding_matrix():
+    torch.manual_seed(0)
+    model = LlamaModel(tiny_llama_config(tie_embeddings=True))
+    ids, mask = padded_batch(60)
+    with torch.no_grad():
+        expected = model.hidden_states(ids, mask) @ model.tok_emb.weight.T
+        torch.testing.assert_close(model(ids, mask), expected)
+    assert model.out_head is None

@@ -1,0 +1,68 @@
+import subprocess
+import sys
+
+import pytest
+
+from gptclf.cli import main
+
+
+def test_models_lists_every_registered_model_and_whether_it_is_here(capsys):
+    assert main(["models"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    rows = {line.split()[0]: line.split() for line in lines[1:6]}
+    assert set(rows) == {"smollm2-135m", "gpt2-small", "gpt2-medium", "gpt2-large", "gpt2-xl"}
+    assert rows["smollm2-135m"][3] == "yes"
+    assert rows["gpt2-xl"][2] == "1558M"
+
+
+def test_generate_completes_a_prompt_with_a_local_model(tiny_gpt2, capsys):
+    _, folder = tiny_gpt2
+    assert main(["generate", "Hello", "--model", str(folder), "--max-new-tokens", "3"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.startswith("Hello")
+    assert "loaded" in captured.err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["generate", "hi", "--model", "gpt9"], "unknown model 'gpt9'"),
+        (
+            ["generate", "hi", "--model", "nowhere/weights.gguf"],
+            "unknown model 'nowhere/weights.gguf'",
+        ),
+    ],
+)
+def test_bad_model_is_one_line_error_with_exit_code_2(argv, message, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert err.startswith("gptclf: error: ") and message in err
+
+
+def test_unreadable_weights_file_is_one_line_error_naming_it(tmp_path, capsys):
+    bad = tmp_path / "broken.gguf"
+    bad.write_bytes(b"not a gguf file at all")
+    assert main(["generate", "hi", "--model", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{bad}: not a readable GGUF file" in err
+
+
+def test_module_entry_point_runs_the_cli():
+    result = subprocess.run(
+        [sys.executable, "-m", "gptclf", "models"], capture_output=True, text=True, check=True
+    )
+    assert "smollm2-135m" in result.stdout
+
+
+def test_weights_smaller_than_their_tokenizer_are_refused(tmp_path, capsys):
+    import transformers
+
+    transformers.GPT2LMHeadModel(
+        transformers.GPT2Config(vocab_size=100, n_positions=16, n_embd=16, n_layer=1, n_head=2)
+    ).save_pretrained(tmp_path)
+    assert main(["generate", "hi", "--model", str(tmp_path)]) == 2
+    assert (
+        "the tokenizer has 50257 tokens but the model's embedding only 100"
+        in capsys.readouterr().err
+    )

@@ -1,0 +1,128 @@
+import shutil
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from gptclf.errors import GptclfError
+from gptclf.models import GPTModel, LlamaModel
+from gptclf.registry import load_pretrained
+from gptclf.weights.huggingface import load_hf_gpt2, load_hf_llama
+
+from conftest import max_diff_on_real_tokens, padded_batch
+
+
+def logits_gap(ours, theirs) -> float:
+    """Max |difference| of logits on the real tokens of a right-padded batch."""
+    ids, mask = padded_batch(theirs.config.vocab_size)
+    with torch.no_grad():
+        expected = theirs(input_ids=ids, attention_mask=mask).logits
+        actual = ours(ids, mask)
+    return max_diff_on_real_tokens(actual, expected, mask)
+
+
+def test_gpt2_logits_match_transformers_on_a_padded_batch(tiny_gpt2):
+    reference, folder = tiny_gpt2
+    model = load_hf_gpt2(folder)
+    assert isinstance(model, GPTModel)
+    assert logits_gap(model, reference) < 1e-4
+
+
+def test_gpt2_small_shape_matches_transformers(gpt2_small):
+    reference, folder = gpt2_small
+    model = load_hf_gpt2(folder)
+    assert sum(p.numel() for p in model.trf_blocks.parameters()) == 12 * 7_087_872
+    assert logits_gap(model, reference) < 1e-4
+
+
+def test_gpt2_weights_without_transformer_prefix_load_like_openai_files(tiny_gpt2, tmp_path):
+    reference, folder = tiny_gpt2
+    tensors = load_file(folder / "model.safetensors")
+    openai_style = {k.removeprefix("transformer."): v for k, v in tensors.items()}
+    shutil.copy(folder / "config.json", tmp_path / "config.json")
+    save_file(openai_style, tmp_path / "model.safetensors")
+    assert logits_gap(load_hf_gpt2(tmp_path), reference) < 1e-4
+
+
+def test_llama_logits_match_transformers_on_a_padded_batch(tiny_llama):
+    reference, folder = tiny_llama
+    model = load_hf_llama(folder)
+    assert isinstance(model, LlamaModel)
+    assert model.cfg.rope_base == 50_000.0
+    assert model.cfg.n_kv_groups == 2
+    assert logits_gap(model, reference) < 1e-4
+
+
+def rewrite_tensors(folder, change) -> None:
+    tensors = load_file(folder / "model.safetensors")
+    change(tensors)
+    save_file(tensors, folder / "model.safetensors")
+
+
+def test_missing_tensor_is_an_error_naming_it(tiny_gpt2):
+    _, folder = tiny_gpt2
+    rewrite_tensors(folder, lambda t: t.pop("transformer.h.1.mlp.c_fc.weight"))
+    with pytest.raises(GptclfError, match=r"missing tensor h\.1\.mlp\.c_fc\.weight"):
+        load_hf_gpt2(folder)
+
+
+def test_mis_shaped_tensor_is_an_error_naming_it_and_both_shapes(tiny_llama):
+    _, folder = tiny_llama
+    name = "model.layers.0.mlp.up_proj.weight"
+    rewrite_tensors(folder, lambda t: t.update({name: torch.zeros(80, 47)}))
+    with pytest.raises(GptclfError, match=rf"{name} has shape \(80, 47\).*\(80, 48\)"):
+        load_hf_llama(folder)
+
+
+def test_gpt2_checkpoint_is_not_mistaken_for_llama(tiny_gpt2):
+    _, folder = tiny_gpt2
+    (folder / "config.json").write_text(
+        '{"model_type": "llama", "vocab_size": 97, "hidden_size": 48, '
+        '"intermediate_size": 80, "num_attention_heads": 4, '
+        '"num_hidden_layers": 2}'
+    )
+    with pytest.raises(GptclfError, match=r"missing tensor model\.embed_tokens\.weight"):
+        load_hf_llama(folder)
+
+
+def test_unsupported_rope_scaling_is_refused(tiny_llama):
+    _, folder = tiny_llama
+    config = (folder / "config.json").read_text()
+    (folder / "config.json").write_text(
+        config.replace('"rope_type": "default"', '"rope_type": "yarn"')
+    )
+    with pytest.raises(GptclfError, match="rope scaling 'yarn'"):
+        load_hf_llama(folder)
+
+
+def fake_hub_cache(cache, repo_id: str, files) -> None:
+    """Lay out a Hugging Face cache entry the way ``huggingface_hub`` does."""
+    repo = cache / f"models--{repo_id.replace('/', '--')}"
+    snapshot = repo / "snapshots" / ("0" * 40)
+    snapshot.mkdir(parents=True)
+    for file in files:
+        shutil.copy(file, snapshot / file.name)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0" * 40)
+
+
+def test_registered_gpt2_loads_from_the_hugging_face_cache_offline(
+    tiny_gpt2, tmp_path, monkeypatch
+):
+    reference, folder = tiny_gpt2
+    cache = tmp_path / "hub"
+    fake_hub_cache(
+        cache, "openai-community/gpt2", [folder / "config.json", folder / "model.safetensors"]
+    )
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
+    pretrained = load_pretrained("gpt2-small")
+    assert logits_gap(pretrained.model, reference) < 1e-4
+    assert pretrained.tokenizer.encode("Hello") == [15496]
+
+
+def test_registered_gpt2_missing_offline_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
+    with pytest.raises(GptclfError, match="openai-community/gpt2-medium is not in the local"):
+        load_pretrained("gpt2-medium")
