@@ -65,10 +65,10 @@ class GGUFFile:
                 )
             raw = np.asarray(t.data)  # a plain array: slicing a memmap is slow
             values = dequantize(raw, t.tensor_type).astype(np.float32, copy=False)
-            shape = tuple(
-                int(n) for n in reversed(t.shape)
-            )  # GGUF lists dimensions innermost first
-            out[t.name] = torch.from_numpy(values.reshape(shape).copy())
+            if not values.flags.writeable:  # float32 data straight from the read-only memory map
+                values = values.copy()
+            shape = [int(n) for n in reversed(t.shape)]  # GGUF lists the innermost dimension first
+            out[t.name] = torch.from_numpy(values.reshape(shape))
         return out
 
 
