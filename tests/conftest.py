@@ -65,6 +65,14 @@ def smollm2():
     return load_pretrained("smollm2-135m")
 
 
+@pytest.fixture(scope="session")
+def sms_book_splits(tmp_path_factory):
+    """The chapter's SMS spam split (train/validation/test CSVs and labels.json), made once."""
+    from gptclf.data.sms_spam import prepare_sms_spam
+
+    return prepare_sms_spam("book", out_dir=tmp_path_factory.mktemp("sms-book"))
+
+
 def save_tiny_llama(folder: Path, tie_embeddings: bool) -> transformers.LlamaForCausalLM:
     torch.manual_seed(0)
     config = transformers.LlamaConfig(

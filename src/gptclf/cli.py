@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from gptclf.errors import GptclfError
 from gptclf.registry import DEFAULT_MODEL, MODELS
@@ -41,6 +42,59 @@ def _cmd_generate(args: argparse.Namespace) -> None:
     print(args.prompt + tokenizer.decode(ids[len(prompt_ids) :]))
 
 
+def _cmd_data_sms_spam(args: argparse.Namespace) -> None:
+    import pandas as pd
+
+    from gptclf.data.sms_spam import SMS_SPAM_INFO, prepare_sms_spam
+
+    if args.info:
+        print(SMS_SPAM_INFO)
+        return
+    paths = prepare_sms_spam(args.protocol, args.out, log=_note)
+    for split in ("train", "validation", "test"):
+        rows = len(pd.read_csv(paths[split]))
+        print(f"{split:<10}  {rows:>5} rows  {paths[split]}")
+    print(f"labels      {paths['labels']}")
+
+
+def _cmd_data_inspect(args: argparse.Namespace) -> None:
+    from gptclf.data.labels import LabelMap
+    from gptclf.data.readers import read_labelled
+    from gptclf.data.summary import format_summary, summarize_split
+    from gptclf.data.tokenized import tokenize
+    from gptclf.registry import load_tokenizer
+
+    data = read_labelled(
+        args.file,
+        text_column=args.text_column,
+        label_column=args.label_column,
+        encoding=args.encoding,
+        strict=args.strict,
+        labels_required=False,
+    )
+    labels = LabelMap.from_labels(data.labels) if data.labels is not None else None
+    tokenizer, context_length = load_tokenizer(args.model)
+    tokens = tokenize(tokenizer, data.texts, args.max_length or context_length, args.truncate)
+    print(
+        f"{args.file}: text column {data.text_column!r}, label column {data.label_column!r}, "
+        f"tokenizer of {args.model}"
+    )
+    print(format_summary([summarize_split("all", data, tokens, labels)]))
+    if data.dropped_empty:
+        print(
+            f"dropped {len(data.dropped_empty)} row(s) with empty text: {_rows(data.dropped_empty)}"
+        )
+
+
+def _rows(rows: list[int]) -> str:
+    shown = ", ".join(str(r) for r in rows[:5])
+    return shown + (f" and {len(rows) - 5} more" if len(rows) > 5 else "")
+
+
+def _note(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gptclf", description="Turn a pretrained GPT-style language model into a classifier."
@@ -55,7 +109,35 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--model", default=DEFAULT_MODEL, help="a model name or a local path")
     generate.add_argument("--max-new-tokens", type=int, default=20)
     generate.set_defaults(run=_cmd_generate)
+
+    data = commands.add_parser("data", help="prepare and inspect labelled text")
+    data_commands = data.add_subparsers(dest="data_command", required=True)
+    sms = data_commands.add_parser("sms-spam", help="prepare the SMS Spam Collection splits")
+    sms.add_argument("--protocol", choices=["book", "full"], default="book")
+    sms.add_argument("--out", type=Path, help="folder for the split CSVs (default: the cache)")
+    sms.add_argument("--info", action="store_true", help="show the citation and licence terms")
+    sms.set_defaults(run=_cmd_data_sms_spam)
+
+    inspect = data_commands.add_parser("inspect", help="summarise a labelled file, checking it")
+    inspect.add_argument("file", type=Path)
+    _add_reading_options(inspect)
+    inspect.add_argument("--model", default=DEFAULT_MODEL, help="whose tokenizer counts tokens")
+    inspect.add_argument("--max-length", type=int, help="tokens kept per text (default: context)")
+    inspect.set_defaults(run=_cmd_data_inspect)
     return parser
+
+
+def _add_reading_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--text-column", help="column holding the text (default: detected)")
+    parser.add_argument("--label-column", help="column holding the label (default: detected)")
+    parser.add_argument("--encoding", default="utf-8", help="text encoding of the file")
+    parser.add_argument("--strict", action="store_true", help="empty texts are an error")
+    parser.add_argument(
+        "--truncate",
+        choices=["head", "tail"],
+        default="head",
+        help="which end of a too-long text to keep",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

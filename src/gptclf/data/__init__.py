@@ -1,0 +1,1 @@
+"""Reading the user's labelled files, mapping labels to class ids, and splitting them."""

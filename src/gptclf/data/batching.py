@@ -1,0 +1,121 @@
+"""Feeding the model: a dataset of token ids and label ids, right-padding collation with an
+attention mask, and a length-bucketing batch sampler so short texts travel with short texts."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Sampler
+
+
+@dataclass
+class Batch:
+    input_ids: torch.Tensor  # (batch, seq) long, right-padded
+    attention_mask: torch.Tensor  # (batch, seq) long: 1 for tokens, 0 for padding
+    labels: torch.Tensor | None  # (batch,) long
+
+
+class TokenDataset(Dataset):
+    """Examples as (token ids, label id or None)."""
+
+    def __init__(self, ids: Sequence[Sequence[int]], labels: Sequence[int] | None = None):
+        if labels is not None and len(labels) != len(ids):
+            raise ValueError("ids and labels differ in length")
+        self.ids = ids
+        self.labels = labels
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, index: int) -> tuple[Sequence[int], int | None]:
+        return self.ids[index], None if self.labels is None else self.labels[index]
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.array([len(x) for x in self.ids], dtype=np.int64)
+
+
+class Collator:
+    """Right-pad a list of examples with ``pad_id`` to the longest in the batch, or to a fixed
+    ``pad_to`` length as the book does (longer sequences are then cut to ``pad_to``)."""
+
+    def __init__(self, pad_id: int, pad_to: int | None = None):
+        self.pad_id = pad_id
+        self.pad_to = pad_to
+
+    def __call__(self, examples: Sequence[tuple[Sequence[int], int | None]]) -> Batch:
+        sequences = [list(ids[: self.pad_to]) if self.pad_to else list(ids) for ids, _ in examples]
+        width = self.pad_to or max(len(s) for s in sequences)
+        input_ids = torch.full((len(sequences), width), self.pad_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(sequences), width), dtype=torch.long)
+        for row, seq in enumerate(sequences):
+            input_ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
+            attention_mask[row, : len(seq)] = 1
+        labels = [label for _, label in examples]
+        has_labels = all(label is not None for label in labels)
+        return Batch(input_ids, attention_mask, torch.tensor(labels) if has_labels else None)
+
+
+class LengthBucketSampler(Sampler[list[int]]):
+    """Batches of indices with similar lengths, in a shuffled order that the seed and epoch fix.
+
+    Each epoch: shuffle all indices, cut them into pools of ``pool_batches`` batches, sort each
+    pool by length, cut the pools into batches, shuffle the batch order. Every index appears
+    exactly once per epoch (``drop_last`` drops only the final incomplete batch).
+    Without ``shuffle``, batches follow the sorted lengths (for evaluation and prediction).
+    """
+
+    def __init__(
+        self,
+        lengths: Sequence[int] | np.ndarray,
+        batch_size: int,
+        *,
+        shuffle: bool = True,
+        seed: int = 0,
+        drop_last: bool = False,
+        pool_batches: int = 50,
+    ):
+        if batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
+        self.lengths = np.asarray(lengths)
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.seed = seed
+        self.drop_last = drop_last
+        self.pool_size = batch_size * pool_batches
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _batches(self) -> list[list[int]]:
+        if self.shuffle:
+            rng = np.random.default_rng([self.seed, self.epoch])
+            order = rng.permutation(len(self.lengths))
+            pools = [order[i : i + self.pool_size] for i in range(0, len(order), self.pool_size)]
+            batches = [b for pool in pools for b in self._cut(self._by_length(pool))]
+        else:
+            batches = self._cut(self._by_length(np.arange(len(self.lengths))))
+        if self.drop_last and batches and len(batches[-1]) < self.batch_size:
+            batches = batches[:-1]  # only the last cut can be short: pools hold whole batches
+        if self.shuffle:
+            batches = [batches[i] for i in rng.permutation(len(batches))]
+        return batches
+
+    def _by_length(self, indices: np.ndarray) -> np.ndarray:
+        return indices[np.argsort(self.lengths[indices], kind="stable")]
+
+    def _cut(self, order: np.ndarray) -> list[list[int]]:
+        return [
+            order[i : i + self.batch_size].tolist() for i in range(0, len(order), self.batch_size)
+        ]
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return iter(self._batches())
+
+    def __len__(self) -> int:
+        full, rest = divmod(len(self.lengths), self.batch_size)
+        return full + (1 if rest and not self.drop_last else 0)

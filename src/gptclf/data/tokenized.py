@@ -1,0 +1,95 @@
+"""Texts to token ids, once: cached on disk by tokenizer and text hash, truncated on demand."""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from safetensors.numpy import load_file, save_file
+
+from gptclf.atomic import atomic_path
+from gptclf.cache import cache_dir
+from gptclf.errors import GptclfError
+from gptclf.tokenizers import Tokenizer
+
+TRUNCATE_SIDES = ("head", "tail")
+
+
+@dataclass
+class TokenizedTexts:
+    """Token ids of each text, cut to at most ``max_length`` tokens."""
+
+    ids: list[list[int]]
+    full_lengths: np.ndarray  # token count of each text before truncation
+    max_length: int
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.minimum(self.full_lengths, self.max_length)
+
+    @property
+    def n_truncated(self) -> int:
+        return int((self.full_lengths > self.max_length).sum())
+
+
+def texts_fingerprint(tokenizer: Tokenizer, texts: Sequence[str]) -> str:
+    """SHA-256 over the tokenizer's identity and every text (length-prefixed, so unambiguous)."""
+    digest = hashlib.sha256(tokenizer.name.encode())
+    for text in texts:
+        data = text.encode("utf-8", "surrogatepass")
+        digest.update(len(data).to_bytes(8, "little"))
+        digest.update(data)
+    return digest.hexdigest()
+
+
+def _save_ids(path: Path, ids: list[list[int]]) -> None:
+    lengths = np.array([len(x) for x in ids], dtype=np.int64)
+    flat = np.fromiter((t for x in ids for t in x), dtype=np.int32, count=int(lengths.sum()))
+    with atomic_path(path) as tmp:
+        save_file({"flat": flat, "lengths": lengths}, str(tmp))
+
+
+def _load_ids(path: Path) -> list[list[int]]:
+    arrays = load_file(str(path))
+    offsets = np.concatenate([[0], np.cumsum(arrays["lengths"])])
+    flat = arrays["flat"].tolist()
+    return [flat[a:b] for a, b in itertools.pairwise(offsets)]
+
+
+def encode_cached(
+    tokenizer: Tokenizer, texts: Sequence[str], folder: Path | None = None
+) -> list[list[int]]:
+    """Token ids of ``texts``, read from the token cache when this tokenizer saw them before."""
+    folder = folder or cache_dir("tokens")
+    path = folder / f"{texts_fingerprint(tokenizer, texts)}.safetensors"
+    if path.is_file():
+        return _load_ids(path)
+    ids = tokenizer.encode_batch(texts)
+    _save_ids(path, ids)
+    return ids
+
+
+def truncate(ids: list[list[int]], max_length: int, side: str = "head") -> TokenizedTexts:
+    """Keep the first (``head``) or last (``tail``) ``max_length`` tokens of each sequence."""
+    if side not in TRUNCATE_SIDES:
+        raise GptclfError(f"--truncate must be one of {', '.join(TRUNCATE_SIDES)}, not {side!r}")
+    if max_length < 1:
+        raise GptclfError(f"the maximum length must be at least 1 token, not {max_length}")
+    full_lengths = np.array([len(x) for x in ids], dtype=np.int64)
+    cut = [x[:max_length] if side == "head" else x[-max_length:] for x in ids]
+    return TokenizedTexts(cut, full_lengths, max_length)
+
+
+def tokenize(
+    tokenizer: Tokenizer,
+    texts: Sequence[str],
+    max_length: int,
+    side: str = "head",
+    cache_folder: Path | None = None,
+) -> TokenizedTexts:
+    """Cached tokenization followed by truncation to ``max_length``."""
+    return truncate(encode_cached(tokenizer, texts, cache_folder), max_length, side)

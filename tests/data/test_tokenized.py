@@ -1,0 +1,48 @@
+import pytest
+
+from gptclf.data.tokenized import encode_cached, tokenize, truncate
+from gptclf.errors import GptclfError
+from gptclf.tokenizers import gpt2_tokenizer
+
+TEXTS = ["Hello, world.", "Free entry in 2 a wkly comp to win FA Cup final tkts", "ok"]
+
+
+def test_second_tokenization_reads_the_cache_instead_of_encoding(tmp_path, monkeypatch):
+    tokenizer = gpt2_tokenizer()
+    first = encode_cached(tokenizer, TEXTS, tmp_path)
+    assert first == tokenizer.encode_batch(TEXTS)
+
+    def refuse(texts):
+        raise AssertionError("encoded again")
+
+    monkeypatch.setattr(tokenizer, "encode_batch", refuse)
+    assert encode_cached(tokenizer, TEXTS, tmp_path) == first
+    assert len(list(tmp_path.iterdir())) == 1
+
+
+def test_cache_is_keyed_by_the_texts_and_the_tokenizer(tmp_path, monkeypatch):
+    tokenizer = gpt2_tokenizer()
+    encode_cached(tokenizer, TEXTS, tmp_path)
+    encode_cached(tokenizer, [*TEXTS[:2], "ok!"], tmp_path)
+    monkeypatch.setattr(tokenizer, "name", "another-tokenizer")
+    encode_cached(tokenizer, TEXTS, tmp_path)
+    assert len(list(tmp_path.glob("*.safetensors"))) == 3
+
+
+def test_truncation_keeps_the_head_by_default_or_the_tail_and_counts_it():
+    head = truncate([[1, 2, 3, 4], [5, 6]], max_length=3)
+    tail = truncate([[1, 2, 3, 4], [5, 6]], max_length=3, side="tail")
+    assert head.ids == [[1, 2, 3], [5, 6]] and tail.ids == [[2, 3, 4], [5, 6]]
+    assert head.n_truncated == tail.n_truncated == 1
+    assert head.full_lengths.tolist() == [4, 2] and head.lengths.tolist() == [3, 2]
+
+
+def test_unknown_truncation_side_is_an_error():
+    with pytest.raises(GptclfError, match="--truncate must be one of head, tail"):
+        truncate([[1]], 4, side="middle")
+
+
+def test_tokenize_combines_cache_and_truncation(tmp_path):
+    result = tokenize(gpt2_tokenizer(), TEXTS, max_length=5, cache_folder=tmp_path)
+    assert [len(x) for x in result.ids] == [4, 5, 1]
+    assert result.n_truncated == 1
