@@ -57,29 +57,50 @@ def _cmd_data_sms_spam(args: argparse.Namespace) -> None:
     print(f"labels      {paths['labels']}")
 
 
+def _reading_options(args: argparse.Namespace) -> dict:
+    return {
+        "text_column": args.text_column,
+        "label_column": args.label_column,
+        "encoding": args.encoding,
+        "strict": args.strict,
+    }
+
+
 def _cmd_data_inspect(args: argparse.Namespace) -> None:
+    from gptclf.data.dataset import check_every_text_has_tokens, label_names_beside
     from gptclf.data.labels import LabelMap
     from gptclf.data.readers import read_labelled
     from gptclf.data.summary import format_summary, summarize_split
     from gptclf.data.tokenized import tokenize
     from gptclf.registry import load_tokenizer
 
-    data = read_labelled(
-        args.file,
-        text_column=args.text_column,
-        label_column=args.label_column,
-        encoding=args.encoding,
-        strict=args.strict,
-        labels_required=False,
-    )
-    labels = LabelMap.from_labels(data.labels) if data.labels is not None else None
+    data = read_labelled(args.file, labels_required=False, **_reading_options(args))
+    labels = None
+    if data.labels is not None:
+        names = label_names_beside(args.file)
+        labels = LabelMap.from_labels(data.labels, names, source=data.source)
     tokenizer, context_length = load_tokenizer(args.model)
     tokens = tokenize(tokenizer, data.texts, args.max_length or context_length, args.truncate)
+    check_every_text_has_tokens(data, tokens)
     print(
         f"{args.file}: text column {data.text_column!r}, label column {data.label_column!r}, "
-        f"tokenizer of {args.model}"
+        f"tokens counted by {args.model}"
     )
     print(format_summary([summarize_split("all", data, tokens, labels)]))
+    if data.dropped_empty:
+        print(
+            f"dropped {len(data.dropped_empty)} row(s) with empty text: {_rows(data.dropped_empty)}"
+        )
+
+
+def _cmd_data_split(args: argparse.Namespace) -> None:
+    from gptclf.data.readers import read_labelled
+    from gptclf.data.splits import stratified_split, write_split
+
+    data = read_labelled(args.file, **_reading_options(args))
+    parts = stratified_split(data, tuple(args.fractions), args.seed)
+    for name, path in write_split(parts, args.out).items():
+        print(f"{name:<10}  {len(parts[name].texts):>6} rows  {path}")
     if data.dropped_empty:
         print(
             f"dropped {len(data.dropped_empty)} row(s) with empty text: {_rows(data.dropped_empty)}"
@@ -124,6 +145,20 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("--model", default=DEFAULT_MODEL, help="whose tokenizer counts tokens")
     inspect.add_argument("--max-length", type=int, help="tokens kept per text (default: context)")
     inspect.set_defaults(run=_cmd_data_inspect)
+
+    split = data_commands.add_parser("split", help="split one labelled file, stratified, seeded")
+    split.add_argument("file", type=Path)
+    split.add_argument("--out", type=Path, required=True, help="folder for the split files")
+    split.add_argument(
+        "--fractions",
+        type=float,
+        nargs=3,
+        default=[0.7, 0.1, 0.2],
+        metavar=("TRAIN", "VAL", "TEST"),
+    )
+    split.add_argument("--seed", type=int, default=123)
+    _add_reading_options(split)
+    split.set_defaults(run=_cmd_data_split)
     return parser
 
 

@@ -1,0 +1,137 @@
+"""Where training data comes from: the built-in SMS spam split, one file split on the fly, or
+separate train/validation/test files; read, checked, and given one label map."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from gptclf.data.labels import LabelMap
+from gptclf.data.readers import LabelledTexts, read_labelled
+from gptclf.data.splits import SPLIT_NAMES, stratified_split, write_split
+from gptclf.data.summary import SplitSummary, summarize_split
+from gptclf.data.tokenized import TokenizedTexts, tokenize
+from gptclf.errors import GptclfError
+from gptclf.tokenizers import Tokenizer
+
+BUILT_IN_DATASETS = ("sms-spam",)
+LABEL_NAMES_FILE = "labels.json"
+
+
+@dataclass
+class DataSource:
+    """Exactly one of ``dataset``, ``data`` or ``train`` (with optional validation/test)."""
+
+    dataset: str | None = None
+    protocol: str = "book"
+    data: Path | None = None
+    train: Path | None = None
+    validation: Path | None = None
+    test: Path | None = None
+    text_column: str | None = None
+    label_column: str | None = None
+    encoding: str = "utf-8"
+    strict: bool = False
+    fractions: tuple[float, float, float] = (0.7, 0.1, 0.2)
+    seed: int = 123
+
+
+@dataclass
+class Splits:
+    """Labelled texts per split, their shared label map, and the file each split lives in."""
+
+    parts: dict[str, LabelledTexts]
+    labels: LabelMap
+    files: dict[str, Path] = field(default_factory=dict)
+
+
+def _split_files(source: DataSource, split_dir: Path) -> tuple[dict[str, Path], bool]:
+    """The file of each split, and whether they were split from one file just now."""
+    ways = [source.dataset is not None, source.data is not None, source.train is not None]
+    if sum(ways) != 1:
+        raise GptclfError("give exactly one of --dataset, --data FILE, or --train FILE")
+    if source.dataset is not None:
+        if source.dataset not in BUILT_IN_DATASETS:
+            raise GptclfError(
+                f"unknown dataset {source.dataset!r}; built in: {', '.join(BUILT_IN_DATASETS)}"
+            )
+        from gptclf.data.sms_spam import prepare_sms_spam
+
+        paths = prepare_sms_spam(source.protocol)
+        return {name: paths[name] for name in SPLIT_NAMES}, False
+    if source.data is not None:
+        return {"data": source.data}, True
+    files = {"train": source.train, "validation": source.validation, "test": source.test}
+    return {name: path for name, path in files.items() if path is not None}, False
+
+
+def _read(path: Path, source: DataSource) -> LabelledTexts:
+    return read_labelled(
+        path,
+        text_column=source.text_column,
+        label_column=source.label_column,
+        encoding=source.encoding,
+        strict=source.strict,
+    )
+
+
+def label_names_beside(train_file: Path) -> dict | None:
+    """Display names for label values from a ``labels.json`` beside the training file."""
+    path = train_file.parent / LABEL_NAMES_FILE
+    if not path.is_file():
+        return None
+    try:
+        names = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise GptclfError(f"{path}: not valid JSON ({exc})") from exc
+    if not isinstance(names, dict):
+        raise GptclfError(f"{path}: expected an object mapping label values to names")
+    return names
+
+
+def load_splits(source: DataSource, split_dir: Path) -> Splits:
+    """Read (and if needed split and write to ``split_dir``) the data, with one label map made
+    from the training labels; validation or test labels never seen in training are an error."""
+    files, split_now = _split_files(source, split_dir)
+    if split_now:
+        parts = stratified_split(_read(files["data"], source), source.fractions, source.seed)
+        files = write_split(parts, split_dir)
+        names = None
+    else:
+        parts = {name: _read(path, source) for name, path in files.items()}
+        names = label_names_beside(files["train"])
+    train = parts["train"]
+    labels = LabelMap.from_labels(train.labels, names, source=train.source)
+    for part in parts.values():
+        labels.ids(part.labels, part.source)
+    return Splits(parts, labels, files)
+
+
+def tokenize_splits(
+    splits: Splits, tokenizer: Tokenizer, max_length: int, side: str = "head"
+) -> tuple[dict[str, TokenizedTexts], list[SplitSummary]]:
+    """Token ids of every split (cached) and the summary shown before training."""
+    tokens = {
+        name: tokenize(tokenizer, part.texts, max_length, side)
+        for name, part in splits.parts.items()
+    }
+    for name, part in splits.parts.items():
+        check_every_text_has_tokens(part, tokens[name])
+    summaries = [
+        summarize_split(name, part, tokens[name], splits.labels)
+        for name, part in splits.parts.items()
+    ]
+    return tokens, summaries
+
+
+def check_every_text_has_tokens(data: LabelledTexts, tokens: TokenizedTexts) -> None:
+    """A text made only of characters the vocabulary cannot represent has no tokens: an error."""
+    empty = [row for row, ids in zip(data.rows, tokens.ids, strict=True) if not ids]
+    if empty:
+        shown = ", ".join(str(r) for r in empty[:5]) + (
+            f" and {len(empty) - 5} more" if len(empty) > 5 else ""
+        )
+        raise GptclfError(
+            f"{data.source}: the tokenizer turns the text of row(s) {shown} into no tokens"
+        )
