@@ -2,8 +2,6 @@
 
 import json
 
-import pytest
-
 from gptclf.cli import main
 
 FAST = ["--model", "gpt2-small"]  # GPT-2's tokenizer loads instantly
@@ -120,7 +118,7 @@ def test_invalid_utf8_names_the_byte_offset_and_row(tmp_path, capsys):
     err = expect_error(capsys, "d.csv", "data", "inspect", path, *FAST)
     assert "byte offset 21" in err and "row 2" in err and "--encoding" in err
     code, out, _ = run(capsys, "data", "inspect", path, "--encoding", "latin-1", *FAST)
-    assert code == 0
+    assert code == 0 and "ham 1 (50.0%), spam 1 (50.0%)" in out
 
 
 def test_malformed_jsonl_names_the_line(tmp_path, capsys):
