@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -107,6 +108,108 @@ def _cmd_data_split(args: argparse.Namespace) -> None:
         )
 
 
+def _data_source(args: argparse.Namespace):
+    from gptclf.data.dataset import DataSource
+
+    return DataSource(
+        dataset=args.dataset,
+        protocol=args.protocol,
+        data=args.data,
+        train=args.train,
+        validation=args.val,
+        test=args.test,
+        fractions=tuple(args.fractions),
+        seed=args.split_seed,
+        **_reading_options(args),
+    )
+
+
+def _cmd_train(args: argparse.Namespace) -> None:
+    from gptclf.train import config_from, new_run_dir, read_train_config, train
+
+    if args.resume is not None:
+        config, source = read_train_config(args.resume)
+        run_dir = args.resume
+    else:
+        data_options = ("train", "test", "val", "data", "preset")
+        options = {k: v for k, v in vars(args).items() if k not in data_options}
+        options["model"] = args.weights or args.model
+        options["lora_targets"] = tuple(args.lora_targets) if args.lora_targets else None
+        config = config_from(args.preset, **options)
+        source = _data_source(args)
+        run_dir = args.out or new_run_dir(config.model)
+    train(config, source, run_dir, resume=args.resume is not None, quiet=args.quiet)
+    print(run_dir)
+
+
+def _cmd_eval(args: argparse.Namespace) -> None:
+    from gptclf.artifact import read_run_config
+    from gptclf.data.readers import read_labelled
+    from gptclf.evaluate import (
+        compute_metrics,
+        format_metrics,
+        plot_confusion_matrix,
+        write_metrics,
+    )
+    from gptclf.predict import Classifier
+
+    read_run_config(args.run_dir)  # a clear error before any data is read
+    data_path = args.data or _own_test_split(args.run_dir)
+    data = read_labelled(data_path, **_reading_options(args))
+    classifier = Classifier.from_pretrained(args.run_dir)
+    truth = classifier.labels.ids(data.labels, data.source)
+    where = lambda i: f"{data_path}: row {data.rows[i]}"  # noqa: E731
+    probabilities = classifier.probabilities_of_ids(classifier.token_ids(data.texts, where))
+    metrics = compute_metrics(truth, probabilities, classifier.labels.names, args.threshold)
+    metrics["data"] = str(data_path)
+    out_dir = args.run_dir / "eval"
+    write_metrics(metrics, out_dir / f"{data_path.stem}.json")
+    plot_confusion_matrix(metrics, out_dir / f"{data_path.stem}_confusion_matrix.png")
+    print(json.dumps(metrics) if args.json else format_metrics(metrics))
+
+
+def _own_test_split(run_dir: Path) -> Path:
+    found = sorted((run_dir / "split").glob("test.*"))
+    if not found:
+        raise GptclfError(f"{run_dir}: the run has no test split; pass --data FILE")
+    return found[0]
+
+
+def _cmd_predict(args: argparse.Namespace) -> None:
+    from dataclasses import asdict
+
+    from gptclf.predict import Classifier, predict_file
+
+    if bool(args.input) != bool(args.output):
+        raise GptclfError("--input and --output go together")
+    if args.input and args.texts:
+        raise GptclfError("give texts or --input FILE, not both")
+    if not args.input and not args.texts:
+        raise GptclfError("nothing to classify: give texts or --input FILE --output FILE")
+    classifier = Classifier.from_pretrained(args.run_dir)
+    if args.input:
+        rows = predict_file(
+            classifier, args.input, args.output, args.text_column, batch_size=args.batch_size
+        )
+        print(f"{rows} rows classified into {args.output}", file=sys.stderr)
+        return
+    for text, p in zip(args.texts, classifier.predict(args.texts, args.batch_size), strict=True):
+        if args.json:
+            print(json.dumps({"text": text, **asdict(p)}))
+        else:
+            print(f"{p.label}\t{p.probability:.4f}\t{text}")
+
+
+def _cmd_baseline(args: argparse.Namespace) -> None:
+    from gptclf.baseline import train_baseline
+    from gptclf.data.dataset import load_splits
+    from gptclf.evaluate import format_metrics
+
+    splits = load_splits(_data_source(args), args.split_out)
+    _, metrics = train_baseline(splits, seed=args.split_seed)
+    print(json.dumps(metrics) if args.json else format_metrics(metrics))
+
+
 def _rows(rows: list[int]) -> str:
     shown = ", ".join(str(r) for r in rows[:5])
     return shown + (f" and {len(rows) - 5} more" if len(rows) > 5 else "")
@@ -159,7 +262,113 @@ def build_parser() -> argparse.ArgumentParser:
     split.add_argument("--seed", type=int, default=123)
     _add_reading_options(split)
     split.set_defaults(run=_cmd_data_split)
+
+    train = commands.add_parser("train", help="finetune a model into a classifier")
+    _add_data_options(train)
+    _add_train_options(train)
+    train.set_defaults(run=_cmd_train)
+
+    evaluate = commands.add_parser("eval", help="measure a trained classifier on labelled data")
+    evaluate.add_argument("run_dir", type=Path)
+    evaluate.add_argument("--data", type=Path, help="labelled file (default: the run's test split)")
+    evaluate.add_argument("--json", action="store_true", help="print one JSON object")
+    evaluate.add_argument("--threshold", type=float, help="p(second class) cut-off, two classes")
+    _add_reading_options(evaluate)
+    evaluate.set_defaults(run=_cmd_eval)
+
+    predict = commands.add_parser("predict", help="classify texts with a trained classifier")
+    predict.add_argument("run_dir", type=Path)
+    predict.add_argument("texts", nargs="*", help="texts to classify")
+    predict.add_argument("--input", type=Path, help="CSV/TSV/JSONL file of texts")
+    predict.add_argument("--output", type=Path, help="CSV or JSONL file for the predictions")
+    predict.add_argument("--text-column", help="column holding the text (default: detected)")
+    predict.add_argument("--json", action="store_true", help="print JSON lines")
+    predict.add_argument("--batch-size", type=int, default=32)
+    predict.set_defaults(run=_cmd_predict)
+
+    baseline = commands.add_parser("baseline", help="TF-IDF + logistic regression on the same data")
+    _add_data_options(baseline)
+    baseline.add_argument("--split-out", type=Path, help="folder for a split made on the fly")
+    baseline.add_argument("--json", action="store_true", help="print one JSON object")
+    baseline.set_defaults(run=_cmd_baseline)
     return parser
+
+
+def _add_data_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("data (one of --dataset, --data, --train)")
+    group.add_argument("--dataset", choices=["sms-spam"], help="a built-in dataset")
+    group.add_argument(
+        "--protocol",
+        choices=["book", "full"],
+        default="book",
+        help="how the built-in SMS data is split",
+    )
+    group.add_argument("--data", type=Path, help="one labelled file, split on the fly")
+    group.add_argument("--train", type=Path, help="training file")
+    group.add_argument("--val", type=Path, help="validation file")
+    group.add_argument("--test", type=Path, help="test file")
+    group.add_argument(
+        "--fractions",
+        type=float,
+        nargs=3,
+        default=[0.7, 0.1, 0.2],
+        metavar=("TRAIN", "VAL", "TEST"),
+        help="split of --data",
+    )
+    group.add_argument("--split-seed", type=int, default=123, help="seed of the --data split")
+    _add_reading_options(group)
+
+
+def _add_train_options(parser: argparse.ArgumentParser) -> None:
+    """Training options; None means "the preset's value, else the default"."""
+    model = parser.add_argument_group("model")
+    model.add_argument("--preset", choices=["book"], help="a complete recipe (book: chapter 6)")
+    model.add_argument("--model", help=f"model name or path (default {DEFAULT_MODEL})")
+    model.add_argument("--weights", help="path to the base weights (same as --model PATH)")
+    model.add_argument("--init", choices=["pretrained", "random"])
+    model.add_argument("--pooling", choices=["last-token", "last-position", "mean", "first"])
+    model.add_argument("--trainable", help="head | last-block | last-blocks:K | all | lora")
+    model.add_argument("--lora-rank", type=int)
+    model.add_argument("--lora-alpha", type=float)
+    model.add_argument("--lora-targets", nargs="+", help="qv | attention | mlp | all | suffixes")
+    model.add_argument("--lora-blocks", type=int, help="adapters in the top N blocks only")
+    model.add_argument(
+        "--attend-to-padding",
+        action="store_true",
+        default=None,
+        help="no attention mask on padded batches (the book's way)",
+    )
+    opt = parser.add_argument_group("optimisation")
+    opt.add_argument("--epochs", type=int)
+    opt.add_argument("--batch-size", type=int)
+    opt.add_argument("--grad-accumulation", type=int)
+    opt.add_argument("--lr", type=float)
+    opt.add_argument("--weight-decay", type=float)
+    opt.add_argument("--warmup", type=float, help="fraction of steps warming up linearly")
+    opt.add_argument("--schedule", choices=["constant", "linear", "cosine"])
+    opt.add_argument("--max-grad-norm", type=float)
+    opt.add_argument("--class-weights", choices=["balanced"])
+    opt.add_argument("--seed", type=int)
+    opt.add_argument("--max-length", type=int, help="tokens kept per text")
+    opt.add_argument("--pad-to", choices=["longest"], help="pad every batch to the longest text")
+    opt.add_argument("--drop-last", action="store_true", default=None)
+    opt.add_argument(
+        "--no-cache",
+        dest="cache",
+        action="store_false",
+        default=None,
+        help="run the frozen bottom blocks every epoch instead of caching them",
+    )
+    run = parser.add_argument_group("evaluation and output")
+    run.add_argument("--eval-every", type=int, help="also evaluate every N optimizer steps")
+    run.add_argument("--eval-batches", type=int, help="evaluate on the first N batches only")
+    run.add_argument("--early-stopping", type=int, metavar="PATIENCE")
+    run.add_argument("--metric", choices=["accuracy", "macro_f1", "loss"])
+    run.add_argument("--keep", choices=["best", "last"], help="weights kept at the end")
+    run.add_argument("--out", type=Path, help="run folder (default: a new one under runs/)")
+    run.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue an interrupted run")
+    run.add_argument("--full", action="store_true", default=None, help="standalone model file")
+    run.add_argument("--quiet", action="store_true")
 
 
 def _add_reading_options(parser: argparse.ArgumentParser) -> None:
@@ -175,8 +384,24 @@ def _add_reading_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    """Parse, letting ``predict``'s texts also follow its options (argparse alone stops
+    collecting positional arguments at the first option)."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if (
+        extra
+        and getattr(args, "command", None) == "predict"
+        and not any(e.startswith("-") for e in extra)
+    ):
+        args.texts = [*args.texts, *extra]
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = _parse(argv)
     try:
         args.run(args)
     except GptclfError as exc:

@@ -9,14 +9,14 @@ from gptclf.data.batching import Collator, LengthBucketSampler, TokenDataset
 
 def test_collator_right_pads_to_the_longest_with_a_mask():
     batch = Collator(pad_id=9)([([1, 2, 3], 0), ([4], 1)])
-    assert batch.input_ids.tolist() == [[1, 2, 3], [4, 9, 9]]
+    assert batch.inputs.tolist() == [[1, 2, 3], [4, 9, 9]]
     assert batch.attention_mask.tolist() == [[1, 1, 1], [1, 0, 0]]
     assert batch.labels.tolist() == [0, 1]
 
 
 def test_collator_pad_to_fixes_the_width_and_cuts_longer_sequences():
     batch = Collator(pad_id=50256, pad_to=4)([([1, 2, 3, 4, 5], 1), ([6], 0)])
-    assert batch.input_ids.tolist() == [[1, 2, 3, 4], [6, 50256, 50256, 50256]]
+    assert batch.inputs.tolist() == [[1, 2, 3, 4], [6, 50256, 50256, 50256]]
     assert batch.attention_mask.tolist() == [[1, 1, 1, 1], [1, 0, 0, 0]]
 
 
@@ -83,7 +83,7 @@ def test_dataset_and_loader_give_padded_batches():
         batch_sampler=LengthBucketSampler(data.lengths, 2, shuffle=False),
         collate_fn=Collator(pad_id=0),
     )
-    widths = [batch.input_ids.shape[1] for batch in loader]
+    widths = [batch.inputs.shape[1] for batch in loader]
     assert widths == [2, 3]
 
 
@@ -112,5 +112,5 @@ def test_pad_to_reproduces_the_books_120_token_batches(sms_book_splits):
         list(zip(ids[:8], train["Label"][:8], strict=True))
     )
     expected = book_spam_dataset_rows(train["Text"][:8], tokenizer, 120)
-    assert batch.input_ids.tolist() == expected
+    assert batch.inputs.tolist() == expected
     assert batch.labels.tolist() == train["Label"][:8].tolist()

@@ -13,15 +13,20 @@ from torch.utils.data import Dataset, Sampler
 
 @dataclass
 class Batch:
-    input_ids: torch.Tensor  # (batch, seq) long, right-padded
+    inputs: torch.Tensor  # (batch, seq) token ids or (batch, seq, dim) hidden states, right-padded
     attention_mask: torch.Tensor  # (batch, seq) long: 1 for tokens, 0 for padding
     labels: torch.Tensor | None  # (batch,) long
 
 
 class TokenDataset(Dataset):
-    """Examples as (token ids, label id or None)."""
+    """Examples as (token ids, label id or None); ids may also be (seq, dim) tensors of hidden
+    states cached for each token."""
 
-    def __init__(self, ids: Sequence[Sequence[int]], labels: Sequence[int] | None = None):
+    def __init__(
+        self,
+        ids: Sequence[Sequence[int]] | Sequence[torch.Tensor],
+        labels: Sequence[int] | None = None,
+    ):
         if labels is not None and len(labels) != len(ids):
             raise ValueError("ids and labels differ in length")
         self.ids = ids
@@ -39,24 +44,31 @@ class TokenDataset(Dataset):
 
 
 class Collator:
-    """Right-pad a list of examples with ``pad_id`` to the longest in the batch, or to a fixed
-    ``pad_to`` length as the book does (longer sequences are then cut to ``pad_to``)."""
+    """Right-pad a list of examples to the longest in the batch, or to a fixed ``pad_to`` length
+    as the book does (longer sequences are then cut to ``pad_to``). Token ids are padded with
+    ``pad_id``; cached hidden states (seq, dim) with zeros."""
 
     def __init__(self, pad_id: int, pad_to: int | None = None):
         self.pad_id = pad_id
         self.pad_to = pad_to
 
-    def __call__(self, examples: Sequence[tuple[Sequence[int], int | None]]) -> Batch:
-        sequences = [list(ids[: self.pad_to]) if self.pad_to else list(ids) for ids, _ in examples]
+    def __call__(
+        self, examples: Sequence[tuple[Sequence[int] | torch.Tensor, int | None]]
+    ) -> Batch:
+        sequences = [x[: self.pad_to] if self.pad_to else x for x, _ in examples]
         width = self.pad_to or max(len(s) for s in sequences)
-        input_ids = torch.full((len(sequences), width), self.pad_id, dtype=torch.long)
+        if isinstance(sequences[0], torch.Tensor):
+            first = sequences[0]
+            inputs = first.new_zeros((len(sequences), width, *first.shape[1:]))
+        else:
+            inputs = torch.full((len(sequences), width), self.pad_id, dtype=torch.long)
         attention_mask = torch.zeros((len(sequences), width), dtype=torch.long)
         for row, seq in enumerate(sequences):
-            input_ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
+            inputs[row, : len(seq)] = torch.as_tensor(seq)
             attention_mask[row, : len(seq)] = 1
         labels = [label for _, label in examples]
         has_labels = all(label is not None for label in labels)
-        return Batch(input_ids, attention_mask, torch.tensor(labels) if has_labels else None)
+        return Batch(inputs, attention_mask, torch.tensor(labels) if has_labels else None)
 
 
 class LengthBucketSampler(Sampler[list[int]]):

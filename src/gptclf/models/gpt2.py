@@ -134,17 +134,29 @@ class GPTModel(nn.Module):
     def context_length(self) -> int:
         return self.cfg.context_length
 
+    def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Token + position embeddings (batch, seq, emb_dim): the input of the first block."""
+        positions = torch.arange(input_ids.shape[1], device=input_ids.device)
+        return self.drop_emb(self.tok_emb(input_ids) + self.pos_emb(positions))
+
+    def run_blocks(
+        self,
+        x: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        start: int = 0,
+        stop: int | None = None,
+    ) -> torch.Tensor:
+        """Blocks ``start`` to ``stop`` (default: to the end) on hidden states x."""
+        mask = causal_padding_mask(attention_mask, x.shape[1])
+        for block in self.trf_blocks[start:stop]:
+            x = block(x, mask)
+        return x
+
     def hidden_states(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
     ) -> torch.Tensor:
         """Final-norm hidden states (batch, seq, emb_dim): what the output head reads."""
-        seq_len = input_ids.shape[1]
-        positions = torch.arange(seq_len, device=input_ids.device)
-        x = self.drop_emb(self.tok_emb(input_ids) + self.pos_emb(positions))
-        mask = causal_padding_mask(attention_mask, seq_len)
-        for block in self.trf_blocks:
-            x = block(x, mask)
-        return self.final_norm(x)
+        return self.final_norm(self.run_blocks(self.embed(input_ids), attention_mask))
 
     def forward(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None

@@ -137,17 +137,30 @@ class LlamaModel(nn.Module):
     def context_length(self) -> int:
         return self.cfg.context_length
 
+    def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Token embeddings (batch, seq, emb_dim): the input of the first block."""
+        return self.tok_emb(input_ids)
+
+    def run_blocks(
+        self,
+        x: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        start: int = 0,
+        stop: int | None = None,
+    ) -> torch.Tensor:
+        """Blocks ``start`` to ``stop`` (default: to the end) on hidden states x."""
+        seq_len = x.shape[1]
+        mask = causal_padding_mask(attention_mask, seq_len)
+        angles = rotary_angles(self.cfg, seq_len, x.device)
+        for block in self.trf_blocks[start:stop]:
+            x = block(x, mask, angles)
+        return x
+
     def hidden_states(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
     ) -> torch.Tensor:
         """Final-norm hidden states (batch, seq, emb_dim): what the output head reads."""
-        seq_len = input_ids.shape[1]
-        x = self.tok_emb(input_ids)
-        mask = causal_padding_mask(attention_mask, seq_len)
-        angles = rotary_angles(self.cfg, seq_len, input_ids.device)
-        for block in self.trf_blocks:
-            x = block(x, mask, angles)
-        return self.final_norm(x)
+        return self.final_norm(self.run_blocks(self.embed(input_ids), attention_mask))
 
     def forward(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None

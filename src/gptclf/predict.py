@@ -1,0 +1,181 @@
+"""Using a trained classifier: ``Classifier.from_pretrained(run_dir)`` for Python, and streaming
+prediction over files of any size for the command line."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from gptclf.artifact import RunConfig, load_run_model
+from gptclf.atomic import atomic_path
+from gptclf.classifier import SequenceClassifier, batched_logits
+from gptclf.data.labels import LabelMap
+from gptclf.data.readers import TEXT_COLUMNS
+from gptclf.data.tokenized import truncate
+from gptclf.errors import GptclfError
+from gptclf.tokenizers import Tokenizer
+
+
+@dataclass(frozen=True)
+class Prediction:
+    label: str
+    probability: float
+    probabilities: dict[str, float]
+
+
+class Classifier:
+    """A trained text classifier: tokenizer, model and label names together."""
+
+    def __init__(
+        self,
+        model: SequenceClassifier,
+        tokenizer: Tokenizer,
+        labels: LabelMap,
+        config: RunConfig,
+    ):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.labels = labels
+        self.config = config
+
+    @classmethod
+    def from_pretrained(cls, run_dir: str | Path) -> Classifier:
+        model, tokenizer, config = load_run_model(Path(run_dir))
+        return cls(model, tokenizer, config.label_map, config)
+
+    def token_ids(
+        self, texts: Sequence[str], where: Callable[[int], str] = lambda i: f"text {i + 1}"
+    ) -> list[list[int]]:
+        """Token ids as the model was trained to read them (same truncation side and length);
+        a text without tokens is an error naming it by ``where(index)``."""
+        if isinstance(texts, str):
+            raise TypeError("predict takes a list of texts; use classify() for one text")
+        ids = self.tokenizer.encode_batch(list(texts))
+        empty = next((i for i, x in enumerate(ids) if not x), None)
+        if empty is not None:
+            raise GptclfError(f"{where(empty)}: no text to classify (empty or unrepresentable)")
+        return truncate(ids, self.config.pad_to or self.config.max_length, self.config.truncate).ids
+
+    def probabilities_of_ids(self, ids: list[list[int]], batch_size: int = 32) -> np.ndarray:
+        """Class probabilities (n, n_classes), columns in label-id order."""
+        if not ids:
+            return np.zeros((0, len(self.labels)), dtype=np.float32)
+        logits = batched_logits(
+            self.model, ids, self.tokenizer.pad_id, batch_size, self.config.pad_to
+        )
+        return logits.softmax(-1).numpy()
+
+    def predict_proba(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
+        """Class probabilities (n_texts, n_classes), columns in label-id order."""
+        return self.probabilities_of_ids(self.token_ids(texts), batch_size)
+
+    def predict(self, texts: Sequence[str], batch_size: int = 32) -> list[Prediction]:
+        """The most likely label of each text, its probability and every class's probability."""
+        return [self.prediction(p) for p in self.predict_proba(texts, batch_size)]
+
+    def classify(self, text: str) -> str:
+        """The label name of one text, like the book's ``classify_review``."""
+        return self.predict([text])[0].label
+
+    def prediction(self, probabilities: np.ndarray) -> Prediction:
+        best = int(probabilities.argmax())
+        return Prediction(
+            label=self.labels.names[best],
+            probability=float(probabilities[best]),
+            probabilities={
+                n: float(p) for n, p in zip(self.labels.names, probabilities, strict=True)
+            },
+        )
+
+
+def _chunks(path: Path, text_column: str | None, chunk_rows: int) -> Iterator[list[str]]:
+    """Texts of a CSV/TSV/JSONL file in chunks of ``chunk_rows``, without reading it whole."""
+    suffix = path.suffix.lower()
+    if not path.is_file():
+        raise GptclfError(f"{path}: file not found")
+    if suffix in (".csv", ".tsv"):
+        reader = pd.read_csv(
+            path,
+            sep="\t" if suffix == ".tsv" else ",",
+            dtype=str,
+            keep_default_na=False,
+            skip_blank_lines=False,
+            chunksize=chunk_rows,
+        )
+    elif suffix in (".jsonl", ".ndjson"):
+        reader = pd.read_json(path, lines=True, chunksize=chunk_rows, dtype=False)
+    else:
+        raise GptclfError(f"{path}: --input must be .csv, .tsv or .jsonl")
+    column = None
+    try:
+        for chunk in reader:
+            column = column or _text_column(chunk.columns, text_column, path)
+            yield ["" if pd.isna(t) else str(t) for t in chunk[column]]
+    except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:
+        raise GptclfError(f"{path}: could not be read ({str(exc).splitlines()[0]})") from exc
+
+
+def _text_column(columns, wanted: str | None, path: Path) -> str:
+    names = [str(c) for c in columns]
+    if wanted is not None:
+        if wanted in names:
+            return wanted
+        raise GptclfError(
+            f"{path}: no column {wanted!r}; columns are {', '.join(map(repr, names))}"
+        )
+    lowered = {n.lower(): n for n in names}
+    for candidate in TEXT_COLUMNS:
+        if candidate in lowered:
+            return lowered[candidate]
+    raise GptclfError(
+        f"{path}: no text column found among {', '.join(map(repr, names))}; pass --text-column"
+    )
+
+
+def predict_file(
+    classifier: Classifier,
+    input_path: Path,
+    output_path: Path,
+    text_column: str | None = None,
+    chunk_rows: int = 1024,
+    batch_size: int = 32,
+) -> int:
+    """Classify every row of ``input_path`` into ``output_path`` (CSV or JSONL by suffix), in
+    input order, chunk by chunk so memory stays bounded; the output appears only when complete.
+    Returns the number of rows."""
+    as_json = output_path.suffix.lower() in (".jsonl", ".ndjson")
+    if not as_json and output_path.suffix.lower() != ".csv":
+        raise GptclfError(f"{output_path}: --output must be .csv or .jsonl")
+    names = classifier.labels.names
+    rows = 0
+    with atomic_path(output_path) as tmp, open(tmp, "w", encoding="utf-8", newline="") as out:
+        writer = None if as_json else csv.writer(out, lineterminator="\n")
+        if writer:
+            writer.writerow(["text", "label", "probability", *[f"p_{n}" for n in names]])
+        for texts in _chunks(input_path, text_column, chunk_rows):
+            ids = classifier.token_ids(
+                texts, lambda i, first=rows: f"{input_path}: row {first + i + 1}"
+            )
+            for text, p in zip(
+                texts, classifier.probabilities_of_ids(ids, batch_size), strict=True
+            ):
+                prediction = classifier.prediction(p)
+                if writer:
+                    writer.writerow(
+                        [
+                            text,
+                            prediction.label,
+                            f"{prediction.probability:.6f}",
+                            *[f"{v:.6f}" for v in p],
+                        ]
+                    )
+                else:
+                    out.write(json.dumps({"text": text, **asdict(prediction)}) + "\n")
+            rows += len(texts)
+    return rows

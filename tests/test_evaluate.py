@@ -1,0 +1,201 @@
+"""Metrics checked against values worked out by hand, the threshold rule, undefined metrics,
+the text report, and the JSON and PNG files."""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+from matplotlib.image import imread
+from PIL import Image
+
+from gptclf.errors import GptclfError
+from gptclf.evaluate import compute_metrics, format_metrics, plot_confusion_matrix, write_metrics
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+# Two classes: p(class 1) per example; argmax predicts [0, 0, 0, 1, 1, 1, 0, 1], so
+# TN=3 (rows 0-2), FP=1 (row 3), TP=3 (rows 4, 5, 7), FN=1 (row 6).
+BINARY_TRUE = [0, 0, 0, 0, 1, 1, 1, 1]
+BINARY_P1 = np.array([0.1, 0.4, 0.35, 0.8, 0.9, 0.6, 0.3, 0.7])
+BINARY_NAMES = ["ham", "spam"]
+
+# Three classes: argmax predicts [0, 1, 1, 1, 2, 0] for true [0, 0, 1, 1, 2, 2].
+THREE_TRUE = [0, 0, 1, 1, 2, 2]
+THREE_PROBABILITIES = np.array(
+    [
+        [0.7, 0.2, 0.1],
+        [0.3, 0.6, 0.1],
+        [0.1, 0.8, 0.1],
+        [0.2, 0.5, 0.3],
+        [0.1, 0.1, 0.8],
+        [0.5, 0.1, 0.4],
+    ]
+)
+THREE_NAMES = ["a", "b", "c"]
+
+
+def binary_probabilities(p1: np.ndarray = BINARY_P1) -> np.ndarray:
+    return np.column_stack([1 - p1, p1])
+
+
+def test_two_class_metrics_match_hand_computed_values():
+    metrics = compute_metrics(BINARY_TRUE, binary_probabilities(), BINARY_NAMES)
+    assert metrics["n"] == 8
+    assert metrics["n_errors"] == 2
+    assert metrics["accuracy"] == pytest.approx(6 / 8)
+    assert metrics["confusion_matrix"] == [[3, 1], [1, 3]]
+    spam = metrics["per_class"]["spam"]
+    assert spam == pytest.approx({"precision": 3 / 4, "recall": 3 / 4, "f1": 3 / 4, "support": 4})
+    assert metrics["macro_f1"] == pytest.approx(0.75)
+    # (TP*TN - FP*FN) / sqrt((TP+FP)(TP+FN)(TN+FP)(TN+FN)) = (9 - 1) / 16
+    assert metrics["mcc"] == pytest.approx(0.5)
+    # 11 of the 16 (positive, negative) pairs have the positive scored higher.
+    assert metrics["roc_auc"] == pytest.approx(11 / 16)
+    # Positives ranked 1, 3, 4, 7 by p(spam): mean precision at those ranks.
+    assert metrics["pr_auc"] == pytest.approx((1 + 2 / 3 + 3 / 4 + 4 / 7) / 4)
+    assert metrics["positive_class"] == "spam"
+    assert metrics["labels"] == BINARY_NAMES
+    assert metrics["threshold"] is None
+
+
+def test_three_class_metrics_match_hand_computed_values():
+    metrics = compute_metrics(THREE_TRUE, THREE_PROBABILITIES, THREE_NAMES)
+    assert metrics["accuracy"] == pytest.approx(4 / 6)
+    assert metrics["n_errors"] == 2
+    assert metrics["confusion_matrix"] == [[1, 1, 0], [0, 2, 0], [1, 0, 1]]
+    per_class = metrics["per_class"]
+    assert per_class["a"]["precision"] == pytest.approx(1 / 2)
+    assert per_class["a"]["recall"] == pytest.approx(1 / 2)
+    assert per_class["b"]["precision"] == pytest.approx(2 / 3)
+    assert per_class["b"]["recall"] == pytest.approx(1.0)
+    assert per_class["c"]["precision"] == pytest.approx(1.0)
+    assert per_class["c"]["recall"] == pytest.approx(1 / 2)
+    assert [per_class[name]["support"] for name in THREE_NAMES] == [2, 2, 2]
+    assert metrics["macro_f1"] == pytest.approx((1 / 2 + 4 / 5 + 2 / 3) / 3)
+    # Gorodkin's multiclass MCC: (c*s - t.p) / sqrt((s^2 - p.p)(s^2 - t.t)),
+    # with c=4 correct, s=6, true counts t=(2,2,2), predicted counts p=(2,3,1).
+    assert metrics["mcc"] == pytest.approx(12 / math.sqrt(22 * 24))
+    assert "roc_auc" not in metrics
+    assert "pr_auc" not in metrics
+
+
+def test_threshold_changes_the_predictions():
+    threshold = np.float64(0.3)
+    metrics = compute_metrics(BINARY_TRUE, binary_probabilities(), BINARY_NAMES, threshold)
+    # p(spam) >= 0.3 everywhere except row 0.
+    assert metrics["confusion_matrix"] == [[1, 3], [0, 4]]
+    assert metrics["accuracy"] == pytest.approx(5 / 8)
+    assert metrics["threshold"] == 0.3
+    assert type(metrics["threshold"]) is float
+
+
+def test_threshold_equal_to_p1_predicts_class_one():
+    metrics = compute_metrics([1], binary_probabilities(np.array([0.6])), BINARY_NAMES, 0.6)
+    assert metrics["confusion_matrix"] == [[0, 0], [0, 1]]
+
+
+def test_threshold_is_refused_for_three_classes():
+    with pytest.raises(GptclfError, match="exactly two classes"):
+        compute_metrics(THREE_TRUE, THREE_PROBABILITIES, THREE_NAMES, threshold=0.5)
+
+
+@pytest.mark.parametrize("threshold", [0.0, 1.0, -0.1, 1.5, float("nan")])
+def test_threshold_outside_zero_one_is_refused(threshold: float):
+    with pytest.raises(GptclfError, match="strictly between 0 and 1"):
+        compute_metrics(BINARY_TRUE, binary_probabilities(), BINARY_NAMES, threshold=threshold)
+
+
+def test_aucs_and_mcc_are_null_without_warnings_when_y_true_has_one_class():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        metrics = compute_metrics(
+            [1, 1, 1], binary_probabilities(np.array([0.9, 0.8, 0.2])), BINARY_NAMES
+        )
+    assert metrics["roc_auc"] is None
+    assert metrics["pr_auc"] is None
+    assert metrics["mcc"] is None
+    assert metrics["accuracy"] == pytest.approx(2 / 3)
+    assert metrics["per_class"]["ham"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 0}
+
+
+def test_all_correct_single_class_gives_accuracy_one_and_no_warnings():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        metrics = compute_metrics([0, 0], binary_probabilities(np.array([0.1, 0.2])), BINARY_NAMES)
+    assert metrics["accuracy"] == 1.0
+    assert metrics["macro_f1"] == 1.0
+    assert metrics["confusion_matrix"] == [[2, 0], [0, 0]]
+
+
+def test_no_examples_is_a_user_error():
+    with pytest.raises(GptclfError, match="no examples"):
+        compute_metrics([], np.zeros((0, 2)), BINARY_NAMES)
+
+
+def test_probabilities_of_the_wrong_shape_are_refused():
+    with pytest.raises(ValueError, match="shape"):
+        compute_metrics([0, 1], np.zeros((2, 3)), BINARY_NAMES)
+
+
+def test_metrics_are_json_ready_and_written_atomically(tmp_path: Path):
+    metrics = compute_metrics(BINARY_TRUE, binary_probabilities(), BINARY_NAMES)
+    path = tmp_path / "out" / "metrics.json"
+    write_metrics(metrics, path)
+    assert json.loads(path.read_text(encoding="utf-8")) == metrics
+    assert path.read_text(encoding="utf-8").startswith('{\n  "n": 8,')
+    assert [p.name for p in path.parent.iterdir()] == ["metrics.json"]
+
+
+def test_report_has_accuracy_with_errors_scores_table_and_confusion_matrix():
+    metrics = compute_metrics(BINARY_TRUE, binary_probabilities(), BINARY_NAMES)
+    lines = format_metrics(metrics).splitlines()
+    assert "accuracy 75.00% (2 errors of 8)" in lines
+    assert "macro F1 0.7500" in lines
+    assert "MCC 0.5000" in lines
+    assert "ROC-AUC 0.6875 (positive class: spam)" in lines
+    assert any(line.startswith("PR-AUC 0.7470") for line in lines)
+    assert lines[lines.index("class  precision  recall      F1  support") + 2].split() == [
+        "spam",
+        "0.7500",
+        "0.7500",
+        "0.7500",
+        "4",
+    ]
+    table = lines[lines.index("confusion matrix") + 1 :]
+    assert [line.split() for line in table] == [
+        ["true", "\\", "predicted", "ham", "spam"],
+        ["ham", "3", "1"],
+        ["spam", "1", "3"],
+    ]
+
+
+def test_report_says_undefined_and_names_the_threshold():
+    metrics = compute_metrics([1, 1], binary_probabilities(np.array([0.9, 0.2])), BINARY_NAMES, 0.5)
+    report = format_metrics(metrics)
+    assert "accuracy 50.00% (1 error of 2)" in report
+    assert "ROC-AUC undefined" in report
+    assert "MCC undefined" in report
+    assert "threshold 0.5 (predict spam when p(spam) >= 0.5)" in report
+
+
+def test_three_class_report_has_no_auc_lines():
+    report = format_metrics(compute_metrics(THREE_TRUE, THREE_PROBABILITIES, THREE_NAMES))
+    assert "accuracy 66.67% (2 errors of 6)" in report
+    assert "AUC" not in report
+
+
+def test_confusion_matrix_png_is_a_readable_image_and_no_temp_file_is_left(tmp_path: Path):
+    metrics = compute_metrics(THREE_TRUE, THREE_PROBABILITIES, THREE_NAMES)
+    path = tmp_path / "plots" / "confusion_matrix.png"
+    plot_confusion_matrix(metrics, path)
+    assert path.read_bytes().startswith(PNG_MAGIC)
+    with Image.open(path) as image:
+        image.verify()
+    pixels = imread(path)
+    assert pixels.shape[0] > 0 and pixels.shape[1] > 0
+    assert [p.name for p in path.parent.iterdir()] == ["confusion_matrix.png"]

@@ -1,0 +1,209 @@
+"""Training end to end on tiny models: artifacts, resume, determinism, presets, LoRA."""
+
+import json
+
+import pytest
+import torch
+from safetensors import safe_open
+
+from gptclf.data.dataset import DataSource
+from gptclf.data.readers import write_labelled
+from gptclf.errors import GptclfError
+from gptclf.predict import Classifier
+from gptclf.train import config_from, train
+
+TOPICS = {
+    "sports": ["goal", "match", "team", "coach", "league", "score"],
+    "politics": ["vote", "senate", "law", "party", "election", "minister"],
+    "tech": ["chip", "code", "cloud", "robot", "software", "laptop"],
+}
+
+
+def topic_texts(n_per_class: int, seed: int):
+    """Short synthetic messages whose class is given away by its keywords."""
+    generator = torch.Generator().manual_seed(seed)
+    texts, labels = [], []
+    for label, words in TOPICS.items():
+        for _ in range(n_per_class):
+            picks = torch.randint(0, len(words), (3,), generator=generator).tolist()
+            texts.append("news: " + " ".join(words[i] for i in picks))
+            labels.append(label)
+    return texts, labels
+
+
+@pytest.fixture(scope="module")
+def topic_data(tmp_path_factory):
+    """A three-class dataset as separate train/validation/test CSV files."""
+    folder = tmp_path_factory.mktemp("topics")
+    for name, (n, seed) in {"train": (40, 0), "validation": (10, 1), "test": (10, 2)}.items():
+        write_labelled(folder / f"{name}.csv", *topic_texts(n, seed))
+    return DataSource(
+        train=folder / "train.csv", validation=folder / "validation.csv", test=folder / "test.csv"
+    )
+
+
+def tiny_config(model_folder, **overrides):
+    settings = dict(model=str(model_folder), epochs=3, lr=2e-3, batch_size=8, trainable="all")
+    return config_from(None, **{**settings, **overrides})
+
+
+def run(folder, source, out, **overrides):
+    return train(tiny_config(folder, **overrides), source, out, quiet=True)
+
+
+def test_three_classes_are_learned_and_reported(tiny_gpt2, topic_data, tmp_path):
+    _, folder = tiny_gpt2
+    results = run(folder, topic_data, tmp_path / "run")
+    assert results["test"]["labels"] == ["politics", "sports", "tech"]
+    assert results["test"]["accuracy"] >= 0.9
+    assert len(results["test"]["confusion_matrix"]) == 3
+    for name in (
+        "config.json",
+        "classifier.safetensors",
+        "metrics.json",
+        "metrics.jsonl",
+        "loss.png",
+        "accuracy.png",
+        "confusion_matrix.png",
+        "split/train.csv",
+    ):
+        assert (tmp_path / "run" / name).is_file(), name
+    assert not (tmp_path / "run" / "checkpoint").exists()
+
+
+def test_same_seed_gives_the_same_metrics_bit_for_bit(tiny_gpt2, topic_data, tmp_path):
+    _, folder = tiny_gpt2
+    first = run(folder, topic_data, tmp_path / "a", trainable="last-block", epochs=2)
+    second = run(folder, topic_data, tmp_path / "b", trainable="last-block", epochs=2)
+    for results in (first, second):
+        results.pop("train_seconds")
+    assert first == second
+    records = [(tmp_path / d / "metrics.jsonl").read_text() for d in ("a", "b")]
+    assert records[0] == records[1]
+
+
+def test_resumed_run_ends_with_the_metrics_of_an_uninterrupted_one(
+    tiny_gpt2, topic_data, tmp_path, monkeypatch
+):
+    _, folder = tiny_gpt2
+    settings = dict(trainable="last-blocks:2", epochs=3, schedule="cosine", warmup=0.2)
+    uninterrupted = run(folder, topic_data, tmp_path / "whole", **settings)
+
+    import gptclf.train as train_module
+
+    real_save = train_module.save_checkpoint
+
+    def save_then_crash(trainer):
+        real_save(trainer)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_module, "save_checkpoint", save_then_crash)
+    with pytest.raises(KeyboardInterrupt):
+        run(folder, topic_data, tmp_path / "cut", **settings)
+    monkeypatch.setattr(train_module, "save_checkpoint", real_save)
+    assert (tmp_path / "cut" / "checkpoint" / "state.json").is_file()
+    config = tiny_config(folder, **settings)
+    resumed = train(config, topic_data, tmp_path / "cut", resume=True, quiet=True)
+    for results in (uninterrupted, resumed):
+        results.pop("train_seconds")
+    assert resumed == uninterrupted
+    assert (tmp_path / "cut" / "metrics.jsonl").read_text() == (
+        tmp_path / "whole" / "metrics.jsonl"
+    ).read_text()
+
+
+def test_last_block_model_saves_only_the_tensors_training_changed(tiny_gpt2, topic_data, tmp_path):
+    _, folder = tiny_gpt2
+    run(folder, topic_data, tmp_path / "run", trainable="last-block", epochs=1)
+    with safe_open(tmp_path / "run" / "classifier.safetensors", "pt") as f:
+        names = set(f.keys())
+    assert names and all(n.startswith(("trf_blocks.1.", "final_norm.", "out_head.")) for n in names)
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert len(config["base_sha256"]) == 64 and not config["standalone"]
+
+
+def test_loading_on_other_base_weights_is_a_clear_error(tiny_gpt2, topic_data, tmp_path):
+    reference, folder = tiny_gpt2
+    run(folder, topic_data, tmp_path / "run", trainable="head", epochs=1)
+    with torch.no_grad():
+        reference.transformer.wte.weight[0, 0] += 1.0
+    reference.save_pretrained(folder)
+    with pytest.raises(GptclfError, match=r"was trained on .* with SHA-256"):
+        Classifier.from_pretrained(tmp_path / "run")
+
+
+def test_full_model_loads_without_its_base(tiny_gpt2, topic_data, tmp_path):
+    _, folder = tiny_gpt2
+    results = run(folder, topic_data, tmp_path / "run", trainable="last-block", full=True)
+    for file in folder.iterdir():
+        file.unlink()
+    classifier = Classifier.from_pretrained(tmp_path / "run")
+    texts, labels = topic_texts(10, 2)
+    predicted = [p.label for p in classifier.predict(texts)]
+    accuracy = sum(p == t for p, t in zip(predicted, labels, strict=True)) / len(labels)
+    assert accuracy == pytest.approx(results["test"]["accuracy"])
+
+
+def test_lora_trains_adapters_and_merges_them_for_inference(tiny_llama, topic_data, tmp_path):
+    _, folder = tiny_llama
+    (folder / "tokenizer.json").write_text(_byte_tokenizer_json())
+    results = run(
+        folder,
+        topic_data,
+        tmp_path / "run",
+        trainable="lora",
+        lora_rank=4,
+        lora_alpha=8,
+        lr=5e-3,
+        epochs=2,
+    )
+    with safe_open(tmp_path / "run" / "classifier.safetensors", "pt") as f:
+        names = set(f.keys())
+    assert names and all(
+        n.endswith(("lora_A", "lora_B")) or n.startswith("out_head") for n in names
+    )
+    classifier = Classifier.from_pretrained(tmp_path / "run")
+    assert not any("LoRA" in type(m).__name__ for m in classifier.model.modules())
+    texts, labels = topic_texts(10, 2)
+    probabilities = classifier.predict_proba(texts)
+    truth = classifier.labels.ids(labels, "test")
+    accuracy = float((probabilities.argmax(1) == truth).mean())
+    assert accuracy == pytest.approx(results["test"]["accuracy"])
+
+
+def _byte_tokenizer_json() -> str:
+    """A byte-level tokenizer with 101 ids (the tiny Llama's vocabulary): bytes 0-99 + eos."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+
+    alphabet = pre_tokenizers.ByteLevel.alphabet()
+    vocab = {ch: i for i, ch in enumerate(sorted(alphabet)[:100])}
+    tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token=None))
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    return tokenizer.to_str()
+
+
+def test_book_preset_logs_like_the_chapter(tiny_gpt2, topic_data, tmp_path, capsys):
+    _, folder = tiny_gpt2
+    config = config_from("book", model=str(folder), epochs=1, eval_every=5)
+    assert (config.pooling, config.trainable, config.batch_size, config.lr) == (
+        "last-position",
+        "last-block",
+        8,
+        5e-5,
+    )
+    results = train(config, topic_data, tmp_path / "run")
+    out = capsys.readouterr().out
+    assert "Ep 1 (Step 000000): Train loss" in out and ", Val loss" in out
+    assert "Training accuracy:" in out and "| Validation accuracy:" in out
+    assert results["epochs_run"] == 1
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert saved["pad_to"] == max(saved["pad_to"], 1) and saved["attend_to_padding"]
+
+
+def test_existing_run_folder_is_not_overwritten(tiny_gpt2, topic_data, tmp_path):
+    _, folder = tiny_gpt2
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "keep.txt").write_text("mine")
+    with pytest.raises(GptclfError, match="already exists"):
+        run(folder, topic_data, tmp_path / "run")
