@@ -207,3 +207,59 @@ def test_existing_run_folder_is_not_overwritten(tiny_gpt2, topic_data, tmp_path)
     (tmp_path / "run" / "keep.txt").write_text("mine")
     with pytest.raises(GptclfError, match="already exists"):
         run(folder, topic_data, tmp_path / "run")
+
+
+def test_early_stopping_restores_the_best_validation_weights(tiny_gpt2, topic_data, tmp_path):
+    _, folder = tiny_gpt2
+    results = run(folder, topic_data, tmp_path / "run", epochs=12, lr=2e-2, early_stopping=2)
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").open()]
+    validation = [r["accuracy"] for r in records if r["kind"] == "validation"]
+    assert results["epochs_run"] == len(validation) < 12
+    assert results["validation"]["accuracy"] == pytest.approx(max(validation))
+    assert validation.index(max(validation)) + 1 == results["best_epoch"]
+
+
+def test_balanced_class_weights_are_inverse_to_class_frequency():
+    from gptclf.data.batching import TokenDataset
+    from gptclf.train import _class_weights
+
+    data = TokenDataset([[1]] * 8, [0, 0, 0, 0, 0, 0, 1, 1])
+    weights = _class_weights(config_from(None, class_weights="balanced"), data, 2)
+    assert weights.tolist() == pytest.approx([8 / (2 * 6), 8 / (2 * 2)])
+    assert _class_weights(config_from(None), data, 2) is None
+
+
+def test_classifier_is_importable_from_the_package_root(tiny_gpt2, topic_data, tmp_path):
+    import gptclf
+
+    _, folder = tiny_gpt2
+    run(folder, topic_data, tmp_path / "run", epochs=1)
+    classifier = gptclf.Classifier.from_pretrained(tmp_path / "run")
+    assert classifier.classify("news: goal match team") in TOPICS
+    prediction = classifier.predict(["news: vote law senate"])[0]
+    assert set(prediction.probabilities) == set(TOPICS)
+    assert prediction.probability == max(prediction.probabilities.values())
+
+
+def test_frozen_prefix_cache_gives_the_metrics_of_the_uncached_path(
+    tiny_gpt2, topic_data, tmp_path
+):
+    _, folder = tiny_gpt2
+    settings = dict(trainable="last-block", epochs=2, precision="fp32")
+    cached = run(folder, topic_data, tmp_path / "cached", **settings)
+    uncached = run(folder, topic_data, tmp_path / "uncached", cache=False, **settings)
+    for split in ("validation", "test"):
+        assert cached[split]["accuracy"] == uncached[split]["accuracy"]
+        assert cached[split]["confusion_matrix"] == uncached[split]["confusion_matrix"]
+    losses = [
+        [json.loads(line)["loss"] for line in (tmp_path / d / "metrics.jsonl").open()]
+        for d in ("cached", "uncached")
+    ]
+    assert losses[0] == pytest.approx(losses[1], rel=1e-4)
+
+
+def test_bf16_training_learns_as_well_as_fp32(tiny_gpt2, topic_data, tmp_path):
+    _, folder = tiny_gpt2
+    fp32 = run(folder, topic_data, tmp_path / "fp32", precision="fp32")
+    bf16 = run(folder, topic_data, tmp_path / "bf16", precision="bf16")
+    assert bf16["test"]["accuracy"] >= fp32["test"]["accuracy"] - 1 / 30

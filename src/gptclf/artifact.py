@@ -40,6 +40,7 @@ class RunConfig:
     trainable: str
     lora: dict | None = None
     standalone: bool = False
+    precision: str = "auto"  # resolved on the machine that loads the model
     extra: dict = field(default_factory=dict)  # training settings and data, for the record
 
     @property

@@ -11,6 +11,7 @@ from torch import nn
 from gptclf.data.batching import Collator, LengthBucketSampler
 from gptclf.errors import GptclfError
 from gptclf.models import LanguageModel
+from gptclf.precision import autocast
 
 POOLINGS = ("last-token", "last-position", "mean", "first")
 TRAINABLE = ("head", "last-block", "last-blocks:K", "all", "lora")
@@ -62,7 +63,7 @@ class SequenceClassifier(nn.Module):
         > 0, from the hidden states (batch, seq, dim) that enter that block."""
         without_padding = self.attend_to_padding or bool(attention_mask.all())
         mask = None if without_padding else attention_mask
-        x = self.model.embed(inputs) if start_block == 0 else inputs
+        x = self.model.embed(inputs) if start_block == 0 else inputs.float()
         hidden = self.model.final_norm(self.model.run_blocks(x, mask, start=start_block))
         return self.head(pool(hidden, attention_mask, self.pooling))
 
@@ -82,16 +83,24 @@ class SequenceClassifier(nn.Module):
 
     @torch.inference_mode()
     def prefix_states(
-        self, sequences: list[list[int]], n_blocks: int, pad_id: int, batch_size: int = 32
+        self,
+        sequences: list[list[int]],
+        n_blocks: int,
+        pad_id: int,
+        precision: str = "fp32",
+        batch_size: int = 32,
     ) -> list[torch.Tensor]:
-        """Hidden states (len, dim) of each sequence after the bottom ``n_blocks`` blocks."""
+        """Hidden states (len, dim) of each sequence after the bottom ``n_blocks`` blocks, kept
+        in bfloat16 when computed in it."""
         out: list[torch.Tensor] = [torch.empty(0)] * len(sequences)
         collate = Collator(pad_id)
         sampler = LengthBucketSampler([len(s) for s in sequences], batch_size, shuffle=False)
         for indices in sampler:
             batch = collate([(sequences[i], None) for i in indices])
             mask = None if bool(batch.attention_mask.all()) else batch.attention_mask
-            states = self.model.run_blocks(self.model.embed(batch.inputs), mask, stop=n_blocks)
+            with autocast(precision):
+                states = self.model.run_blocks(self.model.embed(batch.inputs), mask, stop=n_blocks)
+            states = states.to(torch.bfloat16 if precision == "bf16" else torch.float32)
             for row, i in enumerate(indices):
                 out[i] = states[row, : len(sequences[i])].clone()
         return out
@@ -151,6 +160,7 @@ def batched_logits(
     pad_id: int,
     batch_size: int = 32,
     pad_to: int | None = None,
+    precision: str = "fp32",
 ) -> torch.Tensor:
     """Class logits (n, n_classes) of token sequences, in input order; batches are formed from
     sequences of similar length so little compute goes to padding."""
@@ -161,6 +171,7 @@ def batched_logits(
     out = torch.empty(len(sequences), classifier.head.out_features)
     for indices in sampler:
         batch = collate([(sequences[i], None) for i in indices])
-        out[indices] = classifier(batch.inputs, batch.attention_mask).float()
+        with autocast(precision):
+            out[indices] = classifier(batch.inputs, batch.attention_mask).float()
     classifier.train(was_training)
     return out

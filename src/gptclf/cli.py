@@ -353,6 +353,11 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
     opt.add_argument("--pad-to", choices=["longest"], help="pad every batch to the longest text")
     opt.add_argument("--drop-last", action="store_true", default=None)
     opt.add_argument(
+        "--precision",
+        choices=["auto", "bf16", "fp32"],
+        help="auto: bfloat16 where the CPU computes it natively",
+    )
+    opt.add_argument(
         "--no-cache",
         dest="cache",
         action="store_false",

@@ -19,6 +19,7 @@ from gptclf.data.labels import LabelMap
 from gptclf.data.readers import TEXT_COLUMNS
 from gptclf.data.tokenized import truncate
 from gptclf.errors import GptclfError
+from gptclf.precision import resolve_precision
 from gptclf.tokenizers import Tokenizer
 
 
@@ -67,7 +68,12 @@ class Classifier:
         if not ids:
             return np.zeros((0, len(self.labels)), dtype=np.float32)
         logits = batched_logits(
-            self.model, ids, self.tokenizer.pad_id, batch_size, self.config.pad_to
+            self.model,
+            ids,
+            self.tokenizer.pad_id,
+            batch_size,
+            self.config.pad_to,
+            resolve_precision(self.config.precision),
         )
         return logits.softmax(-1).numpy()
 

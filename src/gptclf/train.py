@@ -30,6 +30,7 @@ from gptclf.data.summary import format_summary
 from gptclf.errors import GptclfError
 from gptclf.evaluate import compute_metrics, format_metrics, plot_confusion_matrix, write_metrics
 from gptclf.plots import plot_training_curves
+from gptclf.precision import PRECISIONS, autocast, resolve_precision
 from gptclf.registry import DEFAULT_MODEL, MODELS, Pretrained, load_pretrained
 from gptclf.tokenizers import HFTokenizer
 
@@ -71,6 +72,7 @@ class TrainConfig:
     drop_last: bool = False
     attend_to_padding: bool = False
     cache: bool = True  # run the frozen bottom blocks once and train on their cached output
+    precision: str = "auto"  # bf16 autocast where the CPU has it natively, else fp32
     book_loop: bool = False  # shuffle with the global RNG and log exactly as chapter 6 does
     full: bool = False  # standalone artifact with every tensor
 
@@ -82,6 +84,7 @@ class TrainConfig:
             "init": ("pretrained", "random"),
             "class_weights": (None, "balanced"),
             "pad_to": (None, "longest"),
+            "precision": PRECISIONS,
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
@@ -195,6 +198,7 @@ class Prepared:
     max_length: int
     summary: str
     start_block: int  # > 0: datasets hold the hidden states that enter this block
+    precision: str  # "bf16" or "fp32"
 
 
 def _base_model(config: TrainConfig) -> Pretrained:
@@ -244,10 +248,11 @@ def prepare(config: TrainConfig, source: DataSource, run_dir: Path) -> Prepared:
         )
     set_trainable(classifier, config.trainable)
     start_block = _cache_boundary(config, classifier)
+    precision = resolve_precision(config.precision)
     inputs = {name: t.ids for name, t in tokens.items()}
     if start_block:
         inputs = {
-            name: classifier.prefix_states(ids, start_block, tokenizer.pad_id)
+            name: classifier.prefix_states(ids, start_block, tokenizer.pad_id, precision)
             for name, ids in inputs.items()
         }
     datasets = {
@@ -264,6 +269,7 @@ def prepare(config: TrainConfig, source: DataSource, run_dir: Path) -> Prepared:
         max_length,
         format_summary(summaries),
         start_block,
+        precision,
     )
 
 
@@ -363,7 +369,9 @@ class Trainer:
 
     # -- evaluation -------------------------------------------------------------------------------
     def forward(self, batch: Batch) -> torch.Tensor:
-        return self.classifier(batch.inputs, batch.attention_mask, self.prepared.start_block)
+        with autocast(self.prepared.precision):
+            logits = self.classifier(batch.inputs, batch.attention_mask, self.prepared.start_block)
+        return logits.float()
 
     @torch.inference_mode()
     def logits(self, data: TokenDataset) -> torch.Tensor:
@@ -724,6 +732,7 @@ def _save_model(trainer: Trainer, prepared: Prepared, config: TrainConfig, run_d
         trainable=config.trainable,
         lora=lora,
         standalone=standalone,
+        precision=config.precision,
         extra={"tokenizer_special_ids": special, "train": asdict(config)},
     )
     save_run_model(run_dir, prepared.classifier, run_config, tokenizer, list(trainer.trainable))
