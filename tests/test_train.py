@@ -263,3 +263,23 @@ def test_bf16_training_learns_as_well_as_fp32(tiny_gpt2, topic_data, tmp_path):
     fp32 = run(folder, topic_data, tmp_path / "fp32", precision="fp32")
     bf16 = run(folder, topic_data, tmp_path / "bf16", precision="bf16")
     assert bf16["test"]["accuracy"] >= fp32["test"]["accuracy"] - 1 / 30
+
+
+def test_book_preset_runs_offline_on_randomly_initialised_gpt2_small(topic_data, tmp_path):
+    config = config_from("book", init="random", epochs=1, eval_every=10)
+    assert config.model == "gpt2-small" and not config.cache and config.precision == "fp32"
+    results = train(config, topic_data, tmp_path / "run", quiet=True)
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert saved["standalone"] and saved["base_sha256"] is None
+    assert saved["architecture"]["emb_dim"] == 768 and saved["architecture"]["n_layers"] == 12
+    assert results["trainable_parameters"] == 7_087_872 + 2 * 768 + 768 * 3 + 3
+
+
+def test_template_is_kept_with_the_model_and_applied_to_new_texts(tiny_gpt2, topic_data, tmp_path):
+    _, folder = tiny_gpt2
+    template = "Topic of this headline? {text}\nAnswer:"
+    run(folder, topic_data, tmp_path / "run", epochs=1, template=template)
+    classifier = Classifier.from_pretrained(tmp_path / "run")
+    ids = classifier.token_ids(["news: goal"])[0]
+    tokenizer = classifier.tokenizer
+    assert tokenizer.decode(ids) == "Topic of this headline? news: goal\nAnswer:"

@@ -41,6 +41,7 @@ class RunConfig:
     lora: dict | None = None
     standalone: bool = False
     precision: str = "auto"  # resolved on the machine that loads the model
+    template: str | None = None  # text put around every message, with a {text} slot
     extra: dict = field(default_factory=dict)  # training settings and data, for the record
 
     @property

@@ -135,6 +135,8 @@ def _cmd_train(args: argparse.Namespace) -> None:
         options = {k: v for k, v in vars(args).items() if k not in data_options}
         options["model"] = args.weights or args.model
         options["lora_targets"] = tuple(args.lora_targets) if args.lora_targets else None
+        if args.template:  # "\n" typed in a shell is a backslash and an n
+            options["template"] = args.template.replace("\\n", "\n")
         config = config_from(args.preset, **options)
         source = _data_source(args)
         run_dir = args.out or new_run_dir(config.model)
@@ -350,6 +352,7 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
     opt.add_argument("--class-weights", choices=["balanced"])
     opt.add_argument("--seed", type=int)
     opt.add_argument("--max-length", type=int, help="tokens kept per text")
+    opt.add_argument("--template", help='text around each message, e.g. "SMS: {text}\\nSpam?"')
     opt.add_argument("--pad-to", choices=["longest"], help="pad every batch to the longest text")
     opt.add_argument("--drop-last", action="store_true", default=None)
     opt.add_argument(

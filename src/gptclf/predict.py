@@ -17,7 +17,7 @@ from gptclf.atomic import atomic_path
 from gptclf.classifier import SequenceClassifier, batched_logits
 from gptclf.data.labels import LabelMap
 from gptclf.data.readers import TEXT_COLUMNS
-from gptclf.data.tokenized import truncate
+from gptclf.data.tokenized import frame, template_ids
 from gptclf.errors import GptclfError
 from gptclf.precision import resolve_precision
 from gptclf.tokenizers import Tokenizer
@@ -61,7 +61,9 @@ class Classifier:
         empty = next((i for i, x in enumerate(ids) if not x), None)
         if empty is not None:
             raise GptclfError(f"{where(empty)}: no text to classify (empty or unrepresentable)")
-        return truncate(ids, self.config.pad_to or self.config.max_length, self.config.truncate).ids
+        limit = self.config.pad_to or self.config.max_length
+        around = template_ids(self.tokenizer, self.config.template)
+        return frame(ids, limit, self.config.truncate, around).ids
 
     def probabilities_of_ids(self, ids: list[list[int]], batch_size: int = 32) -> np.ndarray:
         """Class probabilities (n, n_classes), columns in label-id order."""

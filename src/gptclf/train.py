@@ -64,6 +64,7 @@ class TrainConfig:
     max_length: int | None = None  # tokens kept per text; default min(context, 512)
     pad_to: str | None = None  # "longest": every batch padded to the longest training text
     truncate: str = "head"
+    template: str | None = None  # e.g. "SMS: {text}\nIs it spam?": text around every message
     eval_every: int | None = None  # also evaluate every N optimizer steps
     eval_batches: int | None = None  # evaluate on the first N batches only
     early_stopping: int | None = None  # patience, in epochs without improvement
@@ -122,6 +123,8 @@ PRESETS: dict[str, dict] = {
         keep="last",
         book_loop=True,
         max_length=1024,
+        cache=False,
+        precision="fp32",
     ),
 }
 
@@ -230,7 +233,9 @@ def prepare(config: TrainConfig, source: DataSource, run_dir: Path) -> Prepared:
     pretrained = _base_model(config)
     model, tokenizer = pretrained.model, pretrained.tokenizer
     max_length = min(config.max_length or DEFAULT_MAX_LENGTH, model.context_length)
-    tokens, summaries = tokenize_splits(splits, tokenizer, max_length, config.truncate)
+    tokens, summaries = tokenize_splits(
+        splits, tokenizer, max_length, config.truncate, config.template
+    )
     pad_to = int(tokens["train"].lengths.max()) if config.pad_to == "longest" else None
     if pad_to:  # the book cuts validation and test texts to the longest training text
         tokens = {
@@ -733,6 +738,7 @@ def _save_model(trainer: Trainer, prepared: Prepared, config: TrainConfig, run_d
         lora=lora,
         standalone=standalone,
         precision=config.precision,
+        template=config.template,
         extra={"tokenizer_special_ids": special, "train": asdict(config)},
     )
     save_run_model(run_dir, prepared.classifier, run_config, tokenizer, list(trainer.trainable))

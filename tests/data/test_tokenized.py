@@ -1,6 +1,6 @@
 import pytest
 
-from gptclf.data.tokenized import encode_cached, tokenize, truncate
+from gptclf.data.tokenized import encode_cached, frame, template_ids, tokenize
 from gptclf.errors import GptclfError
 from gptclf.tokenizers import gpt2_tokenizer
 
@@ -30,8 +30,8 @@ def test_cache_is_keyed_by_the_texts_and_the_tokenizer(tmp_path, monkeypatch):
 
 
 def test_truncation_keeps_the_head_by_default_or_the_tail_and_counts_it():
-    head = truncate([[1, 2, 3, 4], [5, 6]], max_length=3)
-    tail = truncate([[1, 2, 3, 4], [5, 6]], max_length=3, side="tail")
+    head = frame([[1, 2, 3, 4], [5, 6]], max_length=3)
+    tail = frame([[1, 2, 3, 4], [5, 6]], max_length=3, side="tail")
     assert head.ids == [[1, 2, 3], [5, 6]] and tail.ids == [[2, 3, 4], [5, 6]]
     assert head.n_truncated == tail.n_truncated == 1
     assert head.full_lengths.tolist() == [4, 2] and head.lengths.tolist() == [3, 2]
@@ -39,10 +39,33 @@ def test_truncation_keeps_the_head_by_default_or_the_tail_and_counts_it():
 
 def test_unknown_truncation_side_is_an_error():
     with pytest.raises(GptclfError, match="--truncate must be one of head, tail"):
-        truncate([[1]], 4, side="middle")
+        frame([[1]], 4, side="middle")
 
 
 def test_tokenize_combines_cache_and_truncation(tmp_path):
     result = tokenize(gpt2_tokenizer(), TEXTS, max_length=5, cache_folder=tmp_path)
     assert [len(x) for x in result.ids] == [4, 5, 1]
     assert result.n_truncated == 1
+
+
+def test_template_wraps_each_text_and_truncation_leaves_it_whole():
+    tokenizer = gpt2_tokenizer()
+    around = template_ids(tokenizer, "SMS: {text}\nSpam?")
+    framed = frame(
+        [[1, 2, 3, 4, 5], [6]], max_length=len(around[0]) + len(around[1]) + 3, around=around
+    )
+    assert framed.ids[0] == around[0] + [1, 2, 3] + around[1]
+    assert framed.ids[1] == around[0] + [6] + around[1]
+    assert framed.n_truncated == 1 and framed.text_lengths.tolist() == [5, 1]
+
+
+@pytest.mark.parametrize("template", ["no slot", "{text} twice {text}"])
+def test_template_needs_exactly_one_text_slot(template):
+    with pytest.raises(GptclfError, match=r"must contain \{text\} exactly once"):
+        template_ids(gpt2_tokenizer(), template)
+
+
+def test_template_longer_than_the_maximum_length_is_an_error():
+    around = template_ids(gpt2_tokenizer(), "a long instruction before the text: {text}")
+    with pytest.raises(GptclfError, match="leaves no room for the text"):
+        frame([[1]], max_length=3, around=around)

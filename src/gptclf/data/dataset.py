@@ -109,11 +109,15 @@ def load_splits(source: DataSource, split_dir: Path) -> Splits:
 
 
 def tokenize_splits(
-    splits: Splits, tokenizer: Tokenizer, max_length: int, side: str = "head"
+    splits: Splits,
+    tokenizer: Tokenizer,
+    max_length: int,
+    side: str = "head",
+    template: str | None = None,
 ) -> tuple[dict[str, TokenizedTexts], list[SplitSummary]]:
     """Token ids of every split (cached) and the summary shown before training."""
     tokens = {
-        name: tokenize(tokenizer, part.texts, max_length, side)
+        name: tokenize(tokenizer, part.texts, max_length, side, template)
         for name, part in splits.parts.items()
     }
     for name, part in splits.parts.items():
@@ -127,7 +131,7 @@ def tokenize_splits(
 
 def check_every_text_has_tokens(data: LabelledTexts, tokens: TokenizedTexts) -> None:
     """A text made only of characters the vocabulary cannot represent has no tokens: an error."""
-    empty = [row for row, ids in zip(data.rows, tokens.ids, strict=True) if not ids]
+    empty = [row for row, n in zip(data.rows, tokens.text_lengths, strict=True) if n == 0]
     if empty:
         shown = ", ".join(str(r) for r in empty[:5]) + (
             f" and {len(empty) - 5} more" if len(empty) > 5 else ""

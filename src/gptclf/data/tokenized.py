@@ -17,15 +17,21 @@ from gptclf.errors import GptclfError
 from gptclf.tokenizers import Tokenizer
 
 TRUNCATE_SIDES = ("head", "tail")
+TEXT_SLOT = "{text}"
 
 
 @dataclass
 class TokenizedTexts:
-    """Token ids of each text, cut to at most ``max_length`` tokens."""
+    """What the model reads for each text, cut to at most ``max_length`` tokens."""
 
     ids: list[list[int]]
-    full_lengths: np.ndarray  # token count of each text before truncation
+    text_lengths: np.ndarray  # token count of each text alone, before truncation
     max_length: int
+    overhead: int = 0  # template tokens put around every text
+
+    @property
+    def full_lengths(self) -> np.ndarray:
+        return self.text_lengths + self.overhead
 
     @property
     def lengths(self) -> np.ndarray:
@@ -73,15 +79,37 @@ def encode_cached(
     return ids
 
 
-def truncate(ids: list[list[int]], max_length: int, side: str = "head") -> TokenizedTexts:
-    """Keep the first (``head``) or last (``tail``) ``max_length`` tokens of each sequence."""
+def template_ids(tokenizer: Tokenizer, template: str | None) -> tuple[list[int], list[int]]:
+    """Token ids of the template's text before and after its ``{text}`` slot."""
+    if template is None:
+        return [], []
+    if template.count(TEXT_SLOT) != 1:
+        raise GptclfError(f"--template must contain {TEXT_SLOT} exactly once: {template!r}")
+    before, after = template.split(TEXT_SLOT)
+    return tokenizer.encode(before), tokenizer.encode(after)
+
+
+def frame(
+    ids: list[list[int]],
+    max_length: int,
+    side: str = "head",
+    around: tuple[list[int], list[int]] = ([], []),
+) -> TokenizedTexts:
+    """Cut each text to fit ``max_length`` with the template's tokens ``around`` it, keeping its
+    first (``head``) or last (``tail``) tokens, then put the template around it."""
     if side not in TRUNCATE_SIDES:
         raise GptclfError(f"--truncate must be one of {', '.join(TRUNCATE_SIDES)}, not {side!r}")
-    if max_length < 1:
-        raise GptclfError(f"the maximum length must be at least 1 token, not {max_length}")
-    full_lengths = np.array([len(x) for x in ids], dtype=np.int64)
-    cut = [x[:max_length] if side == "head" else x[-max_length:] for x in ids]
-    return TokenizedTexts(cut, full_lengths, max_length)
+    before, after = around
+    room = max_length - len(before) - len(after)
+    if room < 1:
+        raise GptclfError(
+            f"a maximum length of {max_length} tokens leaves no room for the text "
+            f"(the template takes {len(before) + len(after)})"
+        )
+    text_lengths = np.array([len(x) for x in ids], dtype=np.int64)
+    cut = [x[:room] if side == "head" else x[-room:] for x in ids]
+    framed = [before + x + after for x in cut] if before or after else cut
+    return TokenizedTexts(framed, text_lengths, max_length, len(before) + len(after))
 
 
 def tokenize(
@@ -89,7 +117,9 @@ def tokenize(
     texts: Sequence[str],
     max_length: int,
     side: str = "head",
+    template: str | None = None,
     cache_folder: Path | None = None,
 ) -> TokenizedTexts:
-    """Cached tokenization followed by truncation to ``max_length``."""
-    return truncate(encode_cached(tokenizer, texts, cache_folder), max_length, side)
+    """Cached tokenization, truncation to ``max_length`` and the optional template."""
+    ids = encode_cached(tokenizer, texts, cache_folder)
+    return frame(ids, max_length, side, template_ids(tokenizer, template))
