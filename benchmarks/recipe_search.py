@@ -3,6 +3,11 @@ them by VALIDATION accuracy only (the test split is reported for the record, nev
 choose). The frozen bottom blocks are run once and shared by every candidate.
 
     .venv/bin/python benchmarks/recipe_search.py [--model smollm2-135m] [--out results.jsonl]
+        [--candidates candidates.json]
+
+Candidates are ranked by validation accuracy, then validation loss (accuracy saturates on the
+149 validation messages). Every candidate shares the prepared data, so all must use the same
+template, and none may train more than ``--deepest`` top blocks.
 """
 
 from __future__ import annotations
@@ -15,11 +20,12 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from gptclf.classifier import set_trainable, trainable_blocks
-from gptclf.data.dataset import DataSource
 from gptclf.data.batching import TokenDataset
+from gptclf.data.dataset import DataSource
 from gptclf.train import Logger, Trainer, config_from, prepare
 
 CANDIDATES = [
@@ -33,7 +39,6 @@ CANDIDATES = [
     {"trainable": "last-block", "lr": 2e-4, "epochs": 8, "pooling": "mean"},
     {"trainable": "last-blocks:4", "lr": 2e-4, "epochs": 8, "pooling": "mean"},
 ]
-DEEPEST = 4  # the candidates train at most the top 4 blocks
 
 
 def states_from(prepared, start: int, stop: int) -> dict[str, TokenDataset]:
@@ -51,18 +56,29 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", default="smollm2-135m")
     parser.add_argument("--out", type=Path, default=Path("recipe_search.jsonl"))
+    parser.add_argument("--candidates", type=Path, help="JSON list of settings to try")
+    parser.add_argument("--template", help="text around every message, with a {text} slot")
+    parser.add_argument(
+        "--deepest", type=int, default=4, help="most top blocks any candidate trains"
+    )
     args = parser.parse_args()
+    candidates = json.loads(args.candidates.read_text()) if args.candidates else CANDIDATES
     work = Path(tempfile.mkdtemp())
-    base_config = config_from(None, model=args.model, trainable=f"last-blocks:{DEEPEST}")
+    base_config = config_from(
+        None, model=args.model, trainable=f"last-blocks:{args.deepest}", template=args.template
+    )
     start = time.perf_counter()
     prepared = prepare(base_config, DataSource(dataset="sms-spam"), work / "base")
-    print(f"prepared (frozen prefix to block {prepared.start_block}) in "
-          f"{time.perf_counter() - start:.0f} s", flush=True)
+    print(
+        f"prepared (frozen prefix to block {prepared.start_block}) in "
+        f"{time.perf_counter() - start:.0f} s",
+        flush=True,
+    )
     model = prepared.classifier.model
     top = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
     boundaries = {prepared.start_block: prepared.datasets}
-    for i, candidate in enumerate(CANDIDATES):
-        config = config_from(None, model=args.model, **candidate)
+    for i, candidate in enumerate(candidates):
+        config = config_from(None, model=args.model, template=args.template, **candidate)
         with torch.no_grad():
             for name, value in top.items():
                 model.get_parameter(name).copy_(value)
@@ -79,13 +95,19 @@ def main() -> None:
         trainer = Trainer(config, run, run_dir, quiet=True)
         began = time.perf_counter()
         trainer.run(Logger(run_dir, True, trainer.state))
-        accuracy = {
-            split: float((trainer.logits(data).argmax(-1) == torch.tensor(data.labels)).float().mean())
-            for split, data in run.datasets.items()
+        result = {
+            **candidate,
+            "template": args.template,
+            "best_epoch": trainer.state.best_epoch,
+            "seconds": round(time.perf_counter() - began, 1),
         }
-        result = {**candidate, "best_epoch": trainer.state.best_epoch,
-                  "seconds": round(time.perf_counter() - began, 1),
-                  "validation_accuracy": accuracy["validation"], "test_accuracy": accuracy["test"]}
+        for split in ("validation", "test"):
+            data = run.datasets[split]
+            logits, labels = trainer.logits(data), torch.tensor(data.labels)
+            result[f"{split}_accuracy"] = round(
+                float((logits.argmax(-1) == labels).float().mean()), 4
+            )
+            result[f"{split}_loss"] = round(float(F.cross_entropy(logits, labels)), 4)
         print(json.dumps(result), flush=True)
         with open(args.out, "a", encoding="utf-8") as f:
             f.write(json.dumps(result) + "\n")

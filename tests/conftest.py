@@ -22,6 +22,17 @@ def padded_batch(vocab_size: int, lengths: tuple[int, ...] = (9, 5, 2), seed: in
     return ids * mask, mask
 
 
+def assert_padded_batch_matches_each_sequence_alone(model, vocab_size: int) -> None:
+    """Right padding with a mask must give each sequence exactly its hidden states alone."""
+    ids, mask = padded_batch(vocab_size)
+    with torch.no_grad():
+        batched = model.hidden_states(ids, mask)
+        for row in range(ids.shape[0]):
+            length = int(mask[row].sum())
+            alone = model.hidden_states(ids[row : row + 1, :length])
+            torch.testing.assert_close(batched[row, :length], alone[0], atol=1e-5, rtol=0)
+
+
 def max_diff_on_real_tokens(ours: torch.Tensor, theirs: torch.Tensor, mask: torch.Tensor) -> float:
     """Largest absolute difference between two (batch, seq, ...) outputs where mask is 1."""
     return (ours - theirs)[mask.bool()].abs().max().item()

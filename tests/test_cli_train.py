@@ -22,6 +22,10 @@ def spam_files(tmp_path_factory):
     return folder
 
 
+def split_files(folder) -> list[str]:
+    return [f"--{n}={folder / f'{n}.csv'}" for n in ("train", "val", "test")]
+
+
 @pytest.fixture(scope="module")
 def trained_run(spam_files, tmp_path_factory):
     """A run folder trained through the CLI on a tiny GPT-2."""
@@ -37,12 +41,7 @@ def trained_run(spam_files, tmp_path_factory):
     code = main(
         [
             "train",
-            "--train",
-            str(spam_files / "train.csv"),
-            "--val",
-            str(spam_files / "val.csv"),
-            "--test",
-            str(spam_files / "test.csv"),
+            *split_files(spam_files),
             "--model",
             str(base),
             "--trainable",
@@ -156,18 +155,7 @@ def test_eval_of_a_folder_that_is_not_a_run(tmp_path, capsys):
 
 
 def test_baseline_reports_the_same_metrics(spam_files, capsys):
-    code = main(
-        [
-            "baseline",
-            "--train",
-            str(spam_files / "train.csv"),
-            "--val",
-            str(spam_files / "val.csv"),
-            "--test",
-            str(spam_files / "test.csv"),
-            "--json",
-        ]
-    )
+    code = main(["baseline", *split_files(spam_files), "--json"])
     assert code == 0
     metrics = json.loads(capsys.readouterr().out)
     assert metrics["accuracy"] == 1.0 and metrics["split"] == "test"

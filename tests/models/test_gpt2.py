@@ -3,7 +3,7 @@ import torch
 
 from gptclf.models import GPT2_PRESETS, GPTConfig, GPTModel
 
-from conftest import padded_batch
+from conftest import assert_padded_batch_matches_each_sequence_alone, padded_batch
 
 # Parameter counts OpenAI's GPT-2 checkpoints have (output head tied to the token embeddings).
 PUBLISHED_PARAMETERS = {
@@ -24,14 +24,9 @@ def test_presets_have_the_published_parameter_counts(name):
 
 def test_right_padding_gives_each_sequence_the_hidden_states_it_gets_alone():
     torch.manual_seed(0)
-    model = GPTModel(GPTConfig(vocab_size=50, context_length=16, emb_dim=32, n_heads=4, n_layers=2))
-    ids, mask = padded_batch(50)
-    with torch.no_grad():
-        batched = model.hidden_states(ids, mask)
-        for row in range(ids.shape[0]):
-            length = int(mask[row].sum())
-            alone = model.hidden_states(ids[row : row + 1, :length])
-            torch.testing.assert_close(batched[row, :length], alone[0], atol=1e-5, rtol=0)
+    assert_padded_batch_matches_each_sequence_alone(
+        GPTModel(GPTConfig(vocab_size=50, context_length=16, emb_dim=32, n_heads=4, n_layers=2)), 50
+    )
 
 
 def test_padding_positions_never_produce_nan():

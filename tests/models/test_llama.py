@@ -2,7 +2,7 @@ import torch
 
 from gptclf.models import LlamaConfig, LlamaModel
 
-from conftest import padded_batch
+from conftest import assert_padded_batch_matches_each_sequence_alone, padded_batch
 
 
 def tiny_llama_config(**overrides) -> LlamaConfig:
@@ -21,14 +21,7 @@ def tiny_llama_config(**overrides) -> LlamaConfig:
 
 def test_right_padding_gives_each_sequence_the_hidden_states_it_gets_alone():
     torch.manual_seed(0)
-    model = LlamaModel(tiny_llama_config())
-    ids, mask = padded_batch(60)
-    with torch.no_grad():
-        batched = model.hidden_states(ids, mask)
-        for row in range(ids.shape[0]):
-            length = int(mask[row].sum())
-            alone = model.hidden_states(ids[row : row + 1, :length])
-            torch.testing.assert_close(batched[row, :length], alone[0], atol=1e-5, rtol=0)
+    assert_padded_batch_matches_each_sequence_alone(LlamaModel(tiny_llama_config()), 60)
 
 
 def test_tied_model_scores_tokens_with_the_embedding_matrix():
