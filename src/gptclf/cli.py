@@ -155,13 +155,13 @@ def _cmd_eval(args: argparse.Namespace) -> None:
     )
     from gptclf.predict import Classifier
 
-    read_run_config(args.run_dir)  # a clear error before any data is read
+    labels = read_run_config(args.run_dir).label_map  # bad input fails before the model loads
     data_path = args.data or _own_test_split(args.run_dir)
     data = read_labelled(data_path, **_reading_options(args))
+    truth = labels.ids(data.labels, data.source)
     classifier = Classifier.from_pretrained(args.run_dir)
-    truth = classifier.labels.ids(data.labels, data.source)
-    where = lambda i: f"{data_path}: row {data.rows[i]}"  # noqa: E731
-    probabilities = classifier.probabilities_of_ids(classifier.token_ids(data.texts, where))
+    ids = classifier.token_ids(data.texts, lambda i: f"{data_path}: row {data.rows[i]}")
+    probabilities = classifier.probabilities_of_ids(ids)
     metrics = compute_metrics(truth, probabilities, classifier.labels.names, args.threshold)
     metrics["data"] = str(data_path)
     out_dir = args.run_dir / "eval"
