@@ -156,14 +156,16 @@ def count_parameters(module: nn.Module) -> tuple[int, int]:
 @torch.inference_mode()
 def batched_logits(
     classifier: SequenceClassifier,
-    sequences: list[list[int]],
+    sequences: list[list[int]] | list[torch.Tensor],
     pad_id: int,
     batch_size: int = 32,
     pad_to: int | None = None,
     precision: str = "fp32",
+    start_block: int = 0,
 ) -> torch.Tensor:
-    """Class logits (n, n_classes) of token sequences, in input order; batches are formed from
-    sequences of similar length so little compute goes to padding."""
+    """Class logits (n, n_classes) of token sequences (or of cached hidden states entering
+    ``start_block``), in input order; batches are formed from sequences of similar length so
+    little compute goes to padding."""
     was_training = classifier.training
     classifier.eval()
     sampler = LengthBucketSampler([len(s) for s in sequences], batch_size, shuffle=False)
@@ -172,6 +174,6 @@ def batched_logits(
     for indices in sampler:
         batch = collate([(sequences[i], None) for i in indices])
         with autocast(precision):
-            out[indices] = classifier(batch.inputs, batch.attention_mask).float()
+            out[indices] = classifier(batch.inputs, batch.attention_mask, start_block).float()
     classifier.train(was_training)
     return out

@@ -23,7 +23,12 @@ from tqdm import tqdm
 
 from gptclf.artifact import RunConfig, family_of, save_run_model
 from gptclf.atomic import atomic_path, write_text_atomic
-from gptclf.classifier import SequenceClassifier, count_parameters, set_trainable
+from gptclf.classifier import (
+    SequenceClassifier,
+    batched_logits,
+    count_parameters,
+    set_trainable,
+)
 from gptclf.data.batching import Batch, Collator, LengthBucketSampler, TokenDataset
 from gptclf.data.dataset import DataSource, Splits, load_splits, tokenize_splits
 from gptclf.data.summary import format_summary
@@ -378,16 +383,17 @@ class Trainer:
             logits = self.classifier(batch.inputs, batch.attention_mask, self.prepared.start_block)
         return logits.float()
 
-    @torch.inference_mode()
     def logits(self, data: TokenDataset) -> torch.Tensor:
         """Class logits of every example, in dataset order."""
-        self.classifier.eval()
-        out = torch.empty(len(data), self.classifier.head.out_features)
-        for indices in LengthBucketSampler(data.lengths, 32, shuffle=False):
-            batch = self.collate([data[i] for i in indices])
-            out[indices] = self.forward(batch).float()
-        self.classifier.train()
-        return out
+        prepared = self.prepared
+        return batched_logits(
+            self.classifier,
+            list(data.ids),
+            prepared.pad_id,
+            pad_to=prepared.pad_to,
+            precision=prepared.precision,
+            start_block=prepared.start_block,
+        )
 
     def _loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(logits, labels, weight=self.class_weights)
