@@ -28,11 +28,13 @@ def sha256_of(path: Path, chunk_size: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def verified_file(path: Path, expected_sha256: str) -> Path:
-    """Return ``path`` if it exists and has the expected SHA-256, else raise a clear error."""
+def verified_file(path: Path, expected_sha256: str, shown_name: str | None = None) -> Path:
+    """Return ``path`` if it exists and has the expected SHA-256, else raise a clear error naming
+    the file (or ``shown_name``, e.g. the archive member it came from)."""
+    name = shown_name or path
     if not path.is_file():
-        raise GptclfError(f"{path}: file not found")
+        raise GptclfError(f"{name}: file not found")
     actual = sha256_of(path)
     if actual != expected_sha256:
-        raise GptclfError(f"{path}: SHA-256 is {actual}, expected {expected_sha256}")
+        raise GptclfError(f"{name}: SHA-256 is {actual}, expected {expected_sha256}")
     return path

@@ -88,10 +88,7 @@ def _cmd_data_inspect(args: argparse.Namespace) -> None:
         f"tokens counted by {args.model}"
     )
     print(format_summary([summarize_split("all", data, tokens, labels)]))
-    if data.dropped_empty:
-        print(
-            f"dropped {len(data.dropped_empty)} row(s) with empty text: {_rows(data.dropped_empty)}"
-        )
+    _report_dropped(data)
 
 
 def _cmd_data_split(args: argparse.Namespace) -> None:
@@ -102,10 +99,7 @@ def _cmd_data_split(args: argparse.Namespace) -> None:
     parts = stratified_split(data, tuple(args.fractions), args.seed)
     for name, path in write_split(parts, args.out).items():
         print(f"{name:<10}  {len(parts[name].texts):>6} rows  {path}")
-    if data.dropped_empty:
-        print(
-            f"dropped {len(data.dropped_empty)} row(s) with empty text: {_rows(data.dropped_empty)}"
-        )
+    _report_dropped(data)
 
 
 def _data_source(args: argparse.Namespace):
@@ -212,9 +206,12 @@ def _cmd_baseline(args: argparse.Namespace) -> None:
     print(json.dumps(metrics) if args.json else format_metrics(metrics))
 
 
-def _rows(rows: list[int]) -> str:
-    shown = ", ".join(str(r) for r in rows[:5])
-    return shown + (f" and {len(rows) - 5} more" if len(rows) > 5 else "")
+def _report_dropped(data) -> None:
+    from gptclf.data.readers import listed_rows
+
+    if data.dropped_empty:
+        rows = listed_rows(data.dropped_empty)
+        print(f"dropped {len(data.dropped_empty)} row(s) with empty text: {rows}")
 
 
 def _note(message: str) -> None:

@@ -16,7 +16,7 @@ from gptclf.artifact import RunConfig, load_run_model
 from gptclf.atomic import atomic_path
 from gptclf.classifier import SequenceClassifier, batched_logits
 from gptclf.data.labels import LabelMap
-from gptclf.data.readers import TEXT_COLUMNS
+from gptclf.data.readers import choose_text_column
 from gptclf.data.tokenized import frame, template_ids
 from gptclf.errors import GptclfError
 from gptclf.precision import resolve_precision
@@ -123,27 +123,10 @@ def _chunks(path: Path, text_column: str | None, chunk_rows: int) -> Iterator[li
     column = None
     try:
         for chunk in reader:
-            column = column or _text_column(chunk.columns, text_column, path)
+            column = column or choose_text_column(chunk.columns, text_column, str(path))
             yield ["" if pd.isna(t) else str(t) for t in chunk[column]]
     except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:
         raise GptclfError(f"{path}: could not be read ({str(exc).splitlines()[0]})") from exc
-
-
-def _text_column(columns, wanted: str | None, path: Path) -> str:
-    names = [str(c) for c in columns]
-    if wanted is not None:
-        if wanted in names:
-            return wanted
-        raise GptclfError(
-            f"{path}: no column {wanted!r}; columns are {', '.join(map(repr, names))}"
-        )
-    lowered = {n.lower(): n for n in names}
-    for candidate in TEXT_COLUMNS:
-        if candidate in lowered:
-            return lowered[candidate]
-    raise GptclfError(
-        f"{path}: no text column found among {', '.join(map(repr, names))}; pass --text-column"
-    )
 
 
 def predict_file(

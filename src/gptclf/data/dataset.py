@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gptclf.data.labels import LabelMap
-from gptclf.data.readers import LabelledTexts, read_labelled
+from gptclf.data.readers import LabelledTexts, listed_rows, read_labelled
 from gptclf.data.splits import SPLIT_NAMES, stratified_split, write_split
 from gptclf.data.summary import SplitSummary, summarize_split
 from gptclf.data.tokenized import TokenizedTexts, tokenize
@@ -133,9 +133,7 @@ def check_every_text_has_tokens(data: LabelledTexts, tokens: TokenizedTexts) -> 
     """A text made only of characters the vocabulary cannot represent has no tokens: an error."""
     empty = [row for row, n in zip(data.rows, tokens.text_lengths, strict=True) if n == 0]
     if empty:
-        shown = ", ".join(str(r) for r in empty[:5]) + (
-            f" and {len(empty) - 5} more" if len(empty) > 5 else ""
-        )
         raise GptclfError(
-            f"{data.source}: the tokenizer turns the text of row(s) {shown} into no tokens"
+            f"{data.source}: the tokenizer turns the text of row(s) {listed_rows(empty)} "
+            "into no tokens"
         )

@@ -338,8 +338,16 @@ def _label_value(value: object, row: int, column: str, source: str) -> int | str
 
 def _rows_text(rows: list[int]) -> str:
     """ "row 3", or "rows 1, 2, 3, 4, 5 and 7 more"."""
-    if len(rows) == 1:
-        return f"row {rows[0]}"
+    return f"row {rows[0]}" if len(rows) == 1 else f"rows {listed_rows(rows)}"
+
+
+def listed_rows(rows: Sequence[int]) -> str:
+    """Row numbers for a message: "1, 2, 3, 4, 5 and 7 more"."""
     shown = ", ".join(str(row) for row in rows[:SHOWN_ROWS])
     more = len(rows) - SHOWN_ROWS
-    return f"rows {shown}" + (f" and {more} more" if more > 0 else "")
+    return shown + (f" and {more} more" if more > 0 else "")
+
+
+def choose_text_column(columns: Sequence[object], explicit: str | None, source: str) -> str:
+    """The text column of a table: ``explicit`` if given, else the first detected one."""
+    return _choose_column([str(c) for c in columns], explicit, TEXT_COLUMNS, "text", source, True)

@@ -23,7 +23,7 @@ import pandas as pd
 from sklearn.model_selection import train_test_split
 
 from gptclf import cache
-from gptclf.assets import sha256_of, verified_file
+from gptclf.assets import verified_file
 from gptclf.atomic import atomic_path, write_text_atomic
 from gptclf.errors import GptclfError
 
@@ -157,13 +157,7 @@ def _install_members(archive: Path, members: dict[str, str], cache: Path) -> Non
             with atomic_path(cache / name) as tmp:
                 with zipped.open(member) as src, open(tmp, "wb") as dst:
                     shutil.copyfileobj(src, dst)
-                _check_sha256(tmp, EXPECTED_SHA256[name], member)
-
-
-def _check_sha256(path: Path, expected: str, shown_name: str) -> None:
-    actual = sha256_of(path)
-    if actual != expected:
-        raise GptclfError(f"{shown_name}: SHA-256 is {actual}, expected {expected}")
+                verified_file(tmp, EXPECTED_SHA256[name], member)
 
 
 def read_sms_spam(path: Path, protocol: str) -> pd.DataFrame:
