@@ -206,6 +206,35 @@ def _cmd_baseline(args: argparse.Namespace) -> None:
     print(json.dumps(metrics) if args.json else format_metrics(metrics))
 
 
+def _cmd_serve(args: argparse.Namespace) -> None:
+    import os
+
+    from gptclf.serve import (
+        API_KEY_ENV,
+        ServeSettings,
+        app_for_run,
+        listening_socket,
+        serve,
+        url_of,
+    )
+
+    settings = ServeSettings(
+        max_batch=args.max_batch,
+        max_wait_ms=args.max_wait_ms,
+        batching=args.batching,
+        max_texts=args.max_texts,
+        max_chars=args.max_chars,
+        max_body_bytes=args.max_body_bytes,
+        api_key=os.environ.get(API_KEY_ENV) or None,
+    )
+    app = app_for_run(args.run_dir, settings)
+    sock = listening_socket(args.host, args.port)
+    if settings.api_key is None and args.host not in ("127.0.0.1", "localhost", "::1"):
+        _note(f"warning: {args.host} is reachable from other machines and {API_KEY_ENV} is unset")
+    print(f"serving {args.run_dir} on {url_of(sock)}", flush=True)
+    serve(app, sock)
+
+
 def _report_dropped(data) -> None:
     from gptclf.data.readers import listed_rows
 
@@ -290,6 +319,25 @@ def build_parser() -> argparse.ArgumentParser:
     baseline.add_argument("--split-out", type=Path, help="folder for a split made on the fly")
     baseline.add_argument("--json", action="store_true", help="print one JSON object")
     baseline.set_defaults(run=_cmd_baseline)
+
+    serve = commands.add_parser("serve", help="classify over HTTP, with a page to try it")
+    serve.add_argument("run_dir", type=Path)
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    serve.add_argument("--port", type=int, default=8000, help="0: any free port")
+    serve.add_argument("--max-batch", type=int, default=64, help="texts per model call")
+    serve.add_argument(
+        "--max-wait-ms", type=float, default=5.0, help="how long a batch waits to fill"
+    )
+    serve.add_argument(
+        "--no-batching",
+        dest="batching",
+        action="store_false",
+        help="compute every request alone",
+    )
+    serve.add_argument("--max-texts", type=int, default=256, help="texts per request")
+    serve.add_argument("--max-chars", type=int, default=10_000, help="characters per text")
+    serve.add_argument("--max-body-bytes", type=int, default=1_000_000, help="request body size")
+    serve.set_defaults(run=_cmd_serve)
     return parser
 
 
