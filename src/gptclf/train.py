@@ -667,7 +667,9 @@ def train(
     run_dir.mkdir(parents=True, exist_ok=True)
     if not resume:
         _save_config(run_dir, config, source)
+    began = time.perf_counter()
     prepared = prepare(config, source, run_dir)
+    prepare_seconds = time.perf_counter() - began
     trainer = Trainer(config, prepared, run_dir, quiet)
     if resume:
         load_checkpoint(trainer)
@@ -676,7 +678,7 @@ def train(
     logger.say(prepared.summary)
     logger.say(f"trainable parameters: {trainable:,} of {total:,} ({100 * trainable / total:.2f}%)")
     trainer.run(logger)
-    return _finish(trainer, prepared, config, run_dir, logger, trainable, total)
+    return _finish(trainer, prepared, config, run_dir, logger, (trainable, total), prepare_seconds)
 
 
 def _finish(
@@ -685,16 +687,18 @@ def _finish(
     config: TrainConfig,
     run_dir: Path,
     logger: Logger,
-    trainable: int,
-    total: int,
+    parameters: tuple[int, int],
+    prepare_seconds: float,
 ) -> dict:
     labels = prepared.splits.labels
     results = {
         "best_epoch": trainer.state.best_epoch,
         "epochs_run": trainer.state.epochs_done,
+        "prepare_seconds": round(prepare_seconds, 2),  # load, tokenize, run the frozen prefix
+        "frozen_prefix_blocks": prepared.start_block,
         "train_seconds": round(trainer.state.train_seconds, 2),
-        "trainable_parameters": trainable,
-        "total_parameters": total,
+        "trainable_parameters": parameters[0],
+        "total_parameters": parameters[1],
     }
     for name in ("validation", "test"):
         if name in prepared.datasets:
