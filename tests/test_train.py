@@ -214,9 +214,12 @@ def test_existing_run_folder_is_not_overwritten(tiny_gpt2, topic_data, tmp_path)
         run(folder, topic_data, tmp_path / "run")
 
 
-def test_early_stopping_restores_the_best_validation_weights(tiny_gpt2, topic_data, tmp_path):
+def test_early_stopping_with_keep_best_restores_the_best_validation_weights(
+    tiny_gpt2, topic_data, tmp_path
+):
     _, folder = tiny_gpt2
-    results = run(folder, topic_data, tmp_path / "run", epochs=12, lr=2e-2, early_stopping=2)
+    settings = dict(epochs=12, lr=2e-2, early_stopping=2, keep="best")
+    results = run(folder, topic_data, tmp_path / "run", **settings)
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").open()]
     validation = [r["accuracy"] for r in records if r["kind"] == "validation"]
     assert results["epochs_run"] == len(validation) < 12

@@ -8,6 +8,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from gptclf.distributed import DEVICES, is_main_process, launched_in_parallel
 from gptclf.errors import GptclfError
 from gptclf.registry import DEFAULT_MODEL, MODELS
 
@@ -119,23 +120,30 @@ def _data_source(args: argparse.Namespace):
 
 
 def _cmd_train(args: argparse.Namespace) -> None:
-    from gptclf.train import config_from, new_run_dir, read_train_config, train
+    from gptclf.distributed import distributed_context
+    from gptclf.train import train
+
+    with distributed_context(args.device) as dist:
+        config, source, run_dir = dist.on_main(lambda: _train_settings(args))
+        train(config, source, run_dir, resume=args.resume is not None, quiet=args.quiet, dist=dist)
+        if dist.is_main:
+            print(run_dir)
+
+
+def _train_settings(args: argparse.Namespace) -> tuple:
+    """The training config, data source and run folder of a new run or of the one resumed."""
+    from gptclf.train import config_from, new_run_dir, read_train_config
 
     if args.resume is not None:
-        config, source = read_train_config(args.resume)
-        run_dir = args.resume
-    else:
-        data_options = ("train", "test", "val", "data", "preset")
-        options = {k: v for k, v in vars(args).items() if k not in data_options}
-        options["model"] = args.weights or args.model
-        options["lora_targets"] = tuple(args.lora_targets) if args.lora_targets else None
-        if args.template:  # "\n" typed in a shell is a backslash and an n
-            options["template"] = args.template.replace("\\n", "\n")
-        config = config_from(args.preset, **options)
-        source = _data_source(args)
-        run_dir = args.out or new_run_dir(config.model)
-    train(config, source, run_dir, resume=args.resume is not None, quiet=args.quiet)
-    print(run_dir)
+        return *read_train_config(args.resume), args.resume
+    data_options = ("train", "test", "val", "data", "preset")
+    options = {k: v for k, v in vars(args).items() if k not in data_options}
+    options["model"] = args.weights or args.model
+    options["lora_targets"] = tuple(args.lora_targets) if args.lora_targets else None
+    if args.template:  # "\n" typed in a shell is a backslash and an n
+        options["template"] = args.template.replace("\\n", "\n")
+    config = config_from(args.preset, **options)
+    return config, _data_source(args), args.out or new_run_dir(config.model)
 
 
 def _cmd_eval(args: argparse.Namespace) -> None:
@@ -174,6 +182,7 @@ def _own_test_split(run_dir: Path) -> Path:
 def _cmd_predict(args: argparse.Namespace) -> None:
     from dataclasses import asdict
 
+    from gptclf.distributed import distributed_context
     from gptclf.predict import Classifier, predict_file
 
     if bool(args.input) != bool(args.output):
@@ -182,13 +191,25 @@ def _cmd_predict(args: argparse.Namespace) -> None:
         raise GptclfError("give texts or --input FILE, not both")
     if not args.input and not args.texts:
         raise GptclfError("nothing to classify: give texts or --input FILE --output FILE")
-    classifier = Classifier.from_pretrained(args.run_dir)
-    if args.input:
-        rows = predict_file(
-            classifier, args.input, args.output, args.text_column, batch_size=args.batch_size
-        )
-        print(f"{rows} rows classified into {args.output}", file=sys.stderr)
-        return
+    if args.chunk_rows < 1:
+        raise GptclfError("--chunk-rows must be at least 1")
+    if launched_in_parallel() and not args.input:
+        raise GptclfError("under torchrun, predict classifies files: give --input and --output")
+    with distributed_context(args.device) as dist:
+        classifier = Classifier.from_pretrained(args.run_dir).to(dist.device)
+        if args.input:
+            rows = predict_file(
+                classifier,
+                args.input,
+                args.output,
+                args.text_column,
+                args.chunk_rows,
+                args.batch_size,
+                dist,
+            )
+            if dist.is_main:
+                print(f"{rows} rows classified into {args.output}", file=sys.stderr)
+            return
     for text, p in zip(args.texts, classifier.predict(args.texts, args.batch_size), strict=True):
         if args.json:
             print(json.dumps({"text": text, **asdict(p)}))
@@ -294,7 +315,8 @@ def build_parser() -> argparse.ArgumentParser:
     train = commands.add_parser("train", help="finetune a model into a classifier")
     _add_data_options(train)
     _add_train_options(train)
-    train.set_defaults(run=_cmd_train)
+    _add_device_option(train)
+    train.set_defaults(run=_cmd_train, data_parallel=True)
 
     evaluate = commands.add_parser("eval", help="measure a trained classifier on labelled data")
     evaluate.add_argument("run_dir", type=Path)
@@ -312,7 +334,11 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--text-column", help="column holding the text (default: detected)")
     predict.add_argument("--json", action="store_true", help="print JSON lines")
     predict.add_argument("--batch-size", type=int, default=32)
-    predict.set_defaults(run=_cmd_predict)
+    predict.add_argument(
+        "--chunk-rows", type=int, default=1024, help="rows of --input read and classified at once"
+    )
+    _add_device_option(predict)
+    predict.set_defaults(run=_cmd_predict, data_parallel=True)
 
     baseline = commands.add_parser("baseline", help="TF-IDF + logistic regression on the same data")
     _add_data_options(baseline)
@@ -424,6 +450,15 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--quiet", action="store_true")
 
 
+def _add_device_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--device",
+        choices=DEVICES,
+        default="cpu",
+        help="cuda: under torchrun each process uses the GPU of its local rank",
+    )
+
+
 def _add_reading_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--text-column", help="column holding the text (default: detected)")
     parser.add_argument("--label-column", help="column holding the label (default: detected)")
@@ -454,10 +489,17 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run a command; a ``GptclfError`` is one line on stderr (from the main process only: under
+    torchrun every process raises it) and exit status 2."""
     args = _parse(argv)
     try:
+        if launched_in_parallel() and not getattr(args, "data_parallel", False):
+            raise GptclfError(
+                f"gptclf {args.command} runs in one process; start it without torchrun"
+            )
         args.run(args)
     except GptclfError as exc:
-        print(f"gptclf: error: {exc}", file=sys.stderr)
+        if is_main_process():
+            print(f"gptclf: error: {exc}", file=sys.stderr)
         return 2
     return 0

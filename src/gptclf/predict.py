@@ -7,10 +7,12 @@ import csv
 import json
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 
 from gptclf.artifact import RunConfig, load_run_model
 from gptclf.atomic import atomic_path
@@ -18,6 +20,7 @@ from gptclf.classifier import SequenceClassifier, batched_logits
 from gptclf.data.labels import LabelMap
 from gptclf.data.readers import choose_text_column
 from gptclf.data.tokenized import frame, template_ids
+from gptclf.distributed import CPU, LOCAL, DistributedContext, device_scope
 from gptclf.errors import GptclfError
 from gptclf.precision import resolve_precision
 from gptclf.tokenizers import Tokenizer
@@ -44,11 +47,18 @@ class Classifier:
         self.tokenizer = tokenizer
         self.labels = labels
         self.config = config
+        self.device = CPU
 
     @classmethod
     def from_pretrained(cls, run_dir: str | Path) -> Classifier:
         model, tokenizer, config = load_run_model(Path(run_dir))
         return cls(model, tokenizer, config.label_map, config)
+
+    def to(self, device: torch.device | str) -> Classifier:
+        """Compute on ``device`` (e.g. ``"cuda:0"``) from now on; returns the classifier."""
+        self.device = torch.device(device)
+        self.model.to(self.device)
+        return self
 
     def token_ids(
         self, texts: Sequence[str], where: Callable[[int], str] = lambda i: f"text {i + 1}"
@@ -69,15 +79,12 @@ class Classifier:
         """Class probabilities (n, n_classes), columns in label-id order."""
         if not ids:
             return np.zeros((0, len(self.labels)), dtype=np.float32)
-        logits = batched_logits(
-            self.model,
-            ids,
-            self.tokenizer.pad_id,
-            batch_size,
-            self.config.pad_to,
-            resolve_precision(self.config.precision),
-        )
-        return logits.softmax(-1).numpy()
+        precision = resolve_precision(self.config.precision, self.device.type)
+        with device_scope(self.device, precision):
+            logits = batched_logits(
+                self.model, ids, self.tokenizer.pad_id, batch_size, self.config.pad_to, precision
+            )
+        return logits.cpu().softmax(-1).numpy()
 
     def predict_proba(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
         """Class probabilities (n_texts, n_classes), columns in label-id order."""
@@ -129,6 +136,40 @@ def _chunks(path: Path, text_column: str | None, chunk_rows: int) -> Iterator[li
         raise GptclfError(f"{path}: could not be read ({str(exc).splitlines()[0]})") from exc
 
 
+def _classify_rows(
+    classifier: Classifier,
+    texts: list[str],
+    first_row: int,
+    input_path: Path,
+    batch_size: int,
+    positions: slice,
+) -> list[np.ndarray]:
+    """Class probabilities of the texts of one chunk at ``positions``; errors name a row by its
+    number in the file, the chunk starting at ``first_row``."""
+    rows = range(len(texts))[positions]
+    ids = classifier.token_ids(
+        [texts[i] for i in rows], lambda i: f"{input_path}: row {first_row + rows[i] + 1}"
+    )
+    return list(classifier.probabilities_of_ids(ids, batch_size))
+
+
+def _classified_chunks(
+    classifier: Classifier,
+    input_path: Path,
+    text_column: str | None,
+    chunk_rows: int,
+    batch_size: int,
+    dist: DistributedContext,
+) -> Iterator[tuple[list[str], list[np.ndarray]]]:
+    """The texts of each chunk of ``input_path`` with their class probabilities. Every rank
+    reads the chunk and classifies its share of the rows; every rank gets them all, in order."""
+    first_row = 0
+    for texts in _chunks(input_path, text_column, chunk_rows):
+        classify = partial(_classify_rows, classifier, texts, first_row, input_path, batch_size)
+        yield texts, dist.gather_shards(classify)
+        first_row += len(texts)
+
+
 def predict_file(
     classifier: Classifier,
     input_path: Path,
@@ -136,26 +177,26 @@ def predict_file(
     text_column: str | None = None,
     chunk_rows: int = 1024,
     batch_size: int = 32,
+    dist: DistributedContext = LOCAL,
 ) -> int:
     """Classify every row of ``input_path`` into ``output_path`` (CSV or JSONL by suffix), in
     input order, chunk by chunk so memory stays bounded; the output appears only when complete.
+    With several ranks each classifies its share of every chunk and the main rank writes.
     Returns the number of rows."""
     as_json = output_path.suffix.lower() in (".jsonl", ".ndjson")
     if not as_json and output_path.suffix.lower() != ".csv":
         raise GptclfError(f"{output_path}: --output must be .csv or .jsonl")
+    chunks = _classified_chunks(classifier, input_path, text_column, chunk_rows, batch_size, dist)
+    if not dist.is_main:
+        return sum(len(texts) for texts, _ in chunks)
     names = classifier.labels.names
     rows = 0
     with atomic_path(output_path) as tmp, open(tmp, "w", encoding="utf-8", newline="") as out:
         writer = None if as_json else csv.writer(out, lineterminator="\n")
         if writer:
             writer.writerow(["text", "label", "probability", *[f"p_{n}" for n in names]])
-        for texts in _chunks(input_path, text_column, chunk_rows):
-            ids = classifier.token_ids(
-                texts, lambda i, first=rows: f"{input_path}: row {first + i + 1}"
-            )
-            for text, p in zip(
-                texts, classifier.probabilities_of_ids(ids, batch_size), strict=True
-            ):
+        for texts, probabilities in chunks:
+            for text, p in zip(texts, probabilities, strict=True):
                 prediction = classifier.prediction(p)
                 if writer:
                     writer.writerow(

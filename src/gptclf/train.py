@@ -10,14 +10,17 @@ import shutil
 import sys
 import time
 from collections.abc import Callable, Iterator
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import datetime
+from itertools import islice
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
+from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
@@ -32,10 +35,11 @@ from gptclf.classifier import (
 from gptclf.data.batching import Batch, Collator, LengthBucketSampler, TokenDataset
 from gptclf.data.dataset import DataSource, Splits, load_splits, tokenize_splits
 from gptclf.data.summary import format_summary
+from gptclf.distributed import LOCAL, DistributedContext, device_scope
 from gptclf.errors import GptclfError
 from gptclf.evaluate import compute_metrics, format_metrics, plot_confusion_matrix, write_metrics
 from gptclf.plots import plot_training_curves
-from gptclf.precision import PRECISIONS, autocast, resolve_precision
+from gptclf.precision import PRECISIONS, attention_kernel, autocast, resolve_precision
 from gptclf.registry import DEFAULT_MODEL, MODELS, Pretrained, load_pretrained
 from gptclf.tokenizers import HFTokenizer
 
@@ -74,7 +78,7 @@ class TrainConfig:
     eval_batches: int | None = None  # evaluate on the first N batches only
     early_stopping: int | None = None  # patience, in epochs without improvement
     metric: str = "accuracy"
-    keep: str = "best"  # "best" validation epoch's weights, or the "last"
+    keep: str = "last"  # the "last" epoch's weights, or the "best" validation epoch's
     drop_last: bool = False
     attend_to_padding: bool = False
     cache: bool = True  # run the frozen bottom blocks once and train on their cached output
@@ -175,13 +179,15 @@ class TrainerState:
 
 
 class Logger:
-    """Progress to the terminal (unless quiet) and every figure to ``metrics.jsonl``."""
+    """Progress to the terminal (unless quiet) and every figure to ``metrics.jsonl`` (kept in
+    the state only when there is no ``run_dir``: in the processes besides the main one)."""
 
-    def __init__(self, run_dir: Path, quiet: bool, state: TrainerState):
-        self.path = run_dir / "metrics.jsonl"
+    def __init__(self, run_dir: Path | None, quiet: bool, state: TrainerState):
+        self.path = None if run_dir is None else run_dir / "metrics.jsonl"
         self.quiet = quiet
         self.state = state
-        write_text_atomic(self.path, "".join(json.dumps(r) + "\n" for r in state.records))
+        if self.path is not None:
+            write_text_atomic(self.path, "".join(json.dumps(r) + "\n" for r in state.records))
 
     def say(self, message: str) -> None:
         if not self.quiet:
@@ -190,8 +196,9 @@ class Logger:
     def record(self, record: Record) -> None:
         entry = {k: v for k, v in asdict(record).items() if v is not None}
         self.state.records.append(entry)
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(entry) + "\n")
+        if self.path is not None:
+            with open(self.path, "a", encoding="utf-8") as f:
+                f.write(json.dumps(entry) + "\n")
 
 
 @dataclass
@@ -232,10 +239,20 @@ def _copy_split_files(splits: Splits, split_dir: Path) -> None:
             shutil.copyfile(path, target)
 
 
-def prepare(config: TrainConfig, source: DataSource, run_dir: Path) -> Prepared:
+def _load_data(source: DataSource, run_dir: Path) -> Splits:
+    """Read the data (split on the fly if asked) and keep its split files in the run folder."""
     split_dir = run_dir / "split"
     splits = load_splits(source, split_dir)
     _copy_split_files(splits, split_dir)
+    return splits
+
+
+def prepare(
+    config: TrainConfig, source: DataSource, run_dir: Path, dist: DistributedContext = LOCAL
+) -> Prepared:
+    """Data, model and (when the bottom blocks are frozen) their cached output. The main rank
+    reads the data and shares it; the model is on ``dist.device``."""
+    splits = dist.on_main(lambda: _load_data(source, run_dir))
     pretrained = _base_model(config)
     model, tokenizer = pretrained.model, pretrained.tokenizer
     max_length = min(config.max_length or DEFAULT_MAX_LENGTH, model.context_length)
@@ -258,12 +275,13 @@ def prepare(config: TrainConfig, source: DataSource, run_dir: Path) -> Prepared:
             model, config.lora_rank, config.lora_alpha, config.lora_targets, _lora_blocks(config)
         )
     set_trainable(classifier, config.trainable)
+    classifier.to(dist.device)
     start_block = _cache_boundary(config, classifier)
-    precision = resolve_precision(config.precision)
+    precision = resolve_precision(config.precision, dist.device.type)
     inputs = {name: t.ids for name, t in tokens.items()}
     if start_block:
         inputs = {
-            name: classifier.prefix_states(ids, start_block, tokenizer.pad_id, precision)
+            name: _prefix_states(classifier, ids, start_block, tokenizer.pad_id, precision, dist)
             for name, ids in inputs.items()
         }
     datasets = {
@@ -282,6 +300,25 @@ def prepare(config: TrainConfig, source: DataSource, run_dir: Path) -> Prepared:
         start_block,
         precision,
     )
+
+
+def _prefix_states(
+    classifier: SequenceClassifier,
+    sequences: list[list[int]],
+    start_block: int,
+    pad_id: int,
+    precision: str,
+    dist: DistributedContext,
+) -> list[torch.Tensor]:
+    """The hidden states entering ``start_block`` of every sequence, on the device: each rank
+    computes those of its share of the sequences, then the ranks exchange them."""
+
+    def compute(positions: slice) -> list[torch.Tensor]:
+        with device_scope(dist.device, precision):
+            states = classifier.prefix_states(sequences[positions], start_block, pad_id, precision)
+        return [state.cpu() for state in states]
+
+    return [state.to(dist.device) for state in dist.gather_shards(compute)]
 
 
 def _cache_boundary(config: TrainConfig, classifier: SequenceClassifier) -> int:
@@ -319,11 +356,44 @@ def _lr_factor(config: TrainConfig, total_steps: int) -> Callable[[int], float]:
     return factor
 
 
+def share_of_batch(
+    batch: Batch, rank: int, world_size: int, class_weights: torch.Tensor | None
+) -> tuple[Batch, float]:
+    """Rank ``rank``'s rows of a global batch (positions rank, rank + world size, ...) and the
+    factor that turns their summed loss into the rank's part of the batch's mean loss: DDP
+    averages the ranks' gradients, so world size / the batch's weight (its size, or the sum of
+    its class weights as ``F.cross_entropy`` divides by). A rank left without rows gets the first
+    row with factor 0: DDP's gradient all-reduce needs every rank's backward."""
+    labels = batch.labels
+    weight = len(labels) if class_weights is None else float(class_weights[labels].sum())
+    if rank >= len(labels):
+        return _rows(batch, slice(0, 1)), 0.0
+    return _rows(batch, slice(rank, None, world_size)), world_size / weight
+
+
+def _rows(batch: Batch, rows: slice) -> Batch:
+    return Batch(batch.inputs[rows], batch.attention_mask[rows], batch.labels[rows])
+
+
+def _to(batch: Batch, device: torch.device) -> Batch:
+    return Batch(batch.inputs.to(device), batch.attention_mask.to(device), batch.labels.to(device))
+
+
 class Trainer:
-    def __init__(self, config: TrainConfig, prepared: Prepared, run_dir: Path, quiet: bool):
+    def __init__(
+        self,
+        config: TrainConfig,
+        prepared: Prepared,
+        run_dir: Path,
+        quiet: bool,
+        dist: DistributedContext = LOCAL,
+    ):
         self.config = config
         self.prepared = prepared
         self.classifier = prepared.classifier
+        self.dist = dist
+        self.device = dist.device
+        self.network = dist.wrap(self.classifier)  # what the training forward runs through
         self.run_dir = run_dir
         self.collate = Collator(prepared.pad_id, prepared.pad_to)
         self.train_data = prepared.datasets["train"]
@@ -332,7 +402,7 @@ class Trainer:
             n: p for n, p in self.classifier.model.named_parameters() if p.requires_grad
         }
         self.optimizer = torch.optim.AdamW(
-            self.trainable.values(), lr=config.lr, weight_decay=config.weight_decay
+            self.trainable.values(), lr=config.lr, weight_decay=config.weight_decay, fused=True
         )
         batches_per_epoch = self._batches_per_epoch()
         self.total_steps = config.epochs * math.ceil(batches_per_epoch / config.grad_accumulation)
@@ -379,35 +449,60 @@ class Trainer:
         return (self.collate([data[i] for i in batch]) for batch in sampler)
 
     # -- evaluation -------------------------------------------------------------------------------
-    def forward(self, batch: Batch) -> torch.Tensor:
-        with autocast(self.prepared.precision):
-            logits = self.classifier(batch.inputs, batch.attention_mask, self.prepared.start_block)
+    def forward(self, batch: Batch, module: nn.Module | None = None) -> torch.Tensor:
+        """Class logits of a batch on the device, computed by ``module`` (the classifier unless
+        given: training passes its DDP wrapper)."""
+        module = self.classifier if module is None else module
+        precision, device = self.prepared.precision, self.device.type
+        with autocast(precision, device), attention_kernel(batch.inputs.shape[1], device):
+            logits = module(batch.inputs, batch.attention_mask, self.prepared.start_block)
         return logits.float()
 
     def logits(self, data: TokenDataset) -> torch.Tensor:
-        """Class logits of every example, in dataset order."""
+        """Class logits of every example, in dataset order, on the CPU; with several ranks each
+        computes its share and every rank gets them all."""
         prepared = self.prepared
-        return batched_logits(
-            self.classifier,
-            list(data.ids),
-            prepared.pad_id,
-            pad_to=prepared.pad_to,
-            precision=prepared.precision,
-            start_block=prepared.start_block,
-        )
+        ids = list(data.ids)
 
-    def _loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(logits, labels, weight=self.class_weights)
+        def compute(positions: slice) -> torch.Tensor:
+            with device_scope(self.device, prepared.precision):
+                logits = batched_logits(
+                    self.classifier,
+                    ids[positions],
+                    prepared.pad_id,
+                    pad_to=prepared.pad_to,
+                    precision=prepared.precision,
+                    start_block=prepared.start_block,
+                )
+            return logits.cpu()
+
+        return self.dist.gather_shards(compute)
+
+    def _batch_logits(self, batch: Batch) -> torch.Tensor:
+        """Class logits of a whole batch, on the CPU; with several ranks each computes its rows
+        and every rank gets them all."""
+
+        def compute(rows: slice) -> torch.Tensor:
+            share = _rows(batch, rows)
+            if len(share.labels) == 0:
+                return torch.empty(0, self.classifier.head.out_features)
+            return self.forward(_to(share, self.device)).cpu()
+
+        return self.dist.gather_shards(compute)
+
+    def _loss(
+        self, logits: torch.Tensor, labels: torch.Tensor, reduction: str = "mean"
+    ) -> torch.Tensor:
+        weight = None if self.class_weights is None else self.class_weights.to(logits.device)
+        return F.cross_entropy(logits, labels, weight=weight, reduction=reduction)
 
     @torch.inference_mode()
     def _measure(self, batches: Iterator, limit: int | None) -> tuple[float, float, float]:
         """Mean batch loss, accuracy and macro F1 over (the first ``limit``) batches."""
         self.classifier.eval()
         losses, predicted, truth = [], [], []
-        for i, batch in enumerate(batches):
-            if limit is not None and i >= limit:
-                break
-            logits = self.forward(batch)
+        for batch in islice(batches, limit):
+            logits = self._batch_logits(batch)
             losses.append(self._loss(logits, batch.labels).item())
             predicted.append(logits.argmax(-1))
             truth.append(batch.labels)
@@ -454,30 +549,51 @@ class Trainer:
         self.classifier.train()
         losses, correct, seen, since_eval = [], 0, 0, []
         batches = self._train_batches(epoch)
+        batches_per_epoch = self._batches_per_epoch()
         bar = tqdm(
             batches,
-            total=self._batches_per_epoch(),
+            total=batches_per_epoch,
             desc=f"epoch {epoch + 1}/{config.epochs}",
             disable=self.quiet or config.book_loop or not sys.stdout.isatty(),
             leave=False,
             file=sys.stdout,
         )
         for i, batch in enumerate(bar):
-            logits = self.forward(batch)
-            loss = self._loss(logits, batch.labels)
-            (loss / config.grad_accumulation).backward()
-            losses.append(loss.item())
-            since_eval.append(loss.item())
-            correct += int((logits.argmax(-1) == batch.labels).sum())
+            step_ends = (i + 1) % config.grad_accumulation == 0 or i + 1 == batches_per_epoch
+            loss, batch_correct = self._train_step(batch, step_ends)
+            losses.append(loss)
+            since_eval.append(loss)
+            correct += batch_correct
             seen += len(batch.labels)
             self.state.examples_seen += len(batch.labels)
-            if (i + 1) % config.grad_accumulation == 0 or i + 1 == self._batches_per_epoch():
+            if step_ends:
                 self._optimizer_step()
                 if config.eval_every and (self.state.step - 1) % config.eval_every == 0:
-                    self._evaluate_now(epoch + (i + 1) / self._batches_per_epoch(), since_eval)
+                    self._evaluate_now(epoch + (i + 1) / batches_per_epoch, since_eval)
                     since_eval = []
             bar.set_postfix(loss=f"{np.mean(losses[-50:]):.3f}", acc=f"{correct / seen:.1%}")
         return float(np.mean(losses)), correct / max(seen, 1)
+
+    def _train_step(self, batch: Batch, step_ends: bool) -> tuple[float, int]:
+        """Forward and backward of a global batch (of this rank's share of it, with gradients
+        averaged over the ranks only where the optimizer step ends); the batch's mean loss and
+        how many of its examples were classified right."""
+        if not self.dist.is_distributed:
+            batch = _to(batch, self.device)
+            logits = self.forward(batch)
+            loss = self._loss(logits, batch.labels)
+            (loss / self.config.grad_accumulation).backward()
+            return loss.item(), int((logits.argmax(-1) == batch.labels).sum())
+        dist = self.dist
+        share, factor = share_of_batch(batch, dist.rank, dist.world_size, self.class_weights)
+        share = _to(share, self.device)
+        with nullcontext() if step_ends else self.network.no_sync():
+            logits = self.forward(share, self.network)
+            loss = factor * self._loss(logits, share.labels, reduction="sum")
+            (loss / self.config.grad_accumulation).backward()
+        correct = int((logits.argmax(-1) == share.labels).sum()) if factor else 0
+        mean_loss, total_correct = dist.sum([loss.item() / dist.world_size, correct])
+        return mean_loss, int(total_correct)
 
     def _optimizer_step(self) -> None:
         if self.config.max_grad_norm:
@@ -555,7 +671,7 @@ class Trainer:
                     f"for {self.config.early_stopping} epoch(s)"
                 )
                 break
-            if self.state.epochs_done < self.config.epochs:
+            if self.state.epochs_done < self.config.epochs and self.dist.is_main:
                 save_checkpoint(self)
         if self.config.keep == "best" and self.best_weights is not None:
             with torch.no_grad():
@@ -600,12 +716,18 @@ def save_checkpoint(trainer: Trainer) -> None:
     write_text_atomic(folder / "state.json", json.dumps(meta))
 
 
-def load_checkpoint(trainer: Trainer) -> None:
-    folder = trainer.run_dir / CHECKPOINT_DIR
+def read_checkpoint(run_dir: Path) -> tuple[dict, dict[str, torch.Tensor]]:
+    """The checkpoint's loop state (JSON) and tensors."""
+    folder = run_dir / CHECKPOINT_DIR
     if not (folder / "state.json").is_file():
-        raise GptclfError(f"{trainer.run_dir}: no checkpoint to resume from")
+        raise GptclfError(f"{run_dir}: no checkpoint to resume from")
     meta = json.loads((folder / "state.json").read_text(encoding="utf-8"))
-    tensors = load_file(str(folder / "state.safetensors"))
+    return meta, load_file(str(folder / "state.safetensors"))
+
+
+def load_checkpoint(trainer: Trainer, checkpoint: tuple[dict, dict[str, torch.Tensor]]) -> None:
+    """Put the trainer where ``read_checkpoint``'s checkpoint left it."""
+    meta, tensors = checkpoint
     with torch.no_grad():
         for name, param in trainer.trainable.items():
             param.copy_(tensors[f"param/{name}"])
@@ -650,15 +772,8 @@ def read_train_config(run_dir: Path) -> tuple[TrainConfig, DataSource]:
     return TrainConfig(**train), DataSource(**data)
 
 
-def train(
-    config: TrainConfig,
-    source: DataSource,
-    run_dir: Path,
-    *,
-    resume: bool = False,
-    quiet: bool = False,
-) -> dict:
-    """Train, evaluate on the test split once, and write the run folder; returns metrics.json."""
+def _open_run_dir(run_dir: Path, config: TrainConfig, source: DataSource, resume: bool) -> None:
+    """Create the run folder with the training config, or check that it may be used."""
     if not resume and run_dir.exists() and any(run_dir.iterdir()):
         raise GptclfError(
             f"{run_dir} already exists and is not empty; "
@@ -667,29 +782,43 @@ def train(
     run_dir.mkdir(parents=True, exist_ok=True)
     if not resume:
         _save_config(run_dir, config, source)
+
+
+def train(
+    config: TrainConfig,
+    source: DataSource,
+    run_dir: Path,
+    *,
+    resume: bool = False,
+    quiet: bool = False,
+    dist: DistributedContext = LOCAL,
+) -> dict:
+    """Train, evaluate on the test split once, and write the run folder; returns metrics.json.
+    With several ranks (``dist``), every rank trains on its share of each global batch and
+    returns the same metrics; only the main rank writes files and prints."""
+    dist.on_main(lambda: _open_run_dir(run_dir, config, source, resume))
     began = time.perf_counter()
-    prepared = prepare(config, source, run_dir)
+    prepared = prepare(config, source, run_dir, dist)
     prepare_seconds = time.perf_counter() - began
-    trainer = Trainer(config, prepared, run_dir, quiet)
+    quiet = quiet or not dist.is_main
+    trainer = Trainer(config, prepared, run_dir, quiet, dist)
     if resume:
-        load_checkpoint(trainer)
-    logger = Logger(run_dir, quiet, trainer.state)
+        load_checkpoint(trainer, dist.on_main(lambda: read_checkpoint(run_dir)))
+    logger = Logger(run_dir if dist.is_main else None, quiet, trainer.state)
     trainable, total = count_parameters(prepared.classifier)
     logger.say(prepared.summary)
     logger.say(f"trainable parameters: {trainable:,} of {total:,} ({100 * trainable / total:.2f}%)")
     trainer.run(logger)
-    return _finish(trainer, prepared, config, run_dir, logger, (trainable, total), prepare_seconds)
+    results = _final_results(trainer, prepared, (trainable, total), prepare_seconds)
+    if dist.is_main:
+        _write_run_folder(trainer, prepared, config, run_dir, logger, results)
+    return results
 
 
-def _finish(
-    trainer: Trainer,
-    prepared: Prepared,
-    config: TrainConfig,
-    run_dir: Path,
-    logger: Logger,
-    parameters: tuple[int, int],
-    prepare_seconds: float,
+def _final_results(
+    trainer: Trainer, prepared: Prepared, parameters: tuple[int, int], prepare_seconds: float
 ) -> dict:
+    """metrics.json: the run's figures and the validation and test metrics."""
     labels = prepared.splits.labels
     results = {
         "best_epoch": trainer.state.best_epoch,
@@ -705,6 +834,18 @@ def _finish(
             data = prepared.datasets[name]
             probabilities = trainer.logits(data).softmax(-1).numpy()
             results[name] = compute_metrics(list(data.labels), probabilities, labels.names)
+    return results
+
+
+def _write_run_folder(
+    trainer: Trainer,
+    prepared: Prepared,
+    config: TrainConfig,
+    run_dir: Path,
+    logger: Logger,
+    results: dict,
+) -> None:
+    """The test metrics shown, plots, the trained model and metrics.json; the checkpoint goes."""
     if "test" in results:
         logger.say("test set:\n" + format_metrics(results["test"]))
         plot_confusion_matrix(results["test"], run_dir / "confusion_matrix.png")
@@ -712,7 +853,6 @@ def _finish(
     _save_model(trainer, prepared, config, run_dir)
     write_metrics(results, run_dir / "metrics.json")
     shutil.rmtree(run_dir / CHECKPOINT_DIR, ignore_errors=True)
-    return results
 
 
 def _save_model(trainer: Trainer, prepared: Prepared, config: TrainConfig, run_dir: Path) -> None:
