@@ -363,9 +363,9 @@ PHASES = {
 
 
 # -- the run --------------------------------------------------------------------------------------
-def in_child(phase: str, spec: dict, work: Path) -> dict:
-    """Run one phase in a fresh process; its result is the last line it prints."""
-    command = [sys.executable, __file__, "--phase", phase, "--spec", json.dumps(spec)]
+def in_child(phase: str, spec: dict, work: Path, script: str = __file__) -> dict:
+    """Run one phase of ``script`` in a fresh process; its result is the last line it prints."""
+    command = [sys.executable, script, "--phase", phase, "--spec", json.dumps(spec)]
     command += ["--work", str(work)]
     print(f"{phase} {spec.get('model', '')}...", file=sys.stderr, flush=True)
     done = subprocess.run(command, stdout=subprocess.PIPE, text=True, check=True)
