@@ -3,15 +3,16 @@ Hugging Face ``transformers``, all measured in one run on the SMS book split.
 
     .venv/bin/python benchmarks/speed.py [--out benchmarks/results] [--baseline-epochs N]
 
-Phases, each in its own process so that each peak RSS is its own:
-1. the machine's float32 and bfloat16 matmul peak;
-2. training gpt2-small (random weights), last block trainable, 5 epochs: the book-style loop
+Phases, each in its own process so that each peak RSS is its own, and each starting with the
+machine's float32 and bfloat16 matmul peak measured in that process (the machine's speed drifts
+over a long run; every share of the peak is against its own phase's):
+1. training gpt2-small (random weights), last block trainable, 5 epochs: the book-style loop
    (``--preset book``: padded to the longest text, position -1, no cache, float32), a plain AdamW
    loop over ``transformers.GPT2ForSequenceClassification`` with the same layers frozen, batches
    padded to their longest text, and gptclf's default path;
-3. the same three for the offline default model (smollm2-135m) with the default recipe's learning
+2. the same three for the offline default model (smollm2-135m) with the default recipe's learning
    rate and epochs, with test accuracy;
-4. inference on the 300 test messages with the model trained in 3: gptclf vs the
+3. inference on the 300 test messages with the model trained in 3: gptclf vs the
    ``transformers`` text-classification pipeline over the same weights, batch 8 and 64, and the
    latency of single messages.
 
@@ -123,11 +124,11 @@ def book_split(model: str, work: Path) -> tuple[dict, object]:
 
 
 # -- phases (each runs in a child process) --------------------------------------------------------
-def phase_peak(spec: dict, work: Path) -> dict:
+def peaks_here() -> dict:
+    """This process's float32 and bfloat16 matmul peaks (GFLOP/s), measured before a phase."""
     return {
-        "fp32_gflops": round(matmul_peak(torch.float32), 1),
-        "bf16_gflops": round(matmul_peak(torch.bfloat16), 1),
-        "threads": torch.get_num_threads(),
+        "fp32": round(matmul_peak(torch.float32), 1),
+        "bf16": round(matmul_peak(torch.bfloat16), 1),
     }
 
 
@@ -147,9 +148,11 @@ def gptclf_config(spec: dict):
 def phase_train_gptclf(spec: dict, work: Path) -> dict:
     """The book-style loop (``--preset book``) or gptclf's default path, through ``train()``."""
     from gptclf.data.dataset import DataSource
+    from gptclf.precision import resolve_precision
     from gptclf.train import train
 
     config = gptclf_config(spec)
+    peak = peaks_here()
     counter = FlopCounter(block_types())
     began = time.perf_counter()
     metrics = train(config, DataSource(dataset="sms-spam"), Path(spec["run_dir"]), quiet=True)
@@ -161,7 +164,8 @@ def phase_train_gptclf(spec: dict, work: Path) -> dict:
         "flops": counter.total,
         "prefix_flops": counter.frozen if metrics["frozen_prefix_blocks"] else None,
         "train_flops": counter.trained_with_grad,
-        "precision": config.precision,
+        "precision": resolve_precision(config.precision),
+        "peak": peak,
         "test_accuracy": metrics["test"]["accuracy"],
         "peak_rss_mb": peak_rss_mb(),
     }
@@ -245,6 +249,7 @@ def phase_train_transformers(spec: dict, work: Path) -> dict:
     """A plain AdamW loop over a ``transformers`` classifier: batches padded to their longest
     text, float32, the validation split measured after every epoch as gptclf does."""
     config = gptclf_config({**spec, "loop": "gptclf"})
+    peak = peaks_here()
     began = time.perf_counter()
     data, tokenizer = book_split(spec["model"], work)
     if spec["model"] == "gpt2-small":
@@ -287,6 +292,7 @@ def phase_train_transformers(spec: dict, work: Path) -> dict:
         "prefix_flops": None,
         "train_flops": counter.trained_with_grad,
         "precision": "fp32",
+        "peak": peak,
         "test_accuracy": test_accuracy,
         "peak_rss_mb": peak_rss_mb(),
     }
@@ -302,6 +308,7 @@ def phase_infer(spec: dict, work: Path) -> dict:
 
     from gptclf import Classifier
 
+    peak = peaks_here()
     classifier = Classifier.from_pretrained(spec["run_dir"])
     texts = book_split(spec["model"], work)[0]["test"][0][:TEST_MESSAGES]
     tokenizer, head = classifier.tokenizer, classifier.model.head
@@ -316,7 +323,7 @@ def phase_infer(spec: dict, work: Path) -> dict:
         "text-classification", model=hf, tokenizer=hf_tokenizer, device="cpu", top_k=None
     )
     counter = FlopCounter(block_types())
-    results: dict = {}
+    results: dict = {"peak": peak}
 
     def timed(name: str, run) -> None:
         run()  # warm-up
@@ -354,7 +361,6 @@ def phase_infer(spec: dict, work: Path) -> dict:
 
 
 PHASES = {
-    "peak": phase_peak,
     "train-book": phase_train_gptclf,
     "train-gptclf": phase_train_gptclf,
     "train-transformers": phase_train_transformers,
@@ -389,7 +395,7 @@ def full_count(result: dict, measured: int, epochs: int) -> dict:
 def run_all(args: argparse.Namespace, work: Path) -> dict:
     from gptclf.train import config_from
 
-    results = {"peak": in_child("peak", {}, work), "train": [], "infer": None}
+    results = {"threads": torch.get_num_threads(), "train": [], "infer": None}
     for model, epochs in (("gpt2-small", GPT2_EPOCHS), ("smollm2-135m", config_from(None).epochs)):
         tokens = sum(len(x) for x in book_split(model, work)[0]["train"][1])
         for loop in ("book", "transformers", "gptclf"):
@@ -412,11 +418,12 @@ def percent(part: float, whole: float) -> str:
 
 
 def table(results: dict) -> str:
-    peak = results["peak"]
-    fp32, bf16 = peak["fp32_gflops"], peak["bf16_gflops"]
+    peaks = [row["peak"] for row in results["train"]] + [results["infer"]["peak"]]
+    fp32, bf16 = ([p[dtype] for p in peaks] for dtype in ("fp32", "bf16"))
     lines = [
-        f"Matmul peak on this machine ({peak['threads']} threads): float32 {fp32:.0f} GFLOP/s, "
-        f"bfloat16 {bf16:.0f} GFLOP/s.",
+        f"Matmul peak ({results['threads']} threads), measured in each phase's process before it "
+        f"ran: float32 {min(fp32):.0f}-{max(fp32):.0f} GFLOP/s, bfloat16 {min(bf16):.0f}-"
+        f"{max(bf16):.0f} GFLOP/s. Every share of the peak is against its own phase's.",
         "",
         "| model | loop | epochs (measured) | wall | tokens/s | peak RSS | test acc | "
         "GFLOP/s (share of peak) | gptclf faster by |",
@@ -426,7 +433,7 @@ def table(results: dict) -> str:
         ours = next(
             r for r in results["train"] if r["model"] == row["model"] and r["loop"] == "gptclf"
         )
-        peak_of_row = bf16 if row["precision"] != "fp32" else fp32
+        peak_of_row = row["peak"]["bf16" if row["precision"] != "fp32" else "fp32"]
         rate = row["gflops"]
         accuracy = "—" if row["test_accuracy"] is None else f"{row['test_accuracy']:.2%}"
         lines.append(
@@ -443,7 +450,7 @@ def table(results: dict) -> str:
     for row in results["train"]:
         if row["loop"] != "gptclf":
             continue
-        peak_of_row = bf16 if row["precision"] != "fp32" else fp32
+        peak_of_row = row["peak"]["bf16" if row["precision"] != "fp32" else "fp32"]
         phases = [("frozen prefix, once", row["prefix_flops"], row["prefix_s"])]
         phases.append(("training epochs", row["train_flops"], row["loop_s"]))
         for name, flops, seconds in phases:
@@ -467,8 +474,8 @@ def table(results: dict) -> str:
         lines.append(
             f"| {batch} | {ours['messages_per_s']:.0f} | {theirs['messages_per_s']:.0f} | "
             f"{ours['messages_per_s'] / theirs['messages_per_s']:.1f}x | "
-            f"{ours['gflops']:.0f} ({percent(ours['gflops'], bf16)} of bf16) | "
-            f"{theirs['gflops']:.0f} ({percent(theirs['gflops'], fp32)} of fp32) |"
+            f"{ours['gflops']:.0f} ({percent(ours['gflops'], infer['peak']['bf16'])} of bf16) | "
+            f"{theirs['gflops']:.0f} ({percent(theirs['gflops'], infer['peak']['fp32'])} of fp32) |"
         )
     ours, theirs = infer["gptclf_latency"], infer["pipeline_latency"]
     lines += [
