@@ -12,7 +12,7 @@ over a long run; every share of the peak is against its own phase's):
    padded to their longest text, and gptclf's default path;
 2. the same three for the offline default model (smollm2-135m) with the default recipe's learning
    rate and epochs, with test accuracy;
-3. inference on the 300 test messages with the model trained in 3: gptclf vs the
+3. inference on the 300 test messages with the model trained in 2: gptclf vs the
    ``transformers`` text-classification pipeline over the same weights, batch 8 and 64, and the
    latency of single messages.
 
@@ -433,7 +433,7 @@ def table(results: dict) -> str:
         ours = next(
             r for r in results["train"] if r["model"] == row["model"] and r["loop"] == "gptclf"
         )
-        peak_of_row = row["peak"]["bf16" if row["precision"] != "fp32" else "fp32"]
+        peak_of_row = row["peak"][row["precision"]]
         rate = row["gflops"]
         accuracy = "—" if row["test_accuracy"] is None else f"{row['test_accuracy']:.2%}"
         lines.append(
@@ -450,7 +450,7 @@ def table(results: dict) -> str:
     for row in results["train"]:
         if row["loop"] != "gptclf":
             continue
-        peak_of_row = row["peak"]["bf16" if row["precision"] != "fp32" else "fp32"]
+        peak_of_row = row["peak"][row["precision"]]
         phases = [("frozen prefix, once", row["prefix_flops"], row["prefix_s"])]
         phases.append(("training epochs", row["train_flops"], row["loop_s"]))
         for name, flops, seconds in phases:
