@@ -105,12 +105,12 @@ def phase_step(spec: dict, work: Path) -> dict:
 
 
 def run_all(measured_epochs: int, work: Path) -> dict:
-    from gptclf.train import config_from
+    from gptclf.train import cache_allowed, config_from
 
     epochs = config_from(None).epochs
     rows = []
     for index, step in enumerate(STEPS):
-        cached = step["config"].get("cache", True) and "pad_to" not in step["config"]
+        cached = cache_allowed(config_from(None, model=MODEL, **step["config"]))
         measured = epochs if cached else min(epochs, measured_epochs)
         spec = {"step": index, "epochs": measured, "run_dir": str(work / f"step{index}")}
         result = full_count(in_child("step", spec, work, script=__file__), measured, epochs)

@@ -321,12 +321,16 @@ def _prefix_states(
     return [state.to(dist.device) for state in dist.gather_shards(compute)]
 
 
+def cache_allowed(config: TrainConfig) -> bool:
+    """Whether the frozen-prefix cache may run: it is enabled and the batches are dynamically
+    padded with an attention mask (the book's fixed padding reads pad tokens)."""
+    return config.cache and not config.attend_to_padding and not config.pad_to
+
+
 def _cache_boundary(config: TrainConfig, classifier: SequenceClassifier) -> int:
-    """Where the frozen-prefix cache ends: 0 (no cache) unless enabled and the batches are
-    dynamically padded with an attention mask (the book's fixed padding reads pad tokens)."""
-    if not config.cache or config.attend_to_padding or config.pad_to:
-        return 0
-    return classifier.frozen_prefix()
+    """Where the frozen-prefix cache ends: 0 (no cache) unless allowed and some bottom blocks are
+    frozen."""
+    return classifier.frozen_prefix() if cache_allowed(config) else 0
 
 
 def _lora_blocks(config: TrainConfig) -> list[int] | None:
