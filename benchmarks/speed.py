@@ -16,8 +16,10 @@ over a long run; every share of the peak is against its own phase's):
    ``transformers`` text-classification pipeline over the same weights, batch 8 and 64, and the
    latency of single messages.
 
-FLOPs are counted as 2 x parameters x tokens for every transformer block run forward (padding
-included: it is computed) and 4 x for its backward pass when the block trains. ``--baseline-epochs
+FLOPs are counted as 2 x weights x rows for every linear layer run forward (padding included: it
+is computed) and 4 x for its backward pass when the layer trains; where a classifier reads one
+position, the last block's queries, attention output and feed-forward run for that position only,
+and only that is counted. ``--baseline-epochs
 N`` runs the book and transformers loops for N epochs only and scales their loop time to the full
 count (every epoch costs the same there); their accuracy is then not reported.
 Writes ``speed.md`` (the table) and ``speed.json``.
@@ -61,47 +63,34 @@ def matmul_peak(dtype: torch.dtype, seconds_per_try: float = 1.0) -> float:
 
 
 class FlopCounter:
-    """FLOPs of every transformer block call, whichever implementation: 2 x parameters x tokens
-    forward, 6 x when the block trains under autograd (forward + backward). Blocks that hold
-    trainable parameters are counted apart from frozen ones."""
+    """FLOPs of every linear layer call, whichever implementation: 2 x weights x rows forward,
+    6 x when the layer's weight trains under autograd (forward + backward). Layers whose weights
+    train are counted apart from frozen ones."""
 
-    def __init__(self, block_types: tuple[type, ...]):
-        self.block_types = block_types
+    def __init__(self):
+        from transformers.pytorch_utils import Conv1D  # transformers' GPT-2 linear layers
+
+        self.layer_types = (nn.Linear, Conv1D)
         self.frozen = 0
         self.trained_forward = 0
         self.trained_with_grad = 0
-        self._sizes: dict[int, tuple[int, bool]] = {}
-        self.handle = nn.modules.module.register_module_forward_hook(self._count, with_kwargs=True)
+        self.handle = nn.modules.module.register_module_forward_hook(self._count)
 
-    def _count(self, module, args, kwargs, output) -> None:
-        if not isinstance(module, self.block_types):
+    def _count(self, module, args, output) -> None:
+        if not isinstance(module, self.layer_types):
             return
-        hidden = args[0] if args else kwargs["hidden_states"]
-        tokens = hidden.shape[0] * hidden.shape[1]
-        if id(module) not in self._sizes:
-            params = list(module.parameters())
-            trains = any(p.requires_grad for p in params)
-            self._sizes[id(module)] = (sum(p.numel() for p in params), trains)
-        size, trains = self._sizes[id(module)]
-        if not trains:
-            self.frozen += 2 * size * tokens
+        rows = args[0].numel() // args[0].shape[-1]
+        flops = 2 * module.weight.numel() * rows
+        if not module.weight.requires_grad:
+            self.frozen += flops
         elif torch.is_grad_enabled():
-            self.trained_with_grad += 6 * size * tokens
+            self.trained_with_grad += 3 * flops
         else:
-            self.trained_forward += 2 * size * tokens
+            self.trained_forward += flops
 
     @property
     def total(self) -> int:
         return self.frozen + self.trained_forward + self.trained_with_grad
-
-
-def block_types() -> tuple[type, ...]:
-    from transformers.models.gpt2.modeling_gpt2 import GPT2Block
-    from transformers.models.llama.modeling_llama import LlamaDecoderLayer
-
-    from gptclf.models import gpt2, llama
-
-    return gpt2.TransformerBlock, llama.TransformerBlock, GPT2Block, LlamaDecoderLayer
 
 
 def peak_rss_mb() -> float:
@@ -153,7 +142,7 @@ def phase_train_gptclf(spec: dict, work: Path) -> dict:
 
     config = gptclf_config(spec)
     peak = peaks_here()
-    counter = FlopCounter(block_types())
+    counter = FlopCounter()
     began = time.perf_counter()
     metrics = train(config, DataSource(dataset="sms-spam"), Path(spec["run_dir"]), quiet=True)
     wall = time.perf_counter() - began
@@ -266,7 +255,7 @@ def phase_train_transformers(spec: dict, work: Path) -> dict:
     lr = 5e-5 if spec["model"] == "gpt2-small" else config.lr
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=lr, weight_decay=config.weight_decay)
-    counter = FlopCounter(block_types())
+    counter = FlopCounter()
     _, ids, labels = data["train"]
     generator = torch.Generator().manual_seed(123)
     loop_began = time.perf_counter()
@@ -322,7 +311,7 @@ def phase_infer(spec: dict, work: Path) -> dict:
     pipe = transformers.pipeline(
         "text-classification", model=hf, tokenizer=hf_tokenizer, device="cpu", top_k=None
     )
-    counter = FlopCounter(block_types())
+    counter = FlopCounter()
     results: dict = {"peak": peak}
 
     def timed(name: str, run) -> None:

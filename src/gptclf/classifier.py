@@ -17,19 +17,23 @@ POOLINGS = ("last-token", "last-position", "mean", "first")
 TRAINABLE = ("head", "last-block", "last-blocks:K", "all", "lora")
 
 
-def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: str) -> torch.Tensor:
-    """One vector per sequence from hidden states (batch, seq, dim) of a right-padded batch."""
+def read_positions(attention_mask: torch.Tensor, pooling: str) -> torch.Tensor | None:
+    """The one position (batch,) each sequence of a right-padded batch is read at, or None where
+    the pooling reads them all (mean)."""
+    batch, seq_len = attention_mask.shape
     if pooling == "last-token":  # the real last token of each sequence
-        last = attention_mask.sum(dim=1) - 1
-        return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+        return attention_mask.sum(dim=1) - 1
     if pooling == "last-position":  # position -1 of the padded batch: the book's choice
-        return hidden[:, -1]
-    if pooling == "mean":
-        weights = attention_mask.unsqueeze(-1).to(hidden.dtype)
-        return (hidden * weights).sum(dim=1) / weights.sum(dim=1)
+        return torch.full((batch,), seq_len - 1, device=attention_mask.device)
     if pooling == "first":
-        return hidden[:, 0]
-    raise GptclfError(f"unknown pooling {pooling!r}; choose one of {', '.join(POOLINGS)}")
+        return torch.zeros(batch, dtype=torch.long, device=attention_mask.device)
+    return None
+
+
+def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """The mean of each sequence's hidden states (batch, seq, dim) over its real tokens."""
+    weights = attention_mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * weights).sum(dim=1) / weights.sum(dim=1)
 
 
 class SequenceClassifier(nn.Module):
@@ -60,12 +64,14 @@ class SequenceClassifier(nn.Module):
         self, inputs: torch.Tensor, attention_mask: torch.Tensor, start_block: int = 0
     ) -> torch.Tensor:
         """Class logits (batch, n_classes) from token ids (batch, seq), or, with ``start_block``
-        > 0, from the hidden states (batch, seq, dim) that enter that block."""
+        > 0, from the hidden states (batch, seq, dim) that enter that block. Where one position
+        is read, the last block computes that position only."""
         without_padding = self.attend_to_padding or bool(attention_mask.all())
         mask = None if without_padding else attention_mask
         x = self.model.embed(inputs) if start_block == 0 else inputs.float()
-        hidden = self.model.final_norm(self.model.run_blocks(x, mask, start=start_block))
-        return self.head(pool(hidden, attention_mask, self.pooling))
+        at = read_positions(attention_mask, self.pooling)
+        hidden = self.model.final_norm(self.model.run_blocks(x, mask, start=start_block, at=at))
+        return self.head(mean_pool(hidden, attention_mask) if at is None else hidden[:, 0])
 
     def frozen_prefix(self) -> int:
         """How many bottom blocks give the same output every time, so it can be cached: nothing

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gptclf.models.masks import causal_padding_mask
+from gptclf.models.masks import causal_padding_mask, query_row_mask, rows_at
 
 
 @dataclass(frozen=True)
@@ -70,14 +70,19 @@ class MultiHeadAttention(nn.Module):
         self.out_proj = nn.Linear(cfg.emb_dim, cfg.emb_dim)
         self.dropout = cfg.drop_rate
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        b, t, d = x.shape
+    def forward(
+        self, x: torch.Tensor, mask: torch.Tensor | None, at: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """(b, t, d) -> (b, t, d); with ``at`` (b,) only the queries at those positions: (b, 1, d)
+        (``mask`` is then the rows of those queries)."""
+        b, _, d = x.shape
+        queries = x if at is None else rows_at(x, at)
 
         def split_heads(y: torch.Tensor) -> torch.Tensor:  # (b, t, d) -> (b, heads, t, head_dim)
-            return y.view(b, t, self.n_heads, self.head_dim).transpose(1, 2)
+            return y.view(b, -1, self.n_heads, self.head_dim).transpose(1, 2)
 
         q, k, v = (
-            split_heads(self.W_query(x)),
+            split_heads(self.W_query(queries)),
             split_heads(self.W_key(x)),
             split_heads(self.W_value(x)),
         )
@@ -89,7 +94,7 @@ class MultiHeadAttention(nn.Module):
             is_causal=mask is None,
             dropout_p=self.dropout if self.training else 0.0,
         )
-        return self.out_proj(context.transpose(1, 2).reshape(b, t, d))
+        return self.out_proj(context.transpose(1, 2).reshape(b, -1, d))
 
 
 class FeedForward(nn.Module):
@@ -114,8 +119,12 @@ class TransformerBlock(nn.Module):
         self.norm2 = LayerNorm(cfg.emb_dim, cfg.layer_norm_eps)
         self.drop_shortcut = nn.Dropout(cfg.drop_rate)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        x = x + self.drop_shortcut(self.att(self.norm1(x), mask))
+    def forward(
+        self, x: torch.Tensor, mask: torch.Tensor | None, at: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """(b, t, d) -> (b, t, d); with ``at`` (b,) just the outputs at ``at``: (b, 1, d)."""
+        shortcut = x if at is None else rows_at(x, at)
+        x = shortcut + self.drop_shortcut(self.att(self.norm1(x), mask, at))
         return x + self.drop_shortcut(self.ff(self.norm2(x)))
 
 
@@ -145,12 +154,22 @@ class GPTModel(nn.Module):
         attention_mask: torch.Tensor | None = None,
         start: int = 0,
         stop: int | None = None,
+        at: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Blocks ``start`` to ``stop`` (default: to the end) on hidden states x."""
-        mask = causal_padding_mask(attention_mask, x.shape[1])
-        for block in self.trf_blocks[start:stop]:
+        """Blocks ``start`` to ``stop`` (default: to the end) on hidden states x (b, t, d). With
+        ``at`` (b,) the result is (b, 1, d), the states at those positions only, and the last block
+        computes nothing else: a classifier reads one position, so most of its work is skipped."""
+        seq_len = x.shape[1]
+        blocks = list(self.trf_blocks[start:stop])
+        top = blocks.pop() if at is not None and blocks else None
+        mask = causal_padding_mask(attention_mask, seq_len)
+        for block in blocks:
             x = block(x, mask)
-        return x
+        if at is None:
+            return x
+        if top is None:
+            return rows_at(x, at)
+        return top(x, query_row_mask(attention_mask, seq_len, at), at)
 
     def hidden_states(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None

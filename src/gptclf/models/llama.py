@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gptclf.models.masks import causal_padding_mask
+from gptclf.models.masks import causal_padding_mask, query_row_mask, rows_at
 
 RotaryAngles = tuple[torch.Tensor, torch.Tensor]
 
@@ -77,20 +77,29 @@ class GroupedQueryAttention(nn.Module):
         self.out_proj = nn.Linear(cfg.n_heads * self.head_dim, cfg.emb_dim, bias=False)
 
     def forward(
-        self, x: torch.Tensor, mask: torch.Tensor | None, angles: RotaryAngles
+        self,
+        x: torch.Tensor,
+        mask: torch.Tensor | None,
+        angles: RotaryAngles,
+        at: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        b, t, _ = x.shape
+        """(b, t, d) -> (b, t, d); with ``at`` (b,) only the queries at those positions: (b, 1, d)
+        (``mask`` is then the rows of those queries)."""
+        b = x.shape[0]
+        queries, query_angles = x, angles
+        if at is not None:  # each query rotated by its own position: tables (b, 1, 1, head_dim)
+            queries, query_angles = rows_at(x, at), tuple(a[at][:, None, None] for a in angles)
 
         def split_heads(y: torch.Tensor, heads: int) -> torch.Tensor:  # -> (b, heads, t, head_dim)
-            return y.view(b, t, heads, self.head_dim).transpose(1, 2)
+            return y.view(b, -1, heads, self.head_dim).transpose(1, 2)
 
-        q = apply_rotary(split_heads(self.W_query(x), self.n_heads), angles)
+        q = apply_rotary(split_heads(self.W_query(queries), self.n_heads), query_angles)
         k = apply_rotary(split_heads(self.W_key(x), self.n_kv_groups), angles)
         v = split_heads(self.W_value(x), self.n_kv_groups)
         context = F.scaled_dot_product_attention(
             q, k, v, attn_mask=mask, is_causal=mask is None, enable_gqa=True
         )
-        return self.out_proj(context.transpose(1, 2).reshape(b, t, -1))
+        return self.out_proj(context.transpose(1, 2).reshape(b, q.shape[2], -1))
 
 
 class FeedForward(nn.Module):
@@ -115,9 +124,15 @@ class TransformerBlock(nn.Module):
         self.ff = FeedForward(cfg)
 
     def forward(
-        self, x: torch.Tensor, mask: torch.Tensor | None, angles: RotaryAngles
+        self,
+        x: torch.Tensor,
+        mask: torch.Tensor | None,
+        angles: RotaryAngles,
+        at: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        x = x + self.att(self.norm1(x), mask, angles)
+        """(b, t, d) -> (b, t, d); with ``at`` (b,) just the outputs at ``at``: (b, 1, d)."""
+        shortcut = x if at is None else rows_at(x, at)
+        x = shortcut + self.att(self.norm1(x), mask, angles, at)
         return x + self.ff(self.norm2(x))
 
 
@@ -147,14 +162,23 @@ class LlamaModel(nn.Module):
         attention_mask: torch.Tensor | None = None,
         start: int = 0,
         stop: int | None = None,
+        at: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Blocks ``start`` to ``stop`` (default: to the end) on hidden states x."""
+        """Blocks ``start`` to ``stop`` (default: to the end) on hidden states x (b, t, d). With
+        ``at`` (b,) the result is (b, 1, d), the states at those positions only, and the last block
+        computes nothing else: a classifier reads one position, so most of its work is skipped."""
         seq_len = x.shape[1]
+        blocks = list(self.trf_blocks[start:stop])
+        top = blocks.pop() if at is not None and blocks else None
         mask = causal_padding_mask(attention_mask, seq_len)
         angles = rotary_angles(self.cfg, seq_len, x.device)
-        for block in self.trf_blocks[start:stop]:
+        for block in blocks:
             x = block(x, mask, angles)
-        return x
+        if at is None:
+            return x
+        if top is None:
+            return rows_at(x, at)
+        return top(x, query_row_mask(attention_mask, seq_len, at), angles, at)
 
     def hidden_states(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None

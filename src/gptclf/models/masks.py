@@ -1,4 +1,4 @@
-"""The attention mask shared by every model family."""
+"""The attention masks shared by every model family, and reading one position per sequence."""
 
 from __future__ import annotations
 
@@ -18,3 +18,20 @@ def causal_padding_mask(attention_mask: torch.Tensor | None, seq_len: int) -> to
     causal = torch.ones(seq_len, seq_len, dtype=torch.bool, device=device).tril()
     allowed = causal & attention_mask.bool()[:, None, None, :]
     return allowed | torch.eye(seq_len, dtype=torch.bool, device=device)
+
+
+def query_row_mask(
+    attention_mask: torch.Tensor | None, seq_len: int, at: torch.Tensor
+) -> torch.Tensor:
+    """The rows of :func:`causal_padding_mask` for one query per sequence, at positions ``at``
+    (batch,): boolean (batch, 1, 1, seq). Without ``attention_mask`` every earlier key is seen."""
+    keys = torch.arange(seq_len, device=at.device)
+    allowed = keys <= at[:, None]
+    if attention_mask is not None:
+        allowed &= attention_mask.bool()
+    return (allowed | (keys == at[:, None]))[:, None, None, :]
+
+
+def rows_at(x: torch.Tensor, at: torch.Tensor) -> torch.Tensor:
+    """The vectors of x (batch, seq, ...) at one position per sequence: (batch, 1, ...)."""
+    return x[torch.arange(x.shape[0], device=x.device), at].unsqueeze(1)

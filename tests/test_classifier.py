@@ -1,0 +1,85 @@
+import pytest
+import torch
+import transformers
+
+from gptclf.classifier import POOLINGS, SequenceClassifier, mean_pool, set_trainable
+from gptclf.weights.huggingface import load_hf_gpt2, load_hf_llama
+
+from conftest import padded_batch, save_tiny_llama
+
+LOADERS = {"gpt2": load_hf_gpt2, "llama": load_hf_llama}
+HF_CLASSIFIERS = {
+    "gpt2": transformers.GPT2ForSequenceClassification,
+    "llama": transformers.LlamaForSequenceClassification,
+}
+
+
+@pytest.fixture(params=["gpt2", "llama"])
+def tiny_model(request, tmp_path):
+    """(family, folder) of a tiny random model saved by ``transformers``."""
+    if request.param == "gpt2":
+        _, folder = request.getfixturevalue("tiny_gpt2")
+    else:
+        folder = tmp_path / "tiny-llama"
+        save_tiny_llama(folder, tie_embeddings=True)
+    return request.param, folder
+
+
+def test_last_token_logits_match_transformers_sequence_classifier(tiny_model):
+    family, folder = tiny_model
+    ours = SequenceClassifier(LOADERS[family](folder), n_classes=3).eval()
+    pad_id = ours.model.cfg.vocab_size - 1  # never drawn as a real token below
+    torch.manual_seed(1)
+    theirs = HF_CLASSIFIERS[family].from_pretrained(folder, num_labels=3, pad_token_id=pad_id)
+    with torch.no_grad():
+        ours.head.weight.copy_(theirs.score.weight)
+        ours.head.bias.zero_()
+    ids, mask = padded_batch(pad_id, lengths=(9, 5, 2, 9))
+    ids = torch.where(mask.bool(), ids, pad_id)
+    with torch.no_grad():
+        expected = theirs.eval()(input_ids=ids, attention_mask=mask).logits
+        actual = ours(ids, mask)
+    torch.testing.assert_close(actual, expected, atol=1e-5, rtol=0)
+
+
+def full_sequence_logits(classifier, x, mask, start_block: int) -> torch.Tensor:
+    """The reference: every position through every block, then the pooled position read."""
+    model = classifier.model
+    attend = None if classifier.attend_to_padding else mask
+    hidden = model.final_norm(model.run_blocks(x, attend, start=start_block))
+    if classifier.pooling == "mean":
+        return classifier.head(mean_pool(hidden, mask))
+    rows = torch.arange(hidden.shape[0])
+    at = {"last-token": mask.sum(1) - 1, "last-position": hidden.shape[1] - 1, "first": 0}
+    return classifier.head(hidden[rows, at[classifier.pooling]])
+
+
+@pytest.mark.parametrize("pooling", POOLINGS)
+@pytest.mark.parametrize("attend_to_padding", [False, True], ids=["masked", "book"])
+@pytest.mark.parametrize("start_block", [0, 1], ids=["tokens", "cached-states"])
+def test_reading_one_position_gives_the_logits_and_gradients_of_the_full_last_block(
+    tiny_model, pooling, attend_to_padding, start_block
+):
+    family, folder = tiny_model
+    torch.manual_seed(0)
+    classifier = SequenceClassifier(LOADERS[family](folder), 2, pooling, attend_to_padding)
+    set_trainable(classifier, "last-block")
+    model = classifier.model
+    ids, mask = padded_batch(model.cfg.vocab_size, lengths=(7, 3, 1, 7))
+    with torch.no_grad():  # the states entering block ``start_block``, as the cache keeps them
+        states = model.run_blocks(model.embed(ids), mask, stop=start_block)
+    inputs = states if start_block else ids
+    labels = torch.tensor([0, 1, 1, 0])
+    trained = [p for p in classifier.parameters() if p.requires_grad]
+
+    def logits_and_grads(logits: torch.Tensor):
+        loss = torch.nn.functional.cross_entropy(logits, labels)
+        return logits, torch.autograd.grad(loss, trained)
+
+    actual, actual_grads = logits_and_grads(classifier(inputs, mask, start_block))
+    expected, expected_grads = logits_and_grads(
+        full_sequence_logits(classifier, states, mask, start_block)
+    )
+    torch.testing.assert_close(actual, expected, atol=1e-5, rtol=0)
+    for got, want in zip(actual_grads, expected_grads, strict=True):
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)
