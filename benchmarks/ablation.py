@@ -5,18 +5,21 @@ model (smollm2-135m) with the default recipe and the SMS book split, all in one 
 
 Steps, each on top of the one before, each in its own process:
 1. the book's mechanics: every text padded to the longest training text, random batches, float32,
-   no cache, PyTorch's own attention kernel, the unfused AdamW step;
+   no cache, PyTorch's own attention kernel, the unfused AdamW step, every position through the
+   last block;
 2. every batch padded to its own longest text;
 3. length bucketing: batches of similar lengths;
 4. bfloat16 autocast;
 5. the frozen-prefix cache: the frozen blocks run once, the epochs train the top on their output;
-6. the plain attention kernel for short sequences under autograd and the fused AdamW step: gptclf's
-   default.
+6. the plain attention kernel for short sequences under autograd and the fused AdamW step;
+7. the last block computes the one position the classifier reads: gptclf's default.
 Then gptclf's default in float32, to see that bfloat16 costs no accuracy.
 
-Uncached steps cost the same every epoch: they run ``--measured-epochs`` epochs and their loop time
-is scaled to the recipe's count (their test accuracy is then not reported). Cached steps run every
-epoch. Evaluation batches are sorted by length in every step. Writes ``ablation.md`` and
+Each step measures the matmul peak of its precision first; where the prefix is cached, the
+epochs' share of it counts the FLOPs of the linear layers that train (as ``speed.py`` does).
+Uncached steps cost the same every epoch: they run ``--measured-epochs`` epochs and their loop
+time is scaled to the recipe's count (their test accuracy is then not reported). Cached steps run
+every epoch. Evaluation batches are sorted by length in every step. Writes ``ablation.md`` and
 ``ablation.json``.
 """
 
@@ -30,7 +33,7 @@ import time
 from pathlib import Path
 
 import torch
-from speed import full_count, in_child, peak_rss_mb
+from speed import FlopCounter, full_count, in_child, peak_rss_mb, peaks_here
 
 MODEL = "smollm2-135m"
 STEPS = [
@@ -39,21 +42,35 @@ STEPS = [
         "config": {"pad_to": "longest", "precision": "fp32", "cache": False},
         "random_batches": True,
         "stock_kernels": True,
+        "whole_last_block": True,
     },
     {
         "change": "+ each batch padded to its longest text",
         "config": {"precision": "fp32", "cache": False},
         "random_batches": True,
         "stock_kernels": True,
+        "whole_last_block": True,
     },
     {
         "change": "+ length bucketing",
         "config": {"precision": "fp32", "cache": False},
         "stock_kernels": True,
+        "whole_last_block": True,
     },
-    {"change": "+ bfloat16 autocast", "config": {"cache": False}, "stock_kernels": True},
-    {"change": "+ frozen-prefix cache", "config": {}, "stock_kernels": True},
-    {"change": "+ plain attention kernel, fused AdamW (gptclf's default)", "config": {}},
+    {
+        "change": "+ bfloat16 autocast",
+        "config": {"cache": False},
+        "stock_kernels": True,
+        "whole_last_block": True,
+    },
+    {
+        "change": "+ frozen-prefix cache",
+        "config": {},
+        "stock_kernels": True,
+        "whole_last_block": True,
+    },
+    {"change": "+ plain attention kernel, fused AdamW", "config": {}, "whole_last_block": True},
+    {"change": "+ last block computes the read position only (gptclf's default)", "config": {}},
     {"change": "gptclf's default in float32 (accuracy check)", "config": {"precision": "fp32"}},
 ]
 
@@ -82,8 +99,25 @@ def use_stock_kernels() -> None:
     torch.optim.AdamW = UnfusedAdamW
 
 
+def use_whole_last_block() -> None:
+    """Every position through the last block, then the read one taken, as language models do."""
+    from gptclf.models import GPTModel, LlamaModel
+    from gptclf.models.masks import rows_at
+
+    for model_type in (GPTModel, LlamaModel):
+
+        def whole(
+            self, x, attention_mask=None, start=0, stop=None, at=None, run=model_type.run_blocks
+        ):
+            hidden = run(self, x, attention_mask, start, stop)
+            return hidden if at is None else rows_at(hidden, at)
+
+        model_type.run_blocks = whole
+
+
 def phase_step(spec: dict, work: Path) -> dict:
     from gptclf.data.dataset import DataSource
+    from gptclf.precision import resolve_precision
     from gptclf.train import config_from, train
 
     step = STEPS[spec["step"]]
@@ -91,11 +125,21 @@ def phase_step(spec: dict, work: Path) -> dict:
         use_random_batches()
     if step.get("stock_kernels"):
         use_stock_kernels()
+    if step.get("whole_last_block"):
+        use_whole_last_block()
     config = config_from(None, model=MODEL, epochs=spec["epochs"], **step["config"])
+    precision = resolve_precision(config.precision)
+    peak = peaks_here()[precision]
+    counter = FlopCounter()
     began = time.perf_counter()
     metrics = train(config, DataSource(dataset="sms-spam"), Path(spec["run_dir"]), quiet=True)
+    cached = metrics["frozen_prefix_blocks"] > 0  # then the epochs run nothing but what trains
+    epochs_gflops = counter.trained_with_grad / metrics["train_seconds"] / 1e9
     return {
         "wall_s": time.perf_counter() - began,
+        "precision": precision,
+        "peak": peak,
+        "epochs_share": epochs_gflops / peak if cached else None,
         "loop_s": metrics["train_seconds"],
         "prepare_s": metrics["prepare_seconds"],
         "cached_blocks": metrics["frozen_prefix_blocks"],
@@ -124,16 +168,19 @@ def table(results: dict) -> str:
         f"{results['model']}, default recipe, SMS book split, {results['threads']} threads; each "
         "step adds one optimisation to the step before.",
         "",
-        "| step | change | epochs (measured) | prepare | per epoch | wall | faster than the step "
-        "before | faster than step 1 | test acc | peak RSS |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| step | change | epochs (measured) | prepare | per epoch | epochs' share of the matmul "
+        "peak | wall | faster than the step before | faster than step 1 | test acc | peak RSS |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for number, row in enumerate(steps, 1):
         before = steps[number - 2] if 1 < number < len(steps) else None
         accuracy = "—" if row["test_accuracy"] is None else f"{row['test_accuracy']:.2%}"
+        share = "—"
+        if row["epochs_share"] is not None:
+            share = f"{row['epochs_share']:.0%} of {row['precision']} ({row['peak']:.0f} GFLOP/s)"
         lines.append(
             f"| {number} | {row['change']} | {row['epochs']} ({row['epochs_measured']}) | "
-            f"{row['prepare_s']:.0f} s | {row['loop_s'] / row['epochs']:.1f} s | "
+            f"{row['prepare_s']:.0f} s | {row['loop_s'] / row['epochs']:.1f} s | " + share + " | "
             f"{row['wall_s']:.0f} s | "
             + (f"{before['wall_s'] / row['wall_s']:.2f}x" if before else "")
             + f" | {steps[0]['wall_s'] / row['wall_s']:.1f}x | {accuracy} | "
