@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gptclf.models.masks import causal_padding_mask, query_row_mask, rows_at
+from gptclf.models.masks import rows_at, run_stack
 
 RotaryAngles = tuple[torch.Tensor, torch.Tensor]
 
@@ -164,21 +164,10 @@ class LlamaModel(nn.Module):
         stop: int | None = None,
         at: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Blocks ``start`` to ``stop`` (default: to the end) on hidden states x (b, t, d). With
-        ``at`` (b,) the result is (b, 1, d), the states at those positions only, and the last block
-        computes nothing else: a classifier reads one position, so most of its work is skipped."""
-        seq_len = x.shape[1]
-        blocks = list(self.trf_blocks[start:stop])
-        top = blocks.pop() if at is not None and blocks else None
-        mask = causal_padding_mask(attention_mask, seq_len)
-        angles = rotary_angles(self.cfg, seq_len, x.device)
-        for block in blocks:
-            x = block(x, mask, angles)
-        if at is None:
-            return x
-        if top is None:
-            return rows_at(x, at)
-        return top(x, query_row_mask(attention_mask, seq_len, at), angles, at)
+        """Blocks ``start`` to ``stop`` (default: to the end) on hidden states x (b, t, d); with
+        ``at`` (b,) only the states at those positions, (b, 1, d) (see ``run_stack``)."""
+        angles = rotary_angles(self.cfg, x.shape[1], x.device)
+        return run_stack(self.trf_blocks[start:stop], x, attention_mask, at, angles)
 
     def hidden_states(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None

@@ -1,8 +1,12 @@
-"""The attention masks shared by every model family, and reading one position per sequence."""
+"""What every model family shares: the attention masks, reading one position per sequence, and
+running a stack of blocks with them."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
+from torch import nn
 
 
 def causal_padding_mask(attention_mask: torch.Tensor | None, seq_len: int) -> torch.Tensor | None:
@@ -35,3 +39,26 @@ def query_row_mask(
 def rows_at(x: torch.Tensor, at: torch.Tensor) -> torch.Tensor:
     """The vectors of x (batch, seq, ...) at one position per sequence: (batch, 1, ...)."""
     return x[torch.arange(x.shape[0], device=x.device), at].unsqueeze(1)
+
+
+def run_stack(
+    blocks: Sequence[nn.Module],
+    x: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    at: torch.Tensor | None,
+    *extra: object,
+) -> torch.Tensor:
+    """Each block called as ``block(x, mask, *extra)`` on hidden states x (b, t, d). With ``at``
+    (b,) the result is (b, 1, d), the states at those positions only, and the last block computes
+    nothing else: a classifier reads one position, so most of its work is skipped."""
+    seq_len = x.shape[1]
+    blocks = list(blocks)
+    top = blocks.pop() if at is not None and blocks else None
+    mask = causal_padding_mask(attention_mask, seq_len)
+    for block in blocks:
+        x = block(x, mask, *extra)
+    if at is None:
+        return x
+    if top is None:
+        return rows_at(x, at)
+    return top(x, query_row_mask(attention_mask, seq_len, at), *extra, at)
