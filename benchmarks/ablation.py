@@ -26,7 +26,6 @@ every epoch. Evaluation batches are sorted by length in every step. Writes ``abl
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import tempfile
 import time
@@ -75,64 +74,26 @@ STEPS = [
 ]
 
 
-def use_random_batches() -> None:
-    """Training batches drawn at random: bucketing pools of a single batch."""
-    import gptclf.train
-    from gptclf.data.batching import LengthBucketSampler
-
-    class RandomBatches(LengthBucketSampler):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, **kwargs, pool_batches=1)
-
-    gptclf.train.LengthBucketSampler = RandomBatches
-
-
-def use_stock_kernels() -> None:
-    """PyTorch's own attention-kernel choice and its default (unfused) AdamW step on CPU."""
-    import gptclf.train
-
-    class UnfusedAdamW(torch.optim.AdamW):
-        def __init__(self, params, **kwargs):
-            super().__init__(params, **{**kwargs, "fused": None})
-
-    gptclf.train.attention_kernel = lambda length, device="cpu": contextlib.nullcontext()
-    torch.optim.AdamW = UnfusedAdamW
-
-
-def use_whole_last_block() -> None:
-    """Every position through the last block, then the read one taken, as language models do."""
-    from gptclf.models import GPTModel, LlamaModel
-    from gptclf.models.masks import rows_at
-
-    for model_type in (GPTModel, LlamaModel):
-
-        def whole(
-            self, x, attention_mask=None, start=0, stop=None, at=None, run=model_type.run_blocks
-        ):
-            hidden = run(self, x, attention_mask, start, stop)
-            return hidden if at is None else rows_at(hidden, at)
-
-        model_type.run_blocks = whole
-
-
 def phase_step(spec: dict, work: Path) -> dict:
     from gptclf.data.dataset import DataSource
     from gptclf.precision import resolve_precision
-    from gptclf.train import config_from, train
+    from gptclf.recipe import recipe
+    from gptclf.training.train import Mechanics, train
 
     step = STEPS[spec["step"]]
-    if step.get("random_batches"):
-        use_random_batches()
-    if step.get("stock_kernels"):
-        use_stock_kernels()
-    if step.get("whole_last_block"):
-        use_whole_last_block()
-    config = config_from(None, model=MODEL, epochs=spec["epochs"], **step["config"])
+    mechanics = Mechanics(
+        bucketing=not step.get("random_batches", False),
+        fused_adamw=not step.get("stock_kernels", False),
+        tuned_kernel=not step.get("stock_kernels", False),
+        read_positions_only=not step.get("whole_last_block", False),
+    )
+    config = recipe(model=MODEL, epochs=spec["epochs"], **step["config"])
     precision = resolve_precision(config.precision)
     peak = peaks_here()[precision]
     counter = FlopCounter()
     began = time.perf_counter()
-    metrics = train(config, DataSource(dataset="sms-spam"), Path(spec["run_dir"]), quiet=True)
+    source = DataSource(dataset="sms-spam")
+    metrics = train(config, source, Path(spec["run_dir"]), quiet=True, mechanics=mechanics)
     cached = metrics["frozen_prefix_blocks"] > 0  # then the epochs run nothing but what trains
     epochs_gflops = counter.trained_with_grad / metrics["train_seconds"] / 1e9
     return {
@@ -149,12 +110,12 @@ def phase_step(spec: dict, work: Path) -> dict:
 
 
 def run_all(measured_epochs: int, work: Path) -> dict:
-    from gptclf.train import cache_allowed, config_from
+    from gptclf.recipe import recipe
 
-    epochs = config_from(None).epochs
+    epochs = recipe().epochs
     rows = []
     for index, step in enumerate(STEPS):
-        cached = cache_allowed(config_from(None, model=MODEL, **step["config"]))
+        cached = recipe(model=MODEL, **step["config"]).caches_prefix()
         measured = epochs if cached else min(epochs, measured_epochs)
         spec = {"step": index, "epochs": measured, "run_dir": str(work / f"step{index}")}
         result = full_count(in_child("step", spec, work, script=__file__), measured, epochs)

@@ -25,10 +25,14 @@ import torch
 from sklearn.model_selection import StratifiedKFold
 from torch import nn
 
-from gptclf.classifier import set_trainable, trainable_blocks
 from gptclf.data.batching import TokenDataset
 from gptclf.data.dataset import DataSource
-from gptclf.train import Logger, Prepared, Trainer, config_from, prepare
+from gptclf.recipe import recipe
+from gptclf.run.folder import RunDir
+from gptclf.trainable import set_trainable, trainable_blocks
+from gptclf.training.log import Logger
+from gptclf.training.prepare import Prepared, prepare
+from gptclf.training.train import build_trainer
 
 CANDIDATES = [
     {"trainable": "head", "lr": 1e-3, "epochs": 10, "schedule": "constant", "warmup": 0.0},
@@ -44,7 +48,7 @@ CANDIDATES = [
 
 def states_from(prepared: Prepared, start: int, stop: int) -> dict[str, TokenDataset]:
     """Datasets of hidden states entering block ``stop``, from those entering ``start``."""
-    model = prepared.classifier.model
+    model = prepared.classifier.language_model
     out = {}
     with torch.inference_mode():
         for name, data in prepared.datasets.items():
@@ -65,8 +69,8 @@ def subset(data: TokenDataset, indices) -> TokenDataset:
 
 def cross_validate(candidate: dict, args, prepared: Prepared, pools: dict, top: dict) -> dict:
     """Train ``candidate`` on each fold's complement; its held-out metrics per epoch."""
-    model = prepared.classifier.model
-    config = config_from(None, model=args.model, template=args.template, keep="last", **candidate)
+    model = prepared.classifier.language_model
+    config = recipe(model=args.model, template=args.template, keep="last", **candidate)
     boundary = len(model.trf_blocks) - trainable_blocks(config.trainable, len(model.trf_blocks))
     if boundary not in pools:
         pools[boundary] = pooled(states_from(prepared, prepared.start_block, boundary))
@@ -83,9 +87,8 @@ def cross_validate(candidate: dict, args, prepared: Prepared, pools: dict, top: 
         set_trainable(prepared.classifier, config.trainable)
         datasets = {"train": subset(data, train_index), "validation": subset(data, held_out_index)}
         run = replace(prepared, datasets=datasets, start_block=boundary)
-        run_dir = Path(tempfile.mkdtemp(dir=args.work))
-        trainer = Trainer(config, run, run_dir, quiet=True)
-        trainer.run(Logger(run_dir, True, trainer.state))
+        trainer = build_trainer(config, run, quiet=True)
+        trainer.run(Logger(None, True, trainer.state))
         curves.append([r for r in trainer.state.records if r["kind"] == "validation"])
         errors += round((1 - curves[-1][-1]["accuracy"]) * len(held_out_index))
     per_epoch = [
@@ -122,17 +125,17 @@ def main() -> None:
     args = parser.parse_args()
     candidates = json.loads(args.candidates.read_text()) if args.candidates else CANDIDATES
     args.work = Path(tempfile.mkdtemp())
-    base_config = config_from(
-        None, model=args.model, trainable=f"last-blocks:{args.deepest}", template=args.template
+    base_config = recipe(
+        model=args.model, trainable=f"last-blocks:{args.deepest}", template=args.template
     )
     start = time.perf_counter()
-    prepared = prepare(base_config, DataSource(dataset="sms-spam"), args.work / "base")
+    prepared = prepare(base_config, DataSource(dataset="sms-spam"), RunDir(args.work / "base"))
     print(
         f"prepared (frozen prefix to block {prepared.start_block}) in "
         f"{time.perf_counter() - start:.0f} s",
         flush=True,
     )
-    model = prepared.classifier.model
+    model = prepared.classifier.language_model
     top = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
     pools = {prepared.start_block: pooled(prepared.datasets)}
     results = []

@@ -122,7 +122,7 @@ def peaks_here() -> dict:
 
 
 def gptclf_config(spec: dict):
-    from gptclf.train import config_from
+    from gptclf.recipe import recipe
 
     random = spec["model"] == "gpt2-small"
     preset = "book" if spec["loop"] == "book" else None
@@ -130,15 +130,15 @@ def gptclf_config(spec: dict):
     if random:
         overrides["init"] = "random"
     if spec["loop"] == "book" and not random:  # the book's mechanics, the default recipe's lr
-        overrides["lr"] = config_from(None).lr
-    return config_from(preset, **overrides)
+        overrides["lr"] = recipe().lr
+    return recipe(preset, **overrides)
 
 
 def phase_train_gptclf(spec: dict, work: Path) -> dict:
     """The book-style loop (``--preset book``) or gptclf's default path, through ``train()``."""
     from gptclf.data.dataset import DataSource
     from gptclf.precision import resolve_precision
-    from gptclf.train import train
+    from gptclf.training import train
 
     config = gptclf_config(spec)
     peak = peaks_here()
@@ -300,8 +300,9 @@ def phase_infer(spec: dict, work: Path) -> dict:
     peak = peaks_here()
     classifier = Classifier.from_pretrained(spec["run_dir"])
     texts = book_split(spec["model"], work)[0]["test"][0][:TEST_MESSAGES]
-    tokenizer, head = classifier.tokenizer, classifier.model.head
-    hf = hf_llama(classifier.model.model, classifier.labels.names, tokenizer.pad_id).eval()
+    tokenizer, head = classifier.tokenizer, classifier.network.head
+    network = classifier.network.language_model
+    hf = hf_llama(network, classifier.labels.names, tokenizer.pad_id).eval()
     hf.score = nn.Linear(head.in_features, head.out_features, bias=head.bias is not None)
     hf.score.load_state_dict(head.state_dict())
     pad_token = tokenizer.backend.id_to_token(tokenizer.pad_id)
@@ -382,10 +383,10 @@ def full_count(result: dict, measured: int, epochs: int) -> dict:
 
 
 def run_all(args: argparse.Namespace, work: Path) -> dict:
-    from gptclf.train import config_from
+    from gptclf.recipe import recipe
 
     results = {"threads": torch.get_num_threads(), "train": [], "infer": None}
-    for model, epochs in (("gpt2-small", GPT2_EPOCHS), ("smollm2-135m", config_from(None).epochs)):
+    for model, epochs in (("gpt2-small", GPT2_EPOCHS), ("smollm2-135m", recipe().epochs)):
         tokens = sum(len(x) for x in book_split(model, work)[0]["train"][1])
         for loop in ("book", "transformers", "gptclf"):
             measured = epochs if loop == "gptclf" else min(epochs, args.baseline_epochs or epochs)

@@ -1,4 +1,5 @@
-"""Shared test helpers: tiny random Hugging Face models saved to disk, and padded batches."""
+"""Shared test helpers: tiny random Hugging Face models saved to disk, padded batches, and one
+run folder trained through the CLI on spam/ham messages (used by the CLI and serve tests)."""
 
 from __future__ import annotations
 
@@ -111,3 +112,57 @@ def tiny_llama(request, tmp_path: Path):
     """A random tiny ``LlamaForCausalLM`` (grouped-query attention) saved to disk."""
     folder = tmp_path / "tiny-llama"
     return save_tiny_llama(folder, tie_embeddings=request.param), folder
+
+
+SPAM = ["WIN a FREE prize now, call 0800", "Free entry: text WIN to 8007", "URGENT! cash prize"]
+HAM = ["see you at lunch", "are you home yet?", "ok thanks, talk later"]
+
+
+def split_options(folder: Path) -> list[str]:
+    """``--train``/``--val``/``--test`` options for the split files in ``folder``."""
+    return [f"--{n}={folder / f'{n}.csv'}" for n in ("train", "val", "test")]
+
+
+@pytest.fixture(scope="session")
+def spam_data(tmp_path_factory) -> Path:
+    """A two-class dataset with string labels (spam, ham) in train.csv (48 rows), val.csv and
+    test.csv (12 rows each), every split holding the same three spam and three ham texts."""
+    from gptclf.data.readers import write_labelled
+
+    folder = tmp_path_factory.mktemp("spam")
+    for name, repeat in {"train": 8, "val": 2, "test": 2}.items():
+        labels = (["spam"] * 3 + ["ham"] * 3) * repeat
+        write_labelled(folder / f"{name}.csv", (SPAM + HAM) * repeat, labels)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_gpt2_base(tmp_path_factory) -> Path:
+    """The folder of a random tiny ``GPT2LMHeadModel`` (GPT-2's vocabulary, 2 blocks of 32)."""
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("base")
+    transformers.GPT2LMHeadModel(
+        transformers.GPT2Config(n_embd=32, n_layer=2, n_head=2, n_positions=64)
+    ).save_pretrained(folder)
+    return folder
+
+
+TRAINED_RUN_OPTIONS = [
+    "--trainable=all",
+    "--lr=3e-3",
+    "--epochs=4",
+    "--precision=fp32",
+]
+
+
+@pytest.fixture(scope="session")
+def trained_run(spam_data, tiny_gpt2_base, tmp_path_factory) -> Path:
+    """A run folder trained through ``gptclf train`` on ``spam_data`` with every parameter of
+    the tiny GPT-2 training; it classifies every spam and ham text right. Tests may add files
+    (``eval/``) but must not change what is there."""
+    from gptclf.cli import main
+
+    run_dir = tmp_path_factory.mktemp("runs") / "run"
+    options = [*split_options(spam_data), f"--model={tiny_gpt2_base}", *TRAINED_RUN_OPTIONS]
+    assert main(["train", *options, f"--out={run_dir}", "--quiet"]) == 0
+    return run_dir

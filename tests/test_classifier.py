@@ -2,7 +2,8 @@ import pytest
 import torch
 import transformers
 
-from gptclf.classifier import POOLINGS, SequenceClassifier, mean_pool, set_trainable
+from gptclf.classifier import POOLINGS, SequenceClassifier, mean_pool
+from gptclf.trainable import set_trainable
 from gptclf.weights.huggingface import load_hf_gpt2, load_hf_llama
 
 from conftest import padded_batch, save_tiny_llama
@@ -28,7 +29,7 @@ def tiny_model(request, tmp_path):
 def test_last_token_logits_match_transformers_sequence_classifier(tiny_model):
     family, folder = tiny_model
     ours = SequenceClassifier(LOADERS[family](folder), n_classes=3).eval()
-    pad_id = ours.model.cfg.vocab_size - 1  # never drawn as a real token below
+    pad_id = ours.language_model.cfg.vocab_size - 1  # never drawn as a real token below
     torch.manual_seed(1)
     theirs = HF_CLASSIFIERS[family].from_pretrained(folder, num_labels=3, pad_token_id=pad_id)
     with torch.no_grad():
@@ -44,7 +45,7 @@ def test_last_token_logits_match_transformers_sequence_classifier(tiny_model):
 
 def full_sequence_logits(classifier, x, mask, start_block: int) -> torch.Tensor:
     """The reference: every position through every block, then the pooled position read."""
-    model = classifier.model
+    model = classifier.language_model
     attend = None if classifier.attend_to_padding else mask
     hidden = model.final_norm(model.run_blocks(x, attend, start=start_block))
     if classifier.pooling == "mean":
@@ -64,7 +65,7 @@ def test_reading_one_position_gives_the_logits_and_gradients_of_the_full_last_bl
     torch.manual_seed(0)
     classifier = SequenceClassifier(LOADERS[family](folder), 2, pooling, attend_to_padding)
     set_trainable(classifier, "last-block")
-    model = classifier.model
+    model = classifier.language_model
     ids, mask = padded_batch(model.cfg.vocab_size, lengths=(7, 3, 1, 7))
     with torch.no_grad():  # the states entering block ``start_block``, as the cache keeps them
         states = model.run_blocks(model.embed(ids), mask, stop=start_block)

@@ -1,68 +1,142 @@
-"""``gptclf train``, ``eval``, ``predict`` and ``baseline`` as scripts use them."""
+"""``gptclf train`` (with ``--config``), ``eval``, ``predict`` and ``baseline`` as scripts use
+them; most use the run folder ``trained_run`` of tests/conftest.py."""
 
 import csv
 import json
+from pathlib import Path
 
 import pytest
 
 from gptclf.cli import main
 from gptclf.data.readers import write_labelled
+from gptclf.recipe import PRESETS, TrainConfig
 
-SPAM = ["WIN a FREE prize now, call 0800", "Free entry: text WIN to 8007", "URGENT! cash prize"]
-HAM = ["see you at lunch", "are you home yet?", "ok thanks, talk later"]
+from conftest import HAM, SPAM, split_options
 
-
-@pytest.fixture(scope="module")
-def spam_files(tmp_path_factory):
-    """A small two-class dataset with string labels, in separate files."""
-    folder = tmp_path_factory.mktemp("spam")
-    for name, repeat in {"train": 8, "val": 2, "test": 2}.items():
-        labels = (["spam"] * 3 + ["ham"] * 3) * repeat
-        write_labelled(folder / f"{name}.csv", (SPAM + HAM) * repeat, labels)
-    return folder
+TIMINGS = ("prepare_seconds", "train_seconds")
 
 
-def split_files(folder) -> list[str]:
-    return [f"--{n}={folder / f'{n}.csv'}" for n in ("train", "val", "test")]
+def without_timings(metrics_file: Path) -> dict:
+    metrics = json.loads(metrics_file.read_text())
+    return {k: v for k, v in metrics.items() if k not in TIMINGS}
 
 
-@pytest.fixture(scope="module")
-def trained_run(spam_files, tmp_path_factory):
-    """A run folder trained through the CLI on a tiny GPT-2."""
-    import torch
-    import transformers
-
-    torch.manual_seed(0)
-    base = tmp_path_factory.mktemp("base")
-    transformers.GPT2LMHeadModel(
-        transformers.GPT2Config(n_embd=32, n_layer=2, n_head=2, n_positions=64)
-    ).save_pretrained(base)
-    run_dir = tmp_path_factory.mktemp("runs") / "run"
-    code = main(
-        [
-            "train",
-            *split_files(spam_files),
-            "--model",
-            str(base),
-            "--trainable",
-            "all",
-            "--lr",
-            "3e-3",
-            "--epochs",
-            "4",
-            "--out",
-            str(run_dir),
-            "--quiet",
-        ]
-    )
-    assert code == 0
-    return run_dir
-
-
-def test_train_prints_the_run_folder_last(trained_run, capsys):
+def test_the_trained_run_classifies_every_test_text_right_with_every_parameter_trained(
+    trained_run,
+):
     metrics = json.loads((trained_run / "metrics.json").read_text())
-    assert metrics["test"]["accuracy"] == 1.0
+    assert metrics["test"]["accuracy"] == 1.0 and metrics["test"]["n"] == 12
     assert metrics["trainable_parameters"] == metrics["total_parameters"]
+    assert metrics["epochs_run"] == 4
+
+
+def test_train_prints_the_run_folder_last(spam_data, tiny_gpt2_base, tmp_path, capsys):
+    out = tmp_path / "run"
+    options = ["--trainable=head", "--epochs=1", "--precision=fp32"]  # not --quiet
+    argv = ["train", *split_options(spam_data), f"--model={tiny_gpt2_base}", *options]
+    assert main([*argv, f"--out={out}"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) > 1  # the training's own lines come first
+    assert lines[-1] == str(out)
+    assert (out / "config.json").is_file()
+
+
+@pytest.fixture(scope="module")
+def head_run(spam_data, tiny_gpt2_base, tmp_path_factory) -> Path:
+    """A quick run of ``gptclf train`` that trains the head only, for two epochs, with options
+    other than the defaults."""
+    out = tmp_path_factory.mktemp("head-run") / "run"
+    options = ["--trainable=head", "--epochs=2", "--lr=1e-2", "--precision=fp32", "--quiet"]
+    options += ["--batch-size=4", "--seed=7", "--schedule=linear", "--warmup=0.2"]
+    argv = ["train", *split_options(spam_data), f"--model={tiny_gpt2_base}", *options]
+    assert main([*argv, f"--out={out}"]) == 0
+    return out
+
+
+def test_train_with_the_config_of_a_run_reproduces_its_metrics(head_run, tmp_path):
+    again = tmp_path / "again"
+    argv = ["train", "--config", str(head_run / "run.yaml"), "--out", str(again), "--quiet"]
+    assert main(argv) == 0
+    assert without_timings(again / "metrics.json") == without_timings(head_run / "metrics.json")
+    assert (again / "metrics.jsonl").read_text() == (head_run / "metrics.jsonl").read_text()
+    assert (again / "run.yaml").read_text() == (head_run / "run.yaml").read_text()
+
+
+def test_flags_given_with_config_override_the_file(head_run, tmp_path):
+    import yaml
+
+    other = tmp_path / "other"
+    argv = ["train", "--config", str(head_run / "run.yaml"), "--out", str(other), "--quiet"]
+    assert main([*argv, "--epochs", "1", "--lr", "0.02"]) == 0
+    assert json.loads((other / "metrics.json").read_text())["epochs_run"] == 1
+    ran, original = (yaml.safe_load((d / "run.yaml").read_text()) for d in (other, head_run))
+    assert (original["epochs"], original["lr"]) == (2, 0.01)
+    assert (ran["epochs"], ran["lr"]) == (1, 0.02)
+    unchanged = {k: v for k, v in original.items() if k not in ("epochs", "lr")}
+    assert {k: ran[k] for k in unchanged} == unchanged
+
+
+@pytest.fixture
+def settings_of_train(monkeypatch) -> list[tuple]:
+    """What ``gptclf train`` would train (recipe, data, run folder), without training."""
+    import gptclf.training
+
+    calls = []
+
+    def record(config, source, out, **_):
+        calls.append((config, source, out))
+
+    monkeypatch.setattr(gptclf.training, "train", record)
+    return calls
+
+
+def test_flags_win_over_the_config_file_which_wins_over_the_preset(settings_of_train, tmp_path):
+    (tmp_path / "options.yaml").write_text("lr: 1e-3\nepochs: 3\ntrain: from-file.csv\n")
+    argv = ["train", "--preset", "book", "--config", str(tmp_path / "options.yaml")]
+    assert main([*argv, "--epochs", "2", "--out", str(tmp_path / "run")]) == 0
+    ((config, source, out),) = settings_of_train
+    assert (config.epochs, config.lr) == (2, 1e-3)  # the flag, then the file
+    book = PRESETS["book"]
+    assert config.pooling == book["pooling"] and config.schedule == book["schedule"]  # the preset
+    assert config.weight_decay == TrainConfig().weight_decay  # the default
+    assert source.train == Path("from-file.csv") and out == tmp_path / "run"
+
+
+def test_a_data_flag_overrides_the_data_of_the_config_file(settings_of_train, tmp_path):
+    (tmp_path / "options.json").write_text(json.dumps({"train": "a.csv", "test": "t.csv"}))
+    argv = ["train", "--config", str(tmp_path / "options.json"), "--train", "b.csv"]
+    assert main([*argv, "--out", str(tmp_path / "run")]) == 0
+    ((_, source, _),) = settings_of_train
+    assert (source.train, source.test) == (Path("b.csv"), Path("t.csv"))
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("epochs: 2\nlearning_rate: 0.1\n", "unknown option(s) learning_rate"),
+        ("epochs: x\n", "epochs = 'x' is not an integer"),
+        ("epochs: 8.5\n", "epochs = 8.5 is not an integer"),
+        ("schedule: exp\n", "schedule must be one of constant, linear, cosine, not 'exp'"),
+        ("protocol: weird\n", "protocol must be one of book, full, not 'weird'"),
+        ("fractions: [0.5, 0.5]\n", "fractions = [0.5, 0.5] is not a list of 3 numbers"),
+    ],
+)
+def test_a_bad_config_file_is_one_line_naming_the_file_and_key(
+    settings_of_train, tmp_path, text, message, capsys
+):
+    (tmp_path / "options.yaml").write_text(text)
+    argv = ["train", "--config", str(tmp_path / "options.yaml"), "--train", "t.csv"]
+    assert main([*argv, "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert err == f"gptclf: error: {tmp_path / 'options.yaml'}: {message}\n"
+    assert settings_of_train == []
+
+
+@pytest.mark.parametrize("other", [["--epochs", "2"], ["--preset", "book"], ["--train", "t.csv"]])
+def test_resume_with_other_options_is_an_error(settings_of_train, tmp_path, other, capsys):
+    assert main(["train", "--resume", str(tmp_path), *other]) == 2
+    assert "--resume continues a run with its own options" in capsys.readouterr().err
+    assert settings_of_train == []
 
 
 def test_eval_json_has_the_promised_fields(trained_run, capsys):
@@ -148,14 +222,13 @@ def test_predict_needs_texts_or_files(trained_run, capsys):
 
 def test_eval_of_a_folder_that_is_not_a_run(tmp_path, capsys):
     assert main(["eval", str(tmp_path)]) == 2
-    assert (
-        "not a trained model" in capsys.readouterr().err
-        or "no test split" in capsys.readouterr().err
+    assert capsys.readouterr().err == (
+        f"gptclf: error: {tmp_path}: not a trained model (no config.json)\n"
     )
 
 
-def test_baseline_reports_the_same_metrics(spam_files, capsys):
-    code = main(["baseline", *split_files(spam_files), "--json"])
+def test_baseline_reports_the_same_metrics(spam_data, capsys):
+    code = main(["baseline", *split_options(spam_data), "--json"])
     assert code == 0
     metrics = json.loads(capsys.readouterr().out)
     assert metrics["accuracy"] == 1.0 and metrics["split"] == "test"

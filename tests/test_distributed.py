@@ -19,7 +19,7 @@ from gptclf.data.batching import Batch
 from gptclf.data.readers import write_labelled
 from gptclf.distributed import DistributedContext, interleave
 from gptclf.predict import Classifier
-from gptclf.train import share_of_batch
+from gptclf.training.step import share_of_batch
 
 WORDS = {
     "sports": ["goal", "match", "team", "coach", "league", "score"],
@@ -139,16 +139,16 @@ def test_the_model_trained_by_two_processes_predicts_like_the_one_of_one(runs):
 def test_two_processes_resume_the_checkpoint_of_an_interrupted_run(
     runs, data_options, base_model, tmp_path, monkeypatch
 ):
-    import gptclf.train as train_module
+    from gptclf.training import checkpoint
 
-    real_save = train_module.save_checkpoint
+    real_save = checkpoint.save
 
-    def save_then_crash(trainer):
-        real_save(trainer)
+    def save_then_crash(folder, trainer):
+        real_save(folder, trainer)
         raise KeyboardInterrupt
 
     cut = tmp_path / "cut"
-    monkeypatch.setattr(train_module, "save_checkpoint", save_then_crash)
+    monkeypatch.setattr(checkpoint, "save", save_then_crash)
     with pytest.raises(KeyboardInterrupt):
         main(["train", *data_options, base_model, *TRAIN_OPTIONS, f"--out={cut}"])
     launched = torchrun("train", f"--resume={cut}", "--quiet", cwd=tmp_path)

@@ -1,4 +1,5 @@
-"""Training-curve PNGs: which files are written, what they show, and that they are valid."""
+"""Training-curve and confusion-matrix PNGs: which files are written, what they show, and that
+they are valid."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from matplotlib.image import imread
 from PIL import Image
 
 from gptclf import plots
-from gptclf.plots import plot_training_curves
+from gptclf.plots import plot_confusion_matrix, plot_training_curves
+from gptclf.run.folder import RunDir
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -89,7 +91,7 @@ def assert_valid_png(path: Path) -> None:
 
 
 def test_writes_loss_and_accuracy_pngs_and_no_temp_files(tmp_path: Path):
-    written = plot_training_curves(records(), tmp_path / "run")
+    written = plot_training_curves(records(), RunDir(tmp_path / "run").curves)
     assert written == [tmp_path / "run" / "loss.png", tmp_path / "run" / "accuracy.png"]
     for path in written:
         assert_valid_png(path)
@@ -97,7 +99,7 @@ def test_writes_loss_and_accuracy_pngs_and_no_temp_files(tmp_path: Path):
 
 
 def test_curves_are_train_and_validation_against_epochs(tmp_path: Path, saved_figures: dict):
-    plot_training_curves(records(), tmp_path)
+    plot_training_curves(records(), RunDir(tmp_path).curves)
     axes = saved_figures["accuracy.png"].axes[0]
     lines = {line.get_label(): line for line in axes.get_lines()}
     assert list(lines["Training accuracy"].get_xdata()) == [1.0, 1.5, 2.0]
@@ -108,28 +110,43 @@ def test_curves_are_train_and_validation_against_epochs(tmp_path: Path, saved_fi
 
 
 def test_top_axis_shows_examples_seen_when_records_have_them(tmp_path: Path, saved_figures: dict):
-    plot_training_curves(records(), tmp_path)
+    plot_training_curves(records(), RunDir(tmp_path).curves)
     top_axes = saved_figures["loss.png"].axes[0].child_axes
     assert [axis.get_xlabel() for axis in top_axes] == ["Examples seen"]
 
 
 def test_no_top_axis_without_examples_seen(tmp_path: Path, saved_figures: dict):
-    plot_training_curves(records(with_examples=False), tmp_path)
+    plot_training_curves(records(with_examples=False), RunDir(tmp_path).curves)
     assert saved_figures["loss.png"].axes[0].child_axes == []
 
 
 def test_a_metric_that_never_appears_is_skipped(tmp_path: Path):
     loss_only = [{k: v for k, v in r.items() if k != "accuracy"} for r in records()]
-    assert plot_training_curves(loss_only, tmp_path) == [tmp_path / "loss.png"]
+    assert plot_training_curves(loss_only, RunDir(tmp_path).curves) == [tmp_path / "loss.png"]
     assert not (tmp_path / "accuracy.png").exists()
 
 
 def test_validation_only_records_still_plot(tmp_path: Path):
     validation = [r for r in records() if r["kind"] == "validation"]
-    written = plot_training_curves(validation, tmp_path)
+    written = plot_training_curves(validation, RunDir(tmp_path).curves)
     assert [p.name for p in written] == ["loss.png", "accuracy.png"]
 
 
 def test_no_records_write_nothing(tmp_path: Path):
-    assert plot_training_curves([], tmp_path) == []
+    assert plot_training_curves([], RunDir(tmp_path).curves) == []
     assert list(tmp_path.iterdir()) == []
+
+
+def test_confusion_matrix_png_shows_every_count_with_the_labels_and_leaves_no_temp_file(
+    tmp_path: Path, saved_figures: dict
+):
+    metrics = {"labels": ["a", "b", "c"], "confusion_matrix": [[1, 1, 0], [0, 2, 0], [1, 0, 1]]}
+    path = tmp_path / "plots" / "confusion_matrix.png"
+    plot_confusion_matrix(metrics, path)
+    assert_valid_png(path)
+    assert [p.name for p in path.parent.iterdir()] == ["confusion_matrix.png"]
+    axes = saved_figures["confusion_matrix.png"].axes[0]
+    assert [t.get_text() for t in axes.texts] == ["1", "1", "0", "0", "2", "0", "1", "0", "1"]
+    assert [t.get_text() for t in axes.get_xticklabels()] == ["a", "b", "c"]
+    assert [t.get_text() for t in axes.get_yticklabels()] == ["a", "b", "c"]
+    assert (axes.get_xlabel(), axes.get_ylabel()) == ("predicted", "true")

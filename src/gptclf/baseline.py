@@ -15,7 +15,7 @@ from threadpoolctl import threadpool_limits
 
 from gptclf.data.dataset import Splits
 from gptclf.errors import GptclfError
-from gptclf.evaluate import compute_metrics
+from gptclf.metrics import compute_metrics
 
 C_GRID = (0.1, 1.0, 10.0, 100.0)
 DEFAULT_C = 1.0

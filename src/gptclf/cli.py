@@ -8,9 +8,13 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from gptclf.data.dataset import READING_OPTIONS, DataSource
 from gptclf.distributed import DEVICES, is_main_process, launched_in_parallel
 from gptclf.errors import GptclfError
+from gptclf.options import add_options, build, given
+from gptclf.recipe import TrainConfig
 from gptclf.registry import DEFAULT_MODEL, MODELS
+from gptclf.run.folder import RunDir
 
 
 def _cmd_models(args: argparse.Namespace) -> None:
@@ -60,12 +64,7 @@ def _cmd_data_sms_spam(args: argparse.Namespace) -> None:
 
 
 def _reading_options(args: argparse.Namespace) -> dict:
-    return {
-        "text_column": args.text_column,
-        "label_column": args.label_column,
-        "encoding": args.encoding,
-        "strict": args.strict,
-    }
+    return {name: getattr(args, name) for name in READING_OPTIONS}
 
 
 def _cmd_data_inspect(args: argparse.Namespace) -> None:
@@ -74,6 +73,7 @@ def _cmd_data_inspect(args: argparse.Namespace) -> None:
     from gptclf.data.readers import read_labelled
     from gptclf.data.summary import format_summary, summarize_split
     from gptclf.data.tokenized import tokenize
+    from gptclf.recipe import max_length_within
     from gptclf.registry import load_tokenizer
 
     data = read_labelled(args.file, labels_required=False, **_reading_options(args))
@@ -82,7 +82,8 @@ def _cmd_data_inspect(args: argparse.Namespace) -> None:
         names = label_names_beside(args.file)
         labels = LabelMap.from_labels(data.labels, names, source=data.source)
     tokenizer, context_length = load_tokenizer(args.model)
-    tokens = tokenize(tokenizer, data.texts, args.max_length or context_length, args.truncate)
+    max_length = max_length_within(args.max_length, context_length)
+    tokens = tokenize(tokenizer, data.texts, max_length, args.truncate)
     check_every_text_has_tokens(data, tokens)
     print(
         f"{args.file}: text column {data.text_column!r}, label column {data.label_column!r}, "
@@ -97,31 +98,15 @@ def _cmd_data_split(args: argparse.Namespace) -> None:
     from gptclf.data.splits import stratified_split, write_split
 
     data = read_labelled(args.file, **_reading_options(args))
-    parts = stratified_split(data, tuple(args.fractions), args.seed)
+    parts = stratified_split(data, tuple(args.fractions), args.split_seed)
     for name, path in write_split(parts, args.out).items():
         print(f"{name:<10}  {len(parts[name].texts):>6} rows  {path}")
     _report_dropped(data)
 
 
-def _data_source(args: argparse.Namespace):
-    from gptclf.data.dataset import DataSource
-
-    return DataSource(
-        dataset=args.dataset,
-        protocol=args.protocol,
-        data=args.data,
-        train=args.train,
-        validation=args.val,
-        test=args.test,
-        fractions=tuple(args.fractions),
-        seed=args.split_seed,
-        **_reading_options(args),
-    )
-
-
 def _cmd_train(args: argparse.Namespace) -> None:
     from gptclf.distributed import distributed_context
-    from gptclf.train import train
+    from gptclf.training import train
 
     with distributed_context(args.device) as dist:
         config, source, run_dir = dist.on_main(lambda: _train_settings(args))
@@ -130,35 +115,38 @@ def _cmd_train(args: argparse.Namespace) -> None:
             print(run_dir)
 
 
-def _train_settings(args: argparse.Namespace) -> tuple:
-    """The training config, data source and run folder of a new run or of the one resumed."""
-    from gptclf.train import config_from, new_run_dir, read_train_config
+def _train_settings(args: argparse.Namespace) -> tuple[TrainConfig, DataSource, Path]:
+    """The recipe, data and run folder of the run resumed, or of a new one: the defaults, under
+    the preset, under the ``--config`` file, under the flags given."""
+    from gptclf.options import as_plain
+    from gptclf.recipe import options_of_run, read_options, recipe
 
+    flags = {**given(args, TrainConfig), **given(args, DataSource)}
     if args.resume is not None:
-        return *read_train_config(args.resume), args.resume
-    data_options = ("train", "test", "val", "data", "preset")
-    options = {k: v for k, v in vars(args).items() if k not in data_options}
-    options["model"] = args.weights or args.model
-    options["lora_targets"] = tuple(args.lora_targets) if args.lora_targets else None
-    if args.template:  # "\n" typed in a shell is a backslash and an n
-        options["template"] = args.template.replace("\\n", "\n")
-    config = config_from(args.preset, **options)
-    return config, _data_source(args), args.out or new_run_dir(config.model)
+        if flags or args.config or args.preset or args.out:
+            raise GptclfError("--resume continues a run with its own options; give no others")
+        run_dir = RunDir(args.resume)
+        run_dir.create(resume=True)
+        return *options_of_run(run_dir.options), args.resume
+    in_file = read_options(args.config) if args.config else ({}, {})
+    where = str(args.config) if args.config else None
+    file_recipe = recipe(args.preset, source=where, **in_file[0])
+    file_data = build(DataSource, in_file[1], where)
+    config = recipe(**{**as_plain(file_recipe), **given(args, TrainConfig)})
+    source = build(DataSource, {**as_plain(file_data), **given(args, DataSource)})
+    return config, source, args.out or RunDir.new(config.model).root
 
 
 def _cmd_eval(args: argparse.Namespace) -> None:
-    from gptclf.artifact import read_run_config
     from gptclf.data.readers import read_labelled
-    from gptclf.evaluate import (
-        compute_metrics,
-        format_metrics,
-        plot_confusion_matrix,
-        write_metrics,
-    )
+    from gptclf.metrics import compute_metrics, format_metrics, write_metrics
+    from gptclf.plots import plot_confusion_matrix
     from gptclf.predict import Classifier
+    from gptclf.run import read_run_config
 
-    labels = read_run_config(args.run_dir).label_map  # bad input fails before the model loads
-    data_path = args.data or _own_test_split(args.run_dir)
+    run_dir = RunDir(args.run_dir)
+    labels = read_run_config(run_dir).label_map  # bad input fails before the model loads
+    data_path = args.data or run_dir.test_split()
     data = read_labelled(data_path, **_reading_options(args))
     truth = labels.ids(data.labels, data.source)
     classifier = Classifier.from_pretrained(args.run_dir)
@@ -166,17 +154,10 @@ def _cmd_eval(args: argparse.Namespace) -> None:
     probabilities = classifier.probabilities_of_ids(ids)
     metrics = compute_metrics(truth, probabilities, classifier.labels.names, args.threshold)
     metrics["data"] = str(data_path)
-    out_dir = args.run_dir / "eval"
-    write_metrics(metrics, out_dir / f"{data_path.stem}.json")
-    plot_confusion_matrix(metrics, out_dir / f"{data_path.stem}_confusion_matrix.png")
+    metrics_path, picture_path = run_dir.evaluation(data_path)
+    write_metrics(metrics, metrics_path)
+    plot_confusion_matrix(metrics, picture_path)
     print(json.dumps(metrics) if args.json else format_metrics(metrics))
-
-
-def _own_test_split(run_dir: Path) -> Path:
-    found = sorted((run_dir / "split").glob("test.*"))
-    if not found:
-        raise GptclfError(f"{run_dir}: the run has no test split; pass --data FILE")
-    return found[0]
 
 
 def _cmd_predict(args: argparse.Namespace) -> None:
@@ -220,10 +201,11 @@ def _cmd_predict(args: argparse.Namespace) -> None:
 def _cmd_baseline(args: argparse.Namespace) -> None:
     from gptclf.baseline import train_baseline
     from gptclf.data.dataset import load_splits
-    from gptclf.evaluate import format_metrics
+    from gptclf.metrics import format_metrics
 
-    splits = load_splits(_data_source(args), args.split_out)
-    _, metrics = train_baseline(splits, seed=args.split_seed)
+    source = build(DataSource, given(args, DataSource))
+    splits = load_splits(source, args.split_out)
+    _, metrics = train_baseline(splits, seed=source.split_seed)
     print(json.dumps(metrics) if args.json else format_metrics(metrics))
 
 
@@ -239,15 +221,8 @@ def _cmd_serve(args: argparse.Namespace) -> None:
         url_of,
     )
 
-    settings = ServeSettings(
-        max_batch=args.max_batch,
-        max_wait_ms=args.max_wait_ms,
-        batching=args.batching,
-        max_texts=args.max_texts,
-        max_chars=args.max_chars,
-        max_body_bytes=args.max_body_bytes,
-        api_key=os.environ.get(API_KEY_ENV) or None,
-    )
+    api_key = os.environ.get(API_KEY_ENV) or None
+    settings = build(ServeSettings, {**given(args, ServeSettings), "api_key": api_key})
     app = app_for_run(args.run_dir, settings)
     sock = listening_socket(args.host, args.port)
     if settings.api_key is None and args.host not in ("127.0.0.1", "localhost", "::1"):
@@ -283,38 +258,16 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--max-new-tokens", type=int, default=20)
     generate.set_defaults(run=_cmd_generate)
 
-    data = commands.add_parser("data", help="prepare and inspect labelled text")
-    data_commands = data.add_subparsers(dest="data_command", required=True)
-    sms = data_commands.add_parser("sms-spam", help="prepare the SMS Spam Collection splits")
-    sms.add_argument("--protocol", choices=["book", "full"], default="book")
-    sms.add_argument("--out", type=Path, help="folder for the split CSVs (default: the cache)")
-    sms.add_argument("--info", action="store_true", help="show the citation and licence terms")
-    sms.set_defaults(run=_cmd_data_sms_spam)
-
-    inspect = data_commands.add_parser("inspect", help="summarise a labelled file, checking it")
-    inspect.add_argument("file", type=Path)
-    _add_reading_options(inspect)
-    inspect.add_argument("--model", default=DEFAULT_MODEL, help="whose tokenizer counts tokens")
-    inspect.add_argument("--max-length", type=int, help="tokens kept per text (default: context)")
-    inspect.set_defaults(run=_cmd_data_inspect)
-
-    split = data_commands.add_parser("split", help="split one labelled file, stratified, seeded")
-    split.add_argument("file", type=Path)
-    split.add_argument("--out", type=Path, required=True, help="folder for the split files")
-    split.add_argument(
-        "--fractions",
-        type=float,
-        nargs=3,
-        default=[0.7, 0.1, 0.2],
-        metavar=("TRAIN", "VAL", "TEST"),
-    )
-    split.add_argument("--seed", type=int, default=123)
-    _add_reading_options(split)
-    split.set_defaults(run=_cmd_data_split)
+    _add_data_commands(commands.add_parser("data", help="prepare and inspect labelled text"))
 
     train = commands.add_parser("train", help="finetune a model into a classifier")
-    _add_data_options(train)
-    _add_train_options(train)
+    add_options(train, DataSource)
+    train.add_argument("--preset", choices=["book"], help="a complete recipe (book: chapter 6)")
+    train.add_argument("--config", type=Path, help="YAML or JSON file of options (flags win)")
+    add_options(train, TrainConfig)
+    train.add_argument("--out", type=Path, help="run folder (default: a new one under runs/)")
+    train.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue an interrupted run")
+    train.add_argument("--quiet", action="store_true")
     _add_device_option(train)
     train.set_defaults(run=_cmd_train, data_parallel=True)
 
@@ -323,7 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--data", type=Path, help="labelled file (default: the run's test split)")
     evaluate.add_argument("--json", action="store_true", help="print one JSON object")
     evaluate.add_argument("--threshold", type=float, help="p(second class) cut-off, two classes")
-    _add_reading_options(evaluate)
+    add_options(evaluate, DataSource, READING_OPTIONS, keep_defaults=True)
     evaluate.set_defaults(run=_cmd_eval)
 
     predict = commands.add_parser("predict", help="classify texts with a trained classifier")
@@ -331,7 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("texts", nargs="*", help="texts to classify")
     predict.add_argument("--input", type=Path, help="CSV/TSV/JSONL file of texts")
     predict.add_argument("--output", type=Path, help="CSV or JSONL file for the predictions")
-    predict.add_argument("--text-column", help="column holding the text (default: detected)")
+    add_options(predict, DataSource, ["text_column"])
     predict.add_argument("--json", action="store_true", help="print JSON lines")
     predict.add_argument("--batch-size", type=int, default=32)
     predict.add_argument(
@@ -341,113 +294,48 @@ def build_parser() -> argparse.ArgumentParser:
     predict.set_defaults(run=_cmd_predict, data_parallel=True)
 
     baseline = commands.add_parser("baseline", help="TF-IDF + logistic regression on the same data")
-    _add_data_options(baseline)
+    add_options(baseline, DataSource)
     baseline.add_argument("--split-out", type=Path, help="folder for a split made on the fly")
     baseline.add_argument("--json", action="store_true", help="print one JSON object")
     baseline.set_defaults(run=_cmd_baseline)
+
+    _add_serve_command(commands)
+    return parser
+
+
+def _add_data_commands(data: argparse.ArgumentParser) -> None:
+    data_commands = data.add_subparsers(dest="data_command", required=True)
+    sms = data_commands.add_parser("sms-spam", help="prepare the SMS Spam Collection splits")
+    add_options(sms, DataSource, ["protocol"], keep_defaults=True)
+    sms.add_argument("--out", type=Path, help="folder for the split CSVs (default: the cache)")
+    sms.add_argument("--info", action="store_true", help="show the citation and licence terms")
+    sms.set_defaults(run=_cmd_data_sms_spam)
+
+    inspect = data_commands.add_parser("inspect", help="summarise a labelled file, checking it")
+    inspect.add_argument("file", type=Path)
+    add_options(inspect, DataSource, READING_OPTIONS, keep_defaults=True)
+    add_options(inspect, TrainConfig, ["model", "max_length", "truncate"], keep_defaults=True)
+    inspect.set_defaults(run=_cmd_data_inspect)
+
+    split = data_commands.add_parser("split", help="split one labelled file, stratified, seeded")
+    split.add_argument("file", type=Path)
+    split.add_argument("--out", type=Path, required=True, help="folder for the split files")
+    add_options(split, DataSource, [*READING_OPTIONS, "fractions"], keep_defaults=True)
+    split.add_argument(
+        "--seed", dest="split_seed", type=int, default=DataSource.split_seed, help="split seed"
+    )
+    split.set_defaults(run=_cmd_data_split)
+
+
+def _add_serve_command(commands: argparse._SubParsersAction) -> None:
+    from gptclf.serve import ServeSettings
 
     serve = commands.add_parser("serve", help="classify over HTTP, with a page to try it")
     serve.add_argument("run_dir", type=Path)
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
     serve.add_argument("--port", type=int, default=8000, help="0: any free port")
-    serve.add_argument("--max-batch", type=int, default=64, help="texts per model call")
-    serve.add_argument(
-        "--max-wait-ms", type=float, default=5.0, help="how long a batch waits to fill"
-    )
-    serve.add_argument(
-        "--no-batching",
-        dest="batching",
-        action="store_false",
-        help="compute every request alone",
-    )
-    serve.add_argument("--max-texts", type=int, default=256, help="texts per request")
-    serve.add_argument("--max-chars", type=int, default=10_000, help="characters per text")
-    serve.add_argument("--max-body-bytes", type=int, default=1_000_000, help="request body size")
+    add_options(serve, ServeSettings)
     serve.set_defaults(run=_cmd_serve)
-    return parser
-
-
-def _add_data_options(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("data (one of --dataset, --data, --train)")
-    group.add_argument("--dataset", choices=["sms-spam"], help="a built-in dataset")
-    group.add_argument(
-        "--protocol",
-        choices=["book", "full"],
-        default="book",
-        help="how the built-in SMS data is split",
-    )
-    group.add_argument("--data", type=Path, help="one labelled file, split on the fly")
-    group.add_argument("--train", type=Path, help="training file")
-    group.add_argument("--val", type=Path, help="validation file")
-    group.add_argument("--test", type=Path, help="test file")
-    group.add_argument(
-        "--fractions",
-        type=float,
-        nargs=3,
-        default=[0.7, 0.1, 0.2],
-        metavar=("TRAIN", "VAL", "TEST"),
-        help="split of --data",
-    )
-    group.add_argument("--split-seed", type=int, default=123, help="seed of the --data split")
-    _add_reading_options(group)
-
-
-def _add_train_options(parser: argparse.ArgumentParser) -> None:
-    """Training options; None means "the preset's value, else the default"."""
-    model = parser.add_argument_group("model")
-    model.add_argument("--preset", choices=["book"], help="a complete recipe (book: chapter 6)")
-    model.add_argument("--model", help=f"model name or path (default {DEFAULT_MODEL})")
-    model.add_argument("--weights", help="path to the base weights (same as --model PATH)")
-    model.add_argument("--init", choices=["pretrained", "random"])
-    model.add_argument("--pooling", choices=["last-token", "last-position", "mean", "first"])
-    model.add_argument("--trainable", help="head | last-block | last-blocks:K | all | lora")
-    model.add_argument("--lora-rank", type=int)
-    model.add_argument("--lora-alpha", type=float)
-    model.add_argument("--lora-targets", nargs="+", help="qv | attention | mlp | all | suffixes")
-    model.add_argument("--lora-blocks", type=int, help="adapters in the top N blocks only")
-    model.add_argument(
-        "--attend-to-padding",
-        action="store_true",
-        default=None,
-        help="no attention mask on padded batches (the book's way)",
-    )
-    opt = parser.add_argument_group("optimisation")
-    opt.add_argument("--epochs", type=int)
-    opt.add_argument("--batch-size", type=int)
-    opt.add_argument("--grad-accumulation", type=int)
-    opt.add_argument("--lr", type=float)
-    opt.add_argument("--weight-decay", type=float)
-    opt.add_argument("--warmup", type=float, help="fraction of steps warming up linearly")
-    opt.add_argument("--schedule", choices=["constant", "linear", "cosine"])
-    opt.add_argument("--max-grad-norm", type=float)
-    opt.add_argument("--class-weights", choices=["balanced"])
-    opt.add_argument("--seed", type=int)
-    opt.add_argument("--max-length", type=int, help="tokens kept per text")
-    opt.add_argument("--template", help='text around each message, e.g. "SMS: {text}\\nSpam?"')
-    opt.add_argument("--pad-to", choices=["longest"], help="pad every batch to the longest text")
-    opt.add_argument("--drop-last", action="store_true", default=None)
-    opt.add_argument(
-        "--precision",
-        choices=["auto", "bf16", "fp32"],
-        help="auto: bfloat16 where the CPU computes it natively",
-    )
-    opt.add_argument(
-        "--no-cache",
-        dest="cache",
-        action="store_false",
-        default=None,
-        help="run the frozen bottom blocks every epoch instead of caching them",
-    )
-    run = parser.add_argument_group("evaluation and output")
-    run.add_argument("--eval-every", type=int, help="also evaluate every N optimizer steps")
-    run.add_argument("--eval-batches", type=int, help="evaluate on the first N batches only")
-    run.add_argument("--early-stopping", type=int, metavar="PATIENCE")
-    run.add_argument("--metric", choices=["accuracy", "macro_f1", "loss"])
-    run.add_argument("--keep", choices=["best", "last"], help="weights kept at the end")
-    run.add_argument("--out", type=Path, help="run folder (default: a new one under runs/)")
-    run.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue an interrupted run")
-    run.add_argument("--full", action="store_true", default=None, help="standalone model file")
-    run.add_argument("--quiet", action="store_true")
 
 
 def _add_device_option(parser: argparse.ArgumentParser) -> None:
@@ -456,19 +344,6 @@ def _add_device_option(parser: argparse.ArgumentParser) -> None:
         choices=DEVICES,
         default="cpu",
         help="cuda: under torchrun each process uses the GPU of its local rank",
-    )
-
-
-def _add_reading_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--text-column", help="column holding the text (default: detected)")
-    parser.add_argument("--label-column", help="column holding the label (default: detected)")
-    parser.add_argument("--encoding", default="utf-8", help="text encoding of the file")
-    parser.add_argument("--strict", action="store_true", help="empty texts are an error")
-    parser.add_argument(
-        "--truncate",
-        choices=["head", "tail"],
-        default="head",
-        help="which end of a too-long text to keep",
     )
 
 

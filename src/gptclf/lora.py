@@ -18,20 +18,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from gptclf.errors import GptclfError
-from gptclf.models import gpt2, llama
-
-_QV = ("att.W_query", "att.W_value")
-_ATTENTION = ("att.W_query", "att.W_key", "att.W_value", "att.out_proj")
-_GPT2_MLP = ("ff.layers.0", "ff.layers.2")
-_LLAMA_MLP = ("ff.fc1", "ff.fc2", "ff.fc3")  # gate, up, down
-
-# Friendly target name -> model family -> module-name suffixes inside a transformer block.
-LORA_TARGETS: dict[str, dict[str, tuple[str, ...]]] = {
-    "qv": {"gpt2": _QV, "llama": _QV},
-    "attention": {"gpt2": _ATTENTION, "llama": _ATTENTION},
-    "mlp": {"gpt2": _GPT2_MLP, "llama": _LLAMA_MLP},
-    "all": {"gpt2": _ATTENTION + _GPT2_MLP, "llama": _ATTENTION + _LLAMA_MLP},
-}
+from gptclf.models import family_of
+from gptclf.models.family import LORA_TARGET_NAMES
 
 
 class LoRALinear(nn.Module):
@@ -89,8 +77,9 @@ def apply_lora(
     """Wrap the target linear layers of ``model.trf_blocks[i]`` for each i in ``blocks`` (default
     all; negative indices count from the end) in :class:`LoRALinear`; return the names wrapped.
 
-    Targets are friendly names (see ``LORA_TARGETS``) or module-name suffixes such as ``W_key`` or
-    ``ff.fc3``. Only the wrapped base layers are frozen; the caller decides what else trains.
+    Targets are friendly names (see ``Family.lora_targets``) or module-name suffixes such as
+    ``W_key`` or ``ff.fc3``. Only the wrapped base layers are frozen; the caller decides what
+    else trains.
     """
     _check_settings(rank, alpha, dropout)
     names = _target_layer_names(model, targets, _block_indices(model, blocks))
@@ -149,31 +138,23 @@ def _target_layer_names(model: nn.Module, targets: Sequence[str], blocks: list[i
         if not found:
             raise GptclfError(
                 f"LoRA target {target!r} matches no linear layer in the chosen blocks; use one of "
-                f"{', '.join(LORA_TARGETS)} or a module-name suffix such as 'W_key' or 'ff.fc3'"
+                f"{', '.join(LORA_TARGET_NAMES)} or a module-name suffix such as 'W_key' or "
+                "'ff.fc3'"
             )
         names |= found
     return sorted(names)
 
 
 def _matching_linears(block: nn.Module, target: str) -> list[str]:
-    """Names, inside ``block``, of the plain linear layers that ``target`` picks out."""
-    suffixes = LORA_TARGETS[target][_family(block)] if target in LORA_TARGETS else (target,)
+    """Names, inside ``block``, of the plain linear layers that ``target`` picks out: a friendly
+    target of the block's family (``qv``, ``attention``, ``mlp``, ``all``) or a name suffix."""
+    friendly = target in LORA_TARGET_NAMES
+    suffixes = family_of(block).lora_targets[target] if friendly else (target,)
     return [
         name
         for name, module in block.named_modules()
         if isinstance(module, nn.Linear) and any(_ends_with(name, suffix) for suffix in suffixes)
     ]
-
-
-def _family(block: nn.Module) -> str:
-    if isinstance(block, gpt2.TransformerBlock):
-        return "gpt2"
-    if isinstance(block, llama.TransformerBlock):
-        return "llama"
-    raise GptclfError(
-        f"friendly LoRA targets need a GPT-2 or Llama block, not {type(block).__name__}; "
-        "name the layers by module-name suffix instead"
-    )
 
 
 def _ends_with(name: str, suffix: str) -> bool:

@@ -1,14 +1,16 @@
-"""Training curves from a run's metrics.jsonl: train and validation loss and accuracy against
-epochs, with examples seen on a second x-axis at the top.
+"""The pictures of a run: training curves from its metrics.jsonl (train and validation loss and
+accuracy against epochs, with examples seen on a second x-axis at the top), and the confusion
+matrix of an evaluation.
 
 Figures are drawn with matplotlib's object-oriented API on an Agg canvas, so no global
 matplotlib state (backend, pyplot figures) is touched, and every PNG is written atomically."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
@@ -19,10 +21,12 @@ KINDS = {"train": "training", "validation": "validation"}
 LINE_STYLES = {"train": "-", "validation": "-."}
 MARKED_POINTS = 30
 DPI = 120
+CELL_INCHES = 0.9
+MIN_FIGURE_INCHES = 4.0
 
 
-def plot_training_curves(records: Sequence[dict], out_dir: Path) -> list[Path]:
-    """Write ``loss.png`` and ``accuracy.png`` into ``out_dir`` (a plot whose metric no record
+def plot_training_curves(records: Sequence[dict], paths: Mapping[str, Path]) -> list[Path]:
+    """Write the curves of loss and accuracy to ``paths[metric]`` (a plot whose metric no record
     holds is skipped) and return the paths written. A record's ``epoch`` is the training progress
     in epochs (fractional within an epoch) and ``examples_seen`` the examples trained on so far."""
     written = []
@@ -30,7 +34,7 @@ def plot_training_curves(records: Sequence[dict], out_dir: Path) -> list[Path]:
         series = {kind: _points(records, kind, metric) for kind in KINDS}
         if not any(series.values()):
             continue
-        path = Path(out_dir) / f"{metric}.png"
+        path = Path(paths[metric])
         _plot_curves(series, label, _examples_per_epoch(records), path)
         written.append(path)
     return written
@@ -112,3 +116,35 @@ def _add_examples_axis(axes, examples_per_epoch: float) -> None:
         ),
     )
     top.set_xlabel("Examples seen")
+
+
+def plot_confusion_matrix(
+    metrics: dict, path: Path, title: str = "Confusion matrix (rows: true, columns: predicted)"
+) -> None:
+    """A PNG of the confusion matrix with the count in every cell, written atomically."""
+    counts = np.array(metrics["confusion_matrix"])
+    names = metrics["labels"]
+    side = max(MIN_FIGURE_INCHES, CELL_INCHES * len(names) + 2.5)
+    figure = new_figure(side + 1.0, side)
+    axes = figure.add_subplot()
+    image = axes.imshow(counts, cmap="Blues")
+    figure.colorbar(image, ax=axes)
+    _write_counts_in_cells(axes, counts)
+    ticks = range(len(names))
+    slanted = len(names) > 4
+    axes.set_xticks(
+        ticks, labels=names, rotation=45 if slanted else 0, ha="right" if slanted else "center"
+    )
+    axes.set_yticks(ticks, labels=names)
+    axes.set_xlabel("predicted")
+    axes.set_ylabel("true")
+    axes.set_title(title)
+    save_png(figure, path)
+
+
+def _write_counts_in_cells(axes, counts: np.ndarray) -> None:
+    """Each cell's count, white on dark cells and black on light ones."""
+    middle = counts.max() / 2
+    for (row, column), count in np.ndenumerate(counts):
+        colour = "white" if count > middle else "black"
+        axes.text(column, row, str(count), ha="center", va="center", color=colour)

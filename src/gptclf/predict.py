@@ -14,15 +14,16 @@ import numpy as np
 import pandas as pd
 import torch
 
-from gptclf.artifact import RunConfig, load_run_model
 from gptclf.atomic import atomic_path
-from gptclf.classifier import SequenceClassifier, batched_logits
+from gptclf.classifier import SequenceClassifier
 from gptclf.data.labels import LabelMap
 from gptclf.data.readers import choose_text_column
 from gptclf.data.tokenized import frame, template_ids
 from gptclf.distributed import CPU, LOCAL, DistributedContext, device_scope
 from gptclf.errors import GptclfError
+from gptclf.inference import logits_of
 from gptclf.precision import resolve_precision
+from gptclf.run import RunConfig, RunDir, load_run_model
 from gptclf.tokenizers import Tokenizer
 
 
@@ -34,16 +35,16 @@ class Prediction:
 
 
 class Classifier:
-    """A trained text classifier: tokenizer, model and label names together."""
+    """A trained text classifier: tokenizer, network and label names together."""
 
     def __init__(
         self,
-        model: SequenceClassifier,
+        network: SequenceClassifier,
         tokenizer: Tokenizer,
         labels: LabelMap,
         config: RunConfig,
     ):
-        self.model = model
+        self.network = network
         self.tokenizer = tokenizer
         self.labels = labels
         self.config = config
@@ -51,13 +52,13 @@ class Classifier:
 
     @classmethod
     def from_pretrained(cls, run_dir: str | Path) -> Classifier:
-        model, tokenizer, config = load_run_model(Path(run_dir))
-        return cls(model, tokenizer, config.label_map, config)
+        network, tokenizer, config = load_run_model(RunDir(Path(run_dir)))
+        return cls(network, tokenizer, config.label_map, config)
 
     def to(self, device: torch.device | str) -> Classifier:
         """Compute on ``device`` (e.g. ``"cuda:0"``) from now on; returns the classifier."""
         self.device = torch.device(device)
-        self.model.to(self.device)
+        self.network.to(self.device)
         return self
 
     def token_ids(
@@ -73,18 +74,23 @@ class Classifier:
             raise GptclfError(f"{where(empty)}: no text to classify (empty or unrepresentable)")
         limit = self.config.pad_to or self.config.max_length
         around = template_ids(self.tokenizer, self.config.template)
-        return frame(ids, limit, self.config.truncate, around).ids
+        return frame(ids, limit, self.config.recipe.truncate, around).ids
 
     def probabilities_of_ids(self, ids: list[list[int]], batch_size: int = 32) -> np.ndarray:
         """Class probabilities (n, n_classes), columns in label-id order."""
         if not ids:
             return np.zeros((0, len(self.labels)), dtype=np.float32)
-        precision = resolve_precision(self.config.precision, self.device.type)
+        precision = resolve_precision(self.config.recipe.precision, self.device.type)
         with device_scope(self.device, precision):
-            logits = batched_logits(
-                self.model, ids, self.tokenizer.pad_id, batch_size, self.config.pad_to, precision
+            logits = logits_of(
+                self.network,
+                ids,
+                self.tokenizer.pad_id,
+                precision,
+                batch_size=batch_size,
+                pad_to=self.config.pad_to,
             )
-        return logits.cpu().softmax(-1).numpy()
+        return logits.softmax(-1).numpy()
 
     def predict_proba(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
         """Class probabilities (n_texts, n_classes), columns in label-id order."""

@@ -13,28 +13,49 @@ from gptclf.data.splits import SPLIT_NAMES, stratified_split, write_split
 from gptclf.data.summary import SplitSummary, summarize_split
 from gptclf.data.tokenized import TokenizedTexts, tokenize
 from gptclf.errors import GptclfError
+from gptclf.options import option
 from gptclf.tokenizers import Tokenizer
 
 BUILT_IN_DATASETS = ("sms-spam",)
 LABEL_NAMES_FILE = "labels.json"
 
 
+DATA = "data (one of --dataset, --data, --train)"
+
+
 @dataclass
 class DataSource:
     """Exactly one of ``dataset``, ``data`` or ``train`` (with optional validation/test)."""
 
-    dataset: str | None = None
-    protocol: str = "book"
-    data: Path | None = None
-    train: Path | None = None
-    validation: Path | None = None
-    test: Path | None = None
-    text_column: str | None = None
-    label_column: str | None = None
-    encoding: str = "utf-8"
-    strict: bool = False
-    fractions: tuple[float, float, float] = (0.7, 0.1, 0.2)
-    seed: int = 123
+    dataset: str | None = option(
+        None, "a built-in dataset", choices=(None, *BUILT_IN_DATASETS), group=DATA
+    )
+    protocol: str = option(
+        "book", "how the built-in SMS data is split", choices=("book", "full"), group=DATA
+    )
+    data: Path | None = option(None, "one labelled file, split on the fly", group=DATA)
+    train: Path | None = option(None, "training file", group=DATA)
+    validation: Path | None = option(None, "validation file", flags=("--val",), group=DATA)
+    test: Path | None = option(None, "test file", group=DATA)
+    text_column: str | None = option(
+        None, "column holding the text (default: detected)", group=DATA
+    )
+    label_column: str | None = option(
+        None, "column holding the label (default: detected)", group=DATA
+    )
+    encoding: str = option("utf-8", "text encoding of the file", group=DATA)
+    strict: bool = option(False, "empty texts are an error", group=DATA)
+    fractions: tuple[float, float, float] = option(
+        (0.7, 0.1, 0.2), "split of --data", metavar=("TRAIN", "VAL", "TEST"), group=DATA
+    )
+    split_seed: int = option(123, "seed of the --data split", group=DATA)
+
+    def reading(self) -> dict:
+        """The options of reading a labelled file."""
+        return {name: getattr(self, name) for name in READING_OPTIONS}
+
+
+READING_OPTIONS = ("text_column", "label_column", "encoding", "strict")
 
 
 @dataclass
@@ -67,13 +88,7 @@ def _split_files(source: DataSource, split_dir: Path) -> tuple[dict[str, Path], 
 
 
 def _read(path: Path, source: DataSource) -> LabelledTexts:
-    return read_labelled(
-        path,
-        text_column=source.text_column,
-        label_column=source.label_column,
-        encoding=source.encoding,
-        strict=source.strict,
-    )
+    return read_labelled(path, **source.reading())
 
 
 def label_names_beside(train_file: Path) -> dict | None:
@@ -95,7 +110,7 @@ def load_splits(source: DataSource, split_dir: Path) -> Splits:
     from the training labels; validation or test labels never seen in training are an error."""
     files, split_now = _split_files(source, split_dir)
     if split_now:
-        parts = stratified_split(_read(files["data"], source), source.fractions, source.seed)
+        parts = stratified_split(_read(files["data"], source), source.fractions, source.split_seed)
         files = write_split(parts, split_dir)
         names = None
     else:

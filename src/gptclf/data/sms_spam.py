@@ -22,10 +22,10 @@ from pathlib import Path
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
-from gptclf import cache
 from gptclf.assets import verified_file
 from gptclf.atomic import atomic_path, write_text_atomic
 from gptclf.errors import GptclfError
+from gptclf.home import home_dir
 
 TSV_NAME = "SMSSpamCollection.tsv"
 README_NAME = "readme"
@@ -81,7 +81,7 @@ SMS Spam Collection v.1
 
 def default_cache_dir() -> Path:
     """``sms-spam`` in gptclf's cache folder (``$GPTCLF_CACHE`` or ``~/.cache/gptclf``)."""
-    return cache.cache_dir("sms-spam")
+    return home_dir("sms-spam")
 
 
 def sms_spam_tsv(cache_dir: Path | None = None, log: Log | None = None) -> Path:

@@ -12,8 +12,8 @@ import numpy as np
 from safetensors.numpy import load_file, save_file
 
 from gptclf.atomic import atomic_path
-from gptclf.cache import cache_dir
 from gptclf.errors import GptclfError
+from gptclf.home import home_dir
 from gptclf.tokenizers import Tokenizer
 
 TRUNCATE_SIDES = ("head", "tail")
@@ -70,7 +70,7 @@ def encode_cached(
     tokenizer: Tokenizer, texts: Sequence[str], folder: Path | None = None
 ) -> list[list[int]]:
     """Token ids of ``texts``, read from the token cache when this tokenizer saw them before."""
-    folder = folder or cache_dir("tokens")
+    folder = folder or home_dir("tokens")
     path = folder / f"{texts_fingerprint(tokenizer, texts)}.safetensors"
     if path.is_file():
         return _load_ids(path)

@@ -13,7 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gptclf.models.masks import rows_at, run_stack
+from gptclf.models.family import Family, LanguageModel, lora_targets
+from gptclf.models.stack import rows_at
 
 
 @dataclass(frozen=True)
@@ -128,7 +129,7 @@ class TransformerBlock(nn.Module):
         return x + self.drop_shortcut(self.ff(self.norm2(x)))
 
 
-class GPTModel(nn.Module):
+class GPTModel(LanguageModel):
     def __init__(self, cfg: GPTConfig):
         super().__init__()
         self.cfg = cfg
@@ -140,34 +141,24 @@ class GPTModel(nn.Module):
         self.out_head = nn.Linear(cfg.emb_dim, cfg.vocab_size, bias=False)
 
     @property
-    def context_length(self) -> int:
-        return self.cfg.context_length
+    def dropout_rate(self) -> float:
+        return self.cfg.drop_rate
+
+    def embedding_layers(self) -> list[nn.Module]:
+        return [self.tok_emb, self.pos_emb]
 
     def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
         """Token + position embeddings (batch, seq, emb_dim): the input of the first block."""
         positions = torch.arange(input_ids.shape[1], device=input_ids.device)
         return self.drop_emb(self.tok_emb(input_ids) + self.pos_emb(positions))
 
-    def run_blocks(
-        self,
-        x: torch.Tensor,
-        attention_mask: torch.Tensor | None = None,
-        start: int = 0,
-        stop: int | None = None,
-        at: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """Blocks ``start`` to ``stop`` (default: to the end) on hidden states x (b, t, d); with
-        ``at`` (b,) only the states at those positions, (b, 1, d) (see ``run_stack``)."""
-        return run_stack(self.trf_blocks[start:stop], x, attention_mask, at)
 
-    def hidden_states(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        """Final-norm hidden states (batch, seq, emb_dim): what the output head reads."""
-        return self.final_norm(self.run_blocks(self.embed(input_ids), attention_mask))
-
-    def forward(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        """Logits (batch, seq, out_features)."""
-        return self.out_head(self.hidden_states(input_ids, attention_mask))
+_ATTENTION = ("att.W_query", "att.W_key", "att.W_value", "att.out_proj")
+GPT2 = Family(
+    name="gpt2",
+    model=GPTModel,
+    config=GPTConfig,
+    block=TransformerBlock,
+    lora_targets=lora_targets(_ATTENTION, mlp=("ff.layers.0", "ff.layers.2")),
+    presets=GPT2_PRESETS,
+)

@@ -13,9 +13,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gptclf.models.masks import rows_at, run_stack
+from gptclf.models.family import Family, LanguageModel, lora_targets
+from gptclf.models.stack import rows_at
 
-RotaryAngles = tuple[torch.Tensor, torch.Tensor]
+Tensor = torch.Tensor
+Mask = Tensor | None
+Positions = Tensor | None  # one position per sequence, or None for all
+RotaryAngles = tuple[Tensor, Tensor]
 
 
 @dataclass(frozen=True)
@@ -76,13 +80,7 @@ class GroupedQueryAttention(nn.Module):
         self.W_value = nn.Linear(cfg.emb_dim, cfg.n_kv_groups * self.head_dim, bias=False)
         self.out_proj = nn.Linear(cfg.n_heads * self.head_dim, cfg.emb_dim, bias=False)
 
-    def forward(
-        self,
-        x: torch.Tensor,
-        mask: torch.Tensor | None,
-        angles: RotaryAngles,
-        at: torch.Tensor | None = None,
-    ) -> torch.Tensor:
+    def forward(self, x: Tensor, mask: Mask, angles: RotaryAngles, at: Positions = None) -> Tensor:
         """(b, t, d) -> (b, t, d); with ``at`` (b,) only the queries at those positions: (b, 1, d)
         (``mask`` is then the rows of those queries)."""
         b = x.shape[0]
@@ -123,63 +121,40 @@ class TransformerBlock(nn.Module):
         self.norm2 = RMSNorm(cfg.emb_dim, cfg.rms_norm_eps)
         self.ff = FeedForward(cfg)
 
-    def forward(
-        self,
-        x: torch.Tensor,
-        mask: torch.Tensor | None,
-        angles: RotaryAngles,
-        at: torch.Tensor | None = None,
-    ) -> torch.Tensor:
+    def forward(self, x: Tensor, mask: Mask, angles: RotaryAngles, at: Positions = None) -> Tensor:
         """(b, t, d) -> (b, t, d); with ``at`` (b,) just the outputs at ``at``: (b, 1, d)."""
         shortcut = x if at is None else rows_at(x, at)
         x = shortcut + self.att(self.norm1(x), mask, angles, at)
         return x + self.ff(self.norm2(x))
 
 
-class LlamaModel(nn.Module):
+class LlamaModel(LanguageModel):
     def __init__(self, cfg: LlamaConfig):
         super().__init__()
         self.cfg = cfg
         self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.emb_dim)
         self.trf_blocks = nn.ModuleList(TransformerBlock(cfg) for _ in range(cfg.n_layers))
         self.final_norm = RMSNorm(cfg.emb_dim, cfg.rms_norm_eps)
-        # With tied embeddings the output head is the token embedding matrix itself.
         self.out_head = (
             None if cfg.tie_embeddings else nn.Linear(cfg.emb_dim, cfg.vocab_size, bias=False)
         )
-
-    @property
-    def context_length(self) -> int:
-        return self.cfg.context_length
 
     def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
         """Token embeddings (batch, seq, emb_dim): the input of the first block."""
         return self.tok_emb(input_ids)
 
-    def run_blocks(
-        self,
-        x: torch.Tensor,
-        attention_mask: torch.Tensor | None = None,
-        start: int = 0,
-        stop: int | None = None,
-        at: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """Blocks ``start`` to ``stop`` (default: to the end) on hidden states x (b, t, d); with
-        ``at`` (b,) only the states at those positions, (b, 1, d) (see ``run_stack``)."""
-        angles = rotary_angles(self.cfg, x.shape[1], x.device)
-        return run_stack(self.trf_blocks[start:stop], x, attention_mask, at, angles)
+    def block_inputs(self, x: torch.Tensor) -> tuple:
+        """The rotary tables of x's positions."""
+        return (rotary_angles(self.cfg, x.shape[1], x.device),)
 
-    def hidden_states(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        """Final-norm hidden states (batch, seq, emb_dim): what the output head reads."""
-        return self.final_norm(self.run_blocks(self.embed(input_ids), attention_mask))
 
-    def forward(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        """Logits (batch, seq, out_features)."""
-        hidden = self.hidden_states(input_ids, attention_mask)
-        if self.out_head is None:
-            return F.linear(hidden, self.tok_emb.weight)
-        return self.out_head(hidden)
+LLAMA = Family(
+    name="llama",
+    model=LlamaModel,
+    config=LlamaConfig,
+    block=TransformerBlock,
+    lora_targets=lora_targets(
+        ("att.W_query", "att.W_key", "att.W_value", "att.out_proj"),
+        mlp=("ff.fc1", "ff.fc2", "ff.fc3"),  # gate, up, down
+    ),
+)

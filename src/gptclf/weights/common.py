@@ -29,6 +29,29 @@ class Rule:
     transform: Callable[[torch.Tensor], torch.Tensor] = _unchanged
 
 
+Source = str | tuple[str, Callable[[torch.Tensor], torch.Tensor]]
+
+
+def rules_of(names: Mapping[str, Source], ours: str = "", theirs: str = "") -> list[Rule]:
+    """A rule per entry: our parameter ``ours + key`` is the file's tensor ``theirs + value``,
+    or, where the value is (name, transform), that tensor transformed."""
+    rules = []
+    for param, source in names.items():
+        tensor, transform = (source, _unchanged) if isinstance(source, str) else source
+        rules.append(Rule(ours + param, theirs + tensor, transform))
+    return rules
+
+
+def stack_rules(n_layers: int, theirs: str, names: Mapping[str, Source]) -> list[Rule]:
+    """``rules_of`` for every block i: ``trf_blocks.{i}.<ours>`` from ``<theirs with i>.<name>``
+    (``theirs`` is a format string such as ``"blk.{i}"``)."""
+    return [
+        rule
+        for i in range(n_layers)
+        for rule in rules_of(names, f"trf_blocks.{i}.", theirs.format(i=i) + ".")
+    ]
+
+
 def _shape(size: torch.Size) -> str:
     return "(" + ", ".join(str(n) for n in size) + ")"
 

@@ -19,7 +19,8 @@ from gguf.quants import dequantize
 from gptclf.errors import GptclfError
 from gptclf.models import LlamaConfig, LlamaModel
 from gptclf.tokenizers import HFTokenizer, byte_level_bpe_tokenizer
-from gptclf.weights.common import Rule, empty_model, load_by_rules
+from gptclf.weights.common import Rule, empty_model, load_by_rules, rules_of, stack_rules
+from gptclf.weights.huggingface import llama_names
 
 SUPPORTED_TYPES = {
     GGMLQuantizationType.F32,
@@ -108,34 +109,10 @@ def llama_config(gguf: GGUFFile) -> LlamaConfig:
 
 
 def llama_rules(cfg: LlamaConfig) -> list[Rule]:
-    rules = [
-        Rule("tok_emb.weight", "token_embd.weight"),
-        Rule("final_norm.weight", "output_norm.weight"),
-    ]
-    if not cfg.tie_embeddings:
-        rules.append(Rule("out_head.weight", "output.weight"))
-    for i in range(cfg.n_layers):
-        ours, theirs = f"trf_blocks.{i}", f"blk.{i}"
-        rules += [
-            Rule(f"{ours}.norm1.weight", f"{theirs}.attn_norm.weight"),
-            Rule(f"{ours}.norm2.weight", f"{theirs}.ffn_norm.weight"),
-            Rule(
-                f"{ours}.att.W_query.weight",
-                f"{theirs}.attn_q.weight",
-                partial(unpermute_rotary_rows, cfg.n_heads),
-            ),
-            Rule(
-                f"{ours}.att.W_key.weight",
-                f"{theirs}.attn_k.weight",
-                partial(unpermute_rotary_rows, cfg.n_kv_groups),
-            ),
-            Rule(f"{ours}.att.W_value.weight", f"{theirs}.attn_v.weight"),
-            Rule(f"{ours}.att.out_proj.weight", f"{theirs}.attn_output.weight"),
-            Rule(f"{ours}.ff.fc1.weight", f"{theirs}.ffn_gate.weight"),
-            Rule(f"{ours}.ff.fc2.weight", f"{theirs}.ffn_up.weight"),
-            Rule(f"{ours}.ff.fc3.weight", f"{theirs}.ffn_down.weight"),
-        ]
-    return rules
+    top, block = llama_names(cfg, column=2)
+    for name, heads in (("att.W_query.weight", cfg.n_heads), ("att.W_key.weight", cfg.n_kv_groups)):
+        block[name] = (block[name], partial(unpermute_rotary_rows, heads))
+    return rules_of(top) + stack_rules(cfg.n_layers, "blk.{i}", block)
 
 
 def gguf_tokenizer(gguf: GGUFFile) -> HFTokenizer:

@@ -11,7 +11,7 @@ import torch
 
 from gptclf.errors import GptclfError
 from gptclf.models import GPTConfig, GPTModel, LlamaConfig, LlamaModel, gpt2_size_from_shape
-from gptclf.weights.common import Rule, empty_model, load_by_rules
+from gptclf.weights.common import Rule, empty_model, load_by_rules, rules_of, stack_rules
 from gptclf.weights.files import read_config, read_safetensors
 
 GPT2_BUFFERS = r"\.attn\.(masked_)?bias$"
@@ -50,46 +50,33 @@ def gpt2_config(config: dict | None, tensors: dict[str, torch.Tensor], source: s
 
 
 def gpt2_rules(cfg: GPTConfig, tensors: dict[str, torch.Tensor]) -> list[Rule]:
-    rules = [
-        Rule("tok_emb.weight", "wte.weight"),
-        Rule("pos_emb.weight", "wpe.weight"),
-        Rule("final_norm.scale", "ln_f.weight"),
-        Rule("final_norm.shift", "ln_f.bias"),
-        Rule("out_head.weight", "lm_head.weight" if "lm_head.weight" in tensors else "wte.weight"),
-    ]
-    for i in range(cfg.n_layers):
-        ours, theirs = f"trf_blocks.{i}", f"h.{i}"
-        for kind in ("weight", "bias"):
-            rules += [
-                Rule(
-                    f"{ours}.att.W_query.{kind}",
-                    f"{theirs}.attn.c_attn.{kind}",
-                    partial(_qkv_part, 0),
-                ),
-                Rule(
-                    f"{ours}.att.W_key.{kind}",
-                    f"{theirs}.attn.c_attn.{kind}",
-                    partial(_qkv_part, 1),
-                ),
-                Rule(
-                    f"{ours}.att.W_value.{kind}",
-                    f"{theirs}.attn.c_attn.{kind}",
-                    partial(_qkv_part, 2),
-                ),
-            ]
-        rules += [
-            Rule(f"{ours}.norm1.scale", f"{theirs}.ln_1.weight"),
-            Rule(f"{ours}.norm1.shift", f"{theirs}.ln_1.bias"),
-            Rule(f"{ours}.norm2.scale", f"{theirs}.ln_2.weight"),
-            Rule(f"{ours}.norm2.shift", f"{theirs}.ln_2.bias"),
-            Rule(f"{ours}.att.out_proj.weight", f"{theirs}.attn.c_proj.weight", _transposed),
-            Rule(f"{ours}.att.out_proj.bias", f"{theirs}.attn.c_proj.bias"),
-            Rule(f"{ours}.ff.layers.0.weight", f"{theirs}.mlp.c_fc.weight", _transposed),
-            Rule(f"{ours}.ff.layers.0.bias", f"{theirs}.mlp.c_fc.bias"),
-            Rule(f"{ours}.ff.layers.2.weight", f"{theirs}.mlp.c_proj.weight", _transposed),
-            Rule(f"{ours}.ff.layers.2.bias", f"{theirs}.mlp.c_proj.bias"),
-        ]
-    return rules
+    top = {
+        "tok_emb.weight": "wte.weight",
+        "pos_emb.weight": "wpe.weight",
+        "final_norm.scale": "ln_f.weight",
+        "final_norm.shift": "ln_f.bias",
+        "out_head.weight": "lm_head.weight" if "lm_head.weight" in tensors else "wte.weight",
+    }
+    block = {
+        f"att.{ours}.{kind}": (f"attn.c_attn.{kind}", partial(_qkv_part, index))
+        for index, ours in enumerate(("W_query", "W_key", "W_value"))
+        for kind in ("weight", "bias")
+    }
+    block.update(
+        {
+            "norm1.scale": "ln_1.weight",
+            "norm1.shift": "ln_1.bias",
+            "norm2.scale": "ln_2.weight",
+            "norm2.shift": "ln_2.bias",
+            "att.out_proj.weight": ("attn.c_proj.weight", _transposed),
+            "att.out_proj.bias": "attn.c_proj.bias",
+            "ff.layers.0.weight": ("mlp.c_fc.weight", _transposed),
+            "ff.layers.0.bias": "mlp.c_fc.bias",
+            "ff.layers.2.weight": ("mlp.c_proj.weight", _transposed),
+            "ff.layers.2.bias": "mlp.c_proj.bias",
+        }
+    )
+    return rules_of(top) + stack_rules(cfg.n_layers, "h.{i}", block)
 
 
 def load_hf_gpt2(path: Path) -> GPTModel:
@@ -131,27 +118,37 @@ def llama_config(config: dict, source: str) -> LlamaConfig:
     )
 
 
+# Llama's tensors: our name, Hugging Face's, llama.cpp's GGUF name (in a block: N for its index).
+LLAMA_NAMES = [
+    ("tok_emb.weight", "model.embed_tokens.weight", "token_embd.weight"),
+    ("final_norm.weight", "model.norm.weight", "output_norm.weight"),
+    ("out_head.weight", "lm_head.weight", "output.weight"),  # only where not tied
+]
+LLAMA_BLOCK_NAMES = [
+    ("norm1.weight", "input_layernorm.weight", "attn_norm.weight"),
+    ("norm2.weight", "post_attention_layernorm.weight", "ffn_norm.weight"),
+    ("att.W_query.weight", "self_attn.q_proj.weight", "attn_q.weight"),
+    ("att.W_key.weight", "self_attn.k_proj.weight", "attn_k.weight"),
+    ("att.W_value.weight", "self_attn.v_proj.weight", "attn_v.weight"),
+    ("att.out_proj.weight", "self_attn.o_proj.weight", "attn_output.weight"),
+    ("ff.fc1.weight", "mlp.gate_proj.weight", "ffn_gate.weight"),
+    ("ff.fc2.weight", "mlp.up_proj.weight", "ffn_up.weight"),
+    ("ff.fc3.weight", "mlp.down_proj.weight", "ffn_down.weight"),
+]
+
+
+def llama_names(cfg: LlamaConfig, column: int) -> tuple[dict[str, str], dict[str, str]]:
+    """Our names to the format's (column 1: Hugging Face, 2: GGUF): outside the blocks (the
+    output head only where it is not tied) and inside each block."""
+    top = {row[0]: row[column] for row in LLAMA_NAMES}
+    if cfg.tie_embeddings:
+        del top["out_head.weight"]
+    return top, {row[0]: row[column] for row in LLAMA_BLOCK_NAMES}
+
+
 def llama_rules(cfg: LlamaConfig) -> list[Rule]:
-    rules = [
-        Rule("tok_emb.weight", "model.embed_tokens.weight"),
-        Rule("final_norm.weight", "model.norm.weight"),
-    ]
-    if not cfg.tie_embeddings:
-        rules.append(Rule("out_head.weight", "lm_head.weight"))
-    names = {
-        "norm1.weight": "input_layernorm.weight",
-        "norm2.weight": "post_attention_layernorm.weight",
-        "att.W_query.weight": "self_attn.q_proj.weight",
-        "att.W_key.weight": "self_attn.k_proj.weight",
-        "att.W_value.weight": "self_attn.v_proj.weight",
-        "att.out_proj.weight": "self_attn.o_proj.weight",
-        "ff.fc1.weight": "mlp.gate_proj.weight",
-        "ff.fc2.weight": "mlp.up_proj.weight",
-        "ff.fc3.weight": "mlp.down_proj.weight",
-    }
-    for i in range(cfg.n_layers):
-        rules += [Rule(f"trf_blocks.{i}.{o}", f"model.layers.{i}.{t}") for o, t in names.items()]
-    return rules
+    top, block = llama_names(cfg, column=1)
+    return rules_of(top) + stack_rules(cfg.n_layers, "model.layers.{i}", block)
 
 
 def load_hf_llama(folder: Path) -> LlamaModel:

@@ -1,6 +1,6 @@
-"""Honest classification metrics: computed from softmax probabilities, reported as JSON, text and
-a confusion-matrix picture. A metric that is undefined on the data (e.g. ROC-AUC when the true
-labels hold one class) is ``None``, never a crash or a made-up number."""
+"""Honest classification metrics: computed from softmax probabilities (or, during training, from
+predictions), reported as JSON and text. A metric that is undefined on the data (e.g. ROC-AUC
+when the true labels hold one class) is ``None``, never a crash or a made-up number."""
 
 from __future__ import annotations
 
@@ -23,8 +23,6 @@ from gptclf.atomic import write_text_atomic
 from gptclf.errors import GptclfError
 
 POSITIVE_CLASS = 1
-CELL_INCHES = 0.9
-MIN_FIGURE_INCHES = 4.0
 
 
 def compute_metrics(
@@ -44,7 +42,7 @@ def compute_metrics(
         "n": len(y_true),
         "n_errors": int(np.sum(predicted != y_true)),
         "accuracy": float(accuracy_score(y_true, predicted)),
-        "macro_f1": _macro_f1(y_true, predicted),
+        "macro_f1": macro_f1(y_true, predicted),
         "mcc": _mcc(y_true, predicted),
         "per_class": _per_class(y_true, predicted, names),
         "confusion_matrix": confusion_matrix(y_true, predicted, labels=class_ids).tolist(),
@@ -60,32 +58,6 @@ def format_metrics(metrics: dict) -> str:
     """A readable report: headline numbers, a per-class table and the confusion matrix."""
     sections = [_headline(metrics), _per_class_table(metrics), _confusion_table(metrics)]
     return "\n\n".join(sections) + "\n"
-
-
-def plot_confusion_matrix(
-    metrics: dict, path: Path, title: str = "Confusion matrix (rows: true, columns: predicted)"
-) -> None:
-    """A PNG of the confusion matrix with the count in every cell, written atomically."""
-    from gptclf.plots import new_figure, save_png
-
-    counts = np.array(metrics["confusion_matrix"])
-    names = metrics["labels"]
-    side = max(MIN_FIGURE_INCHES, CELL_INCHES * len(names) + 2.5)
-    figure = new_figure(side + 1.0, side)
-    axes = figure.add_subplot()
-    image = axes.imshow(counts, cmap="Blues")
-    figure.colorbar(image, ax=axes)
-    _write_counts_in_cells(axes, counts)
-    ticks = range(len(names))
-    slanted = len(names) > 4
-    axes.set_xticks(
-        ticks, labels=names, rotation=45 if slanted else 0, ha="right" if slanted else "center"
-    )
-    axes.set_yticks(ticks, labels=names)
-    axes.set_xlabel("predicted")
-    axes.set_ylabel("true")
-    axes.set_title(title)
-    save_png(figure, path)
 
 
 def write_metrics(metrics: dict, path: Path) -> None:
@@ -127,7 +99,7 @@ def _predictions(probabilities: np.ndarray, threshold: float | None) -> np.ndarr
     return (probabilities[:, POSITIVE_CLASS] >= threshold).astype(int)
 
 
-def _macro_f1(y_true: np.ndarray, predicted: np.ndarray) -> float:
+def macro_f1(y_true: np.ndarray, predicted: np.ndarray) -> float:
     """F1 averaged over the classes that occur in the true labels or the predictions."""
     present = sorted(set(y_true.tolist()) | set(predicted.tolist()))
     return float(f1_score(y_true, predicted, labels=present, average="macro", zero_division=0))
@@ -224,11 +196,3 @@ def _aligned(rows: list[list[str]]) -> str:
         for row in rows
     ]
     return "\n".join(line.rstrip() for line in lines)
-
-
-def _write_counts_in_cells(axes, counts: np.ndarray) -> None:
-    """Each cell's count, white on dark cells and black on light ones."""
-    middle = counts.max() / 2
-    for (row, column), count in np.ndenumerate(counts):
-        colour = "white" if count > middle else "black"
-        axes.text(column, row, str(count), ha="center", va="center", color=colour)

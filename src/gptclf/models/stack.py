@@ -1,5 +1,5 @@
-"""What every model family shares: the attention masks, reading one position per sequence, and
-running a stack of blocks with them."""
+"""Running a stack of transformer blocks, for every family: the attention masks, reading one
+position per sequence, and the last block computing only the positions read."""
 
 from __future__ import annotations
 

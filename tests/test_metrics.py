@@ -1,5 +1,5 @@
 """Metrics checked against values worked out by hand, the threshold rule, undefined metrics,
-the text report, and the JSON and PNG files."""
+the text report, and the JSON file."""
 
 from __future__ import annotations
 
@@ -10,13 +10,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from matplotlib.image import imread
-from PIL import Image
 
 from gptclf.errors import GptclfError
-from gptclf.evaluate import compute_metrics, format_metrics, plot_confusion_matrix, write_metrics
-
-PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+from gptclf.metrics import compute_metrics, format_metrics, write_metrics
 
 # Two classes: p(class 1) per example; argmax predicts [0, 0, 0, 1, 1, 1, 0, 1], so
 # TN=3 (rows 0-2), FP=1 (row 3), TP=3 (rows 4, 5, 7), FN=1 (row 6).
@@ -187,15 +183,3 @@ def test_three_class_report_has_no_auc_lines():
     report = format_metrics(compute_metrics(THREE_TRUE, THREE_PROBABILITIES, THREE_NAMES))
     assert "accuracy 66.67% (2 errors of 6)" in report
     assert "AUC" not in report
-
-
-def test_confusion_matrix_png_is_a_readable_image_and_no_temp_file_is_left(tmp_path: Path):
-    metrics = compute_metrics(THREE_TRUE, THREE_PROBABILITIES, THREE_NAMES)
-    path = tmp_path / "plots" / "confusion_matrix.png"
-    plot_confusion_matrix(metrics, path)
-    assert path.read_bytes().startswith(PNG_MAGIC)
-    with Image.open(path) as image:
-        image.verify()
-    pixels = imread(path)
-    assert pixels.shape[0] > 0 and pixels.shape[1] > 0
-    assert [p.name for p in path.parent.iterdir()] == ["confusion_matrix.png"]

@@ -1,60 +1,75 @@
 """The trained model on disk: ``config.json`` (base model and its SHA-256, architecture, labels,
-pooling, lengths, tokenizer) and ``classifier.safetensors``, holding only the tensors training
-changed (megabytes for a last-block or LoRA model) or, when standalone, every tensor."""
+lengths, tokenizer, and the recipe it was trained with) and ``classifier.safetensors``, holding
+only the tensors training changed (megabytes for a last-block or LoRA model) or, when
+standalone, every tensor."""
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 
 from gptclf.atomic import atomic_path, write_text_atomic
-from gptclf.classifier import SequenceClassifier
+from gptclf.classifier import ClassifierSpec, SequenceClassifier, build_classifier
 from gptclf.data.labels import LabelMap
 from gptclf.errors import GptclfError
-from gptclf.models import GPTConfig, GPTModel, LlamaConfig, LlamaModel
+from gptclf.lora import merge_lora
+from gptclf.models import FAMILIES
+from gptclf.recipe import TrainConfig, recipe
+from gptclf.run.folder import RunDir
 from gptclf.tokenizers import HFTokenizer, Tokenizer, gpt2_tokenizer
-
-CONFIG_FILE = "config.json"
-WEIGHTS_FILE = "classifier.safetensors"
-TOKENIZER_FILE = "tokenizer.json"
-FAMILIES = {"gpt2": (GPTModel, GPTConfig), "llama": (LlamaModel, LlamaConfig)}
 
 
 @dataclass
 class RunConfig:
+    """``config.json``: what loading the model needs besides its weights. How the model reads
+    texts (pooling, truncation, template, precision, LoRA) is the recipe's, kept whole in
+    ``train``."""
+
     base_model: str  # registry name or path of the pretrained weights
     base_sha256: str | None  # None for a randomly initialised base (always standalone)
+    standalone: bool  # every tensor is in the weights file
     family: str
     architecture: dict
     labels: dict
-    pooling: str
-    attend_to_padding: bool
-    max_length: int
-    pad_to: int | None
-    truncate: str
-    tokenizer: str
-    trainable: str
-    lora: dict | None = None
-    standalone: bool = False
-    precision: str = "auto"  # resolved on the machine that loads the model
-    template: str | None = None  # text put around every message, with a {text} slot
-    extra: dict = field(default_factory=dict)  # training settings and data, for the record
+    max_length: int  # tokens kept per text
+    pad_to: int | None  # every batch padded to this many tokens (the book's way)
+    tokenizer: str  # "gpt2", or the name of a Hugging Face tokenizer
+    special_ids: dict  # the tokenizer's eos_id, bos_id and pad_id
+    train: dict  # the resolved recipe
+
+    def __post_init__(self) -> None:
+        self._recipe = recipe(source="train", **self.train)  # checked now
+
+    @property
+    def recipe(self) -> TrainConfig:
+        return self._recipe
 
     @property
     def label_map(self) -> LabelMap:
         return LabelMap.from_json(self.labels)
 
+    @property
+    def pooling(self) -> str:
+        return self.recipe.pooling
 
-def family_of(model: torch.nn.Module) -> str:
-    return next(name for name, (cls, _) in FAMILIES.items() if isinstance(model, cls))
+    @property
+    def template(self) -> str | None:
+        return self.recipe.template
+
+    def classifier_spec(self) -> ClassifierSpec:
+        """The classifier to build around the base model; a standalone model holds its LoRA
+        adapters merged into its weights."""
+        options = self.recipe
+        lora = None if self.standalone else options.lora()
+        return ClassifierSpec(len(self.label_map), options.pooling, options.attend_to_padding, lora)
 
 
 def save_run_model(
-    run_dir: Path,
+    run_dir: RunDir,
     classifier: SequenceClassifier,
     config: RunConfig,
     tokenizer: Tokenizer,
@@ -62,49 +77,41 @@ def save_run_model(
 ) -> None:
     """Write the weights (``changed`` tensors only, or all when ``config.standalone``) and the
     config, each atomically; the config goes last so a complete config means a complete model."""
-    state = classifier.model.state_dict()
+    if config.standalone:
+        merge_lora(classifier.language_model)
+    state = classifier.language_model.state_dict()
     names = sorted(state) if config.standalone else sorted(changed)
     tensors = {name: state[name].detach().contiguous() for name in names}
-    with atomic_path(run_dir / WEIGHTS_FILE) as tmp:
+    with atomic_path(run_dir.weights) as tmp:
         save_file(tensors, str(tmp), metadata={"format": "pt"})
     if config.standalone and isinstance(tokenizer, HFTokenizer):
-        write_text_atomic(run_dir / TOKENIZER_FILE, tokenizer.backend.to_str())
-    write_text_atomic(run_dir / CONFIG_FILE, json.dumps(asdict(config), indent=2))
+        write_text_atomic(run_dir.tokenizer, tokenizer.backend.to_str())
+    write_text_atomic(run_dir.model_config, json.dumps(asdict(config), indent=2))
 
 
-def read_run_config(run_dir: Path) -> RunConfig:
-    path = run_dir / CONFIG_FILE
+def read_run_config(run_dir: RunDir) -> RunConfig:
+    path = run_dir.model_config
     if not path.is_file():
-        raise GptclfError(f"{run_dir}: not a trained model (no {CONFIG_FILE})")
+        raise GptclfError(f"{run_dir}: not a trained model (no {path.name})")
     try:
         return RunConfig(**json.loads(path.read_text(encoding="utf-8")))
     except (json.JSONDecodeError, TypeError) as exc:
         raise GptclfError(f"{path}: not a gptclf model config ({exc})") from exc
+    except GptclfError as exc:
+        raise GptclfError(f"{path}: {exc}") from exc
 
 
-def _standalone_tokenizer(run_dir: Path, config: RunConfig) -> Tokenizer:
-    if config.tokenizer == "gpt2":
-        return gpt2_tokenizer()
-    special = config.extra.get("tokenizer_special_ids", {})
-    return HFTokenizer.from_file(run_dir / TOKENIZER_FILE, **special)
-
-
-def load_run_model(run_dir: Path) -> tuple[SequenceClassifier, Tokenizer, RunConfig]:
+def load_run_model(run_dir: RunDir) -> tuple[SequenceClassifier, Tokenizer, RunConfig]:
     """The classifier of a run folder, on its base weights unless it is standalone; LoRA
     adapters are merged into the weights."""
-    from gptclf.lora import apply_lora, merge_lora
     from gptclf.registry import load_pretrained
 
-    run_dir = Path(run_dir)
     config = read_run_config(run_dir)
-    weights_path = run_dir / WEIGHTS_FILE
-    if not weights_path.is_file():
-        raise GptclfError(f"{run_dir}: {WEIGHTS_FILE} is missing")
-    saved = load_file(str(weights_path))
+    if not run_dir.weights.is_file():
+        raise GptclfError(f"{run_dir}: {run_dir.weights.name} is missing")
+    saved = load_file(str(run_dir.weights))
     if config.standalone:
-        model_class, config_class = FAMILIES[config.family]
-        with torch.device("meta"):
-            model = model_class(config_class(**config.architecture))
+        model = FAMILIES[config.family].build(config.architecture)
         tokenizer = _standalone_tokenizer(run_dir, config)
     else:
         pretrained = load_pretrained(config.base_model)
@@ -115,16 +122,17 @@ def load_run_model(run_dir: Path) -> tuple[SequenceClassifier, Tokenizer, RunCon
                 "use the same base weights (or train with --full for a standalone model)"
             )
         model, tokenizer = pretrained.model, pretrained.tokenizer
-    classifier = SequenceClassifier(
-        model, len(config.label_map), config.pooling, config.attend_to_padding
-    )
-    if config.lora:
-        apply_lora(model, **config.lora)
-    _load_saved(model, saved, weights_path, assign=config.standalone)
-    if config.lora:
-        merge_lora(model)
+    classifier = build_classifier(model, config.classifier_spec())
+    _load_saved(model, saved, run_dir.weights, assign=config.standalone)
+    merge_lora(model)
     classifier.eval()
     return classifier, tokenizer, config
+
+
+def _standalone_tokenizer(run_dir: RunDir, config: RunConfig) -> Tokenizer:
+    if config.tokenizer == "gpt2":
+        return gpt2_tokenizer()
+    return HFTokenizer.from_file(run_dir.tokenizer, **config.special_ids)
 
 
 def _load_saved(model: torch.nn.Module, saved: dict, source: Path, assign: bool) -> None:

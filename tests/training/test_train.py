@@ -1,4 +1,5 @@
-"""Training end to end on tiny models: artifacts, resume, determinism, presets, LoRA."""
+"""Training end to end on tiny models: artifacts, resume, determinism, presets, LoRA, and the
+learning rate of every step."""
 
 import json
 
@@ -10,7 +11,8 @@ from gptclf.data.dataset import DataSource
 from gptclf.data.readers import write_labelled
 from gptclf.errors import GptclfError
 from gptclf.predict import Classifier
-from gptclf.train import config_from, train
+from gptclf.recipe import recipe
+from gptclf.training import train
 
 TOPICS = {
     "sports": ["goal", "match", "team", "coach", "league", "score"],
@@ -44,7 +46,7 @@ def topic_data(tmp_path_factory):
 
 def tiny_config(model_folder, **overrides):
     settings = dict(model=str(model_folder), epochs=3, lr=2e-3, batch_size=8, trainable="all")
-    return config_from(None, **{**settings, **overrides})
+    return recipe(**{**settings, **overrides})
 
 
 def run(folder, source, out, **overrides):
@@ -94,18 +96,18 @@ def test_resumed_run_ends_with_the_metrics_of_an_uninterrupted_one(
     settings = dict(trainable="last-blocks:2", epochs=3, schedule="cosine", warmup=0.2)
     uninterrupted = run(folder, topic_data, tmp_path / "whole", **settings)
 
-    import gptclf.train as train_module
+    from gptclf.training import checkpoint
 
-    real_save = train_module.save_checkpoint
+    real_save = checkpoint.save
 
-    def save_then_crash(trainer):
-        real_save(trainer)
+    def save_then_crash(folder, trainer):
+        real_save(folder, trainer)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(train_module, "save_checkpoint", save_then_crash)
+    monkeypatch.setattr(checkpoint, "save", save_then_crash)
     with pytest.raises(KeyboardInterrupt):
         run(folder, topic_data, tmp_path / "cut", **settings)
-    monkeypatch.setattr(train_module, "save_checkpoint", real_save)
+    monkeypatch.setattr(checkpoint, "save", real_save)
     assert (tmp_path / "cut" / "checkpoint" / "state.json").is_file()
     config = tiny_config(folder, **settings)
     resumed = train(config, topic_data, tmp_path / "cut", resume=True, quiet=True)
@@ -168,7 +170,7 @@ def test_lora_trains_adapters_and_merges_them_for_inference(tiny_llama, topic_da
         n.endswith(("lora_A", "lora_B")) or n.startswith("out_head") for n in names
     )
     classifier = Classifier.from_pretrained(tmp_path / "run")
-    assert not any("LoRA" in type(m).__name__ for m in classifier.model.modules())
+    assert not any("LoRA" in type(m).__name__ for m in classifier.network.modules())
     texts, labels = topic_texts(10, 2)
     probabilities = classifier.predict_proba(texts)
     truth = classifier.labels.ids(labels, "test")
@@ -190,7 +192,7 @@ def _byte_tokenizer_json() -> str:
 
 def test_book_preset_logs_like_the_chapter(tiny_gpt2, topic_data, tmp_path, capsys):
     _, folder = tiny_gpt2
-    config = config_from("book", model=str(folder), epochs=1, eval_every=5)
+    config = recipe("book", model=str(folder), epochs=1, eval_every=5)
     assert (config.pooling, config.trainable, config.batch_size, config.lr) == (
         "last-position",
         "last-block",
@@ -203,7 +205,7 @@ def test_book_preset_logs_like_the_chapter(tiny_gpt2, topic_data, tmp_path, caps
     assert "Training accuracy:" in out and "| Validation accuracy:" in out
     assert results["epochs_run"] == 1
     saved = json.loads((tmp_path / "run" / "config.json").read_text())
-    assert saved["pad_to"] == max(saved["pad_to"], 1) and saved["attend_to_padding"]
+    assert saved["pad_to"] == max(saved["pad_to"], 1) and saved["train"]["attend_to_padding"]
 
 
 def test_existing_run_folder_is_not_overwritten(tiny_gpt2, topic_data, tmp_path):
@@ -227,14 +229,28 @@ def test_early_stopping_with_keep_best_restores_the_best_validation_weights(
     assert validation.index(max(validation)) + 1 == results["best_epoch"]
 
 
-def test_balanced_class_weights_are_inverse_to_class_frequency():
-    from gptclf.data.batching import TokenDataset
-    from gptclf.train import _class_weights
+def test_each_optimizer_step_of_a_training_runs_at_its_scheduled_learning_rate(
+    tiny_gpt2, topic_data, tmp_path, monkeypatch
+):
+    """120 texts in batches of 24, two per step: 3 steps an epoch (the last of one batch), 6 in
+    all; cosine after 3 warm-up steps."""
+    from gptclf.training.step import TrainingStep
 
-    data = TokenDataset([[1]] * 8, [0, 0, 0, 0, 0, 0, 1, 1])
-    weights = _class_weights(config_from(None, class_weights="balanced"), data, 2)
-    assert weights.tolist() == pytest.approx([8 / (2 * 6), 8 / (2 * 2)])
-    assert _class_weights(config_from(None), data, 2) is None
+    seen = []
+    real_step = TrainingStep.optimizer_step
+
+    def recording_step(self):
+        group = self.optimizer.param_groups[0]
+        seen.append((group["lr"], group["weight_decay"]))
+        real_step(self)
+
+    monkeypatch.setattr(TrainingStep, "optimizer_step", recording_step)
+    _, folder = tiny_gpt2
+    settings = dict(trainable="head", epochs=2, batch_size=24, grad_accumulation=2, lr=0.01)
+    run(folder, topic_data, tmp_path / "run", weight_decay=0.05, warmup=0.5, **settings)
+    rates = [rate for rate, _ in seen]
+    assert rates == pytest.approx([0.01 / 3, 0.02 / 3, 0.01, 0.01, 0.0075, 0.0025])
+    assert {decay for _, decay in seen} == {0.05}
 
 
 def test_classifier_is_importable_from_the_package_root(tiny_gpt2, topic_data, tmp_path):
@@ -274,7 +290,7 @@ def test_bf16_training_learns_as_well_as_fp32(tiny_gpt2, topic_data, tmp_path):
 
 
 def test_book_preset_runs_offline_on_randomly_initialised_gpt2_small(topic_data, tmp_path):
-    config = config_from("book", init="random", epochs=1, eval_every=10)
+    config = recipe("book", init="random", epochs=1, eval_every=10)
     assert config.model == "gpt2-small" and not config.cache and config.precision == "fp32"
     results = train(config, topic_data, tmp_path / "run", quiet=True)
     saved = json.loads((tmp_path / "run" / "config.json").read_text())

@@ -1,0 +1,82 @@
+"""The one way class logits are computed, in training, evaluation, prediction and serving: a
+batch through the classifier under the run's precision, and whole lists of sequences in batches
+of similar length. The frozen-prefix pass runs the same way."""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+
+import torch
+
+from gptclf.classifier import SequenceClassifier
+from gptclf.data.batching import Batch, Collator, LengthBucketSampler
+from gptclf.precision import attention_kernel, autocast
+
+
+def batch_logits(
+    classifier: torch.nn.Module,
+    batch: Batch,
+    precision: str,
+    start_block: int = 0,
+    tuned_kernel: bool = True,
+) -> torch.Tensor:
+    """Class logits (batch, n_classes), float32, of a batch on the classifier's device (or of
+    the cached hidden states entering ``start_block``). ``classifier`` may be a DDP wrapper.
+    ``tuned_kernel``: the attention kernel measured fastest (else PyTorch's own choice)."""
+    device = batch.inputs.device.type
+    kernel = attention_kernel(batch.inputs.shape[1], device) if tuned_kernel else nullcontext()
+    with autocast(precision, device), kernel:
+        logits = classifier(batch.inputs, batch.attention_mask, start_block)
+    return logits.float()
+
+
+@torch.inference_mode()
+def logits_of(
+    classifier: SequenceClassifier,
+    sequences: list[list[int]] | list[torch.Tensor],
+    pad_id: int,
+    precision: str = "fp32",
+    *,
+    batch_size: int = 32,
+    pad_to: int | None = None,
+    start_block: int = 0,
+) -> torch.Tensor:
+    """Class logits (n, n_classes) of token sequences (or of cached hidden states entering
+    ``start_block``), in input order, on the CPU; batches are formed from sequences of similar
+    length so little compute goes to padding."""
+    was_training = classifier.training
+    classifier.eval()
+    sampler = LengthBucketSampler([len(s) for s in sequences], batch_size, shuffle=False)
+    collate = Collator(pad_id, pad_to)
+    out = torch.empty(len(sequences), classifier.head.out_features)
+    for indices in sampler:
+        batch = collate([(sequences[i], None) for i in indices])
+        out[indices] = batch_logits(classifier, batch, precision, start_block).cpu()
+    classifier.train(was_training)
+    return out
+
+
+@torch.inference_mode()
+def prefix_states(
+    classifier: SequenceClassifier,
+    sequences: list[list[int]],
+    n_blocks: int,
+    pad_id: int,
+    precision: str = "fp32",
+    batch_size: int = 32,
+) -> list[torch.Tensor]:
+    """Hidden states (len, dim) of each sequence after the bottom ``n_blocks`` blocks, kept in
+    bfloat16 when computed in it: what the frozen-prefix cache holds."""
+    lm = classifier.language_model
+    out: list[torch.Tensor] = [torch.empty(0)] * len(sequences)
+    collate = Collator(pad_id)
+    sampler = LengthBucketSampler([len(s) for s in sequences], batch_size, shuffle=False)
+    for indices in sampler:
+        batch = collate([(sequences[i], None) for i in indices])
+        mask = None if bool(batch.attention_mask.all()) else batch.attention_mask
+        with autocast(precision):
+            states = lm.run_blocks(lm.embed(batch.inputs), mask, stop=n_blocks)
+        states = states.to(torch.bfloat16 if precision == "bf16" else torch.float32)
+        for row, i in enumerate(indices):
+            out[i] = states[row, : len(sequences[i])].clone()
+    return out

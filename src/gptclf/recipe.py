@@ -1,0 +1,221 @@
+"""The training recipe: every option of ``gptclf train`` (besides the data), declared once with
+its default, choices and help, and the presets that set many at once."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, fields
+from functools import partial
+from pathlib import Path
+
+from gptclf.atomic import write_text_atomic
+from gptclf.classifier import POOLINGS
+from gptclf.data.dataset import DataSource
+from gptclf.errors import GptclfError
+from gptclf.options import as_plain, at_least, build, option, read_config_file
+from gptclf.precision import PRECISIONS
+from gptclf.registry import DEFAULT_MODEL
+from gptclf.trainable import TRAINABLE_PATTERN, TRAINABLE_SHOWN
+
+model_option = partial(option, group="model")
+optimisation_option = partial(option, group="optimisation")
+output_option = partial(option, group="evaluation and output")
+DEFAULT_MAX_LENGTH = 512
+
+
+def _shell_text(text: str) -> str:
+    """A template typed in a shell: the two characters backslash and n make a newline."""
+    return text.replace("\\n", "\n")
+
+
+@dataclass
+class TrainConfig:
+    model: str = model_option(
+        DEFAULT_MODEL,
+        "model name or path (--weights PATH: the same)",
+        flags=("--model", "--weights"),
+    )
+    init: str = model_option(
+        "pretrained",
+        "random: the architecture with random weights",
+        choices=("pretrained", "random"),
+    )
+    pooling: str = model_option("last-token", "which hidden state is read", choices=POOLINGS)
+    trainable: str = model_option(
+        "last-block",
+        TRAINABLE_SHOWN.replace(", ", " | "),
+        valid=lambda v: re.fullmatch(TRAINABLE_PATTERN, v) is not None,
+        rule=f"one of {TRAINABLE_SHOWN}",
+    )
+    lora_rank: int = model_option(8, "LoRA rank", **at_least(1))
+    lora_alpha: float = model_option(16.0, "LoRA scaling numerator")
+    lora_targets: tuple[str, ...] = model_option(
+        ("qv",), "qv | attention | mlp | all | module-name suffixes"
+    )
+    lora_blocks: int | None = model_option(
+        None, "LoRA adapters in the top N blocks only (default: all)"
+    )
+    attend_to_padding: bool = model_option(
+        False, "no attention mask on padded batches (the book's way)"
+    )
+    epochs: int = optimisation_option(8, "passes over the training data", **at_least(1))
+    batch_size: int = optimisation_option(8, "texts per batch", **at_least(1))
+    grad_accumulation: int = optimisation_option(1, "batches per optimizer step", **at_least(1))
+    lr: float = optimisation_option(
+        5e-4, "peak learning rate", valid=lambda v: v > 0, rule="positive"
+    )
+    weight_decay: float = optimisation_option(0.1, "AdamW weight decay")
+    warmup: float = optimisation_option(
+        0.1, "fraction of steps warming up linearly", valid=lambda v: 0 <= v < 1, rule="in [0, 1)"
+    )
+    schedule: str = optimisation_option(
+        "cosine", "learning-rate decay after warm-up", choices=("constant", "linear", "cosine")
+    )
+    max_grad_norm: float | None = optimisation_option(
+        1.0, "clip gradients to this norm (0: no clipping)"
+    )
+    class_weights: str | None = optimisation_option(
+        None, "weigh the loss by inverse class frequency", choices=(None, "balanced")
+    )
+    seed: int = optimisation_option(123, "seed of the head, adapters and batch order")
+    max_length: int | None = optimisation_option(
+        None,
+        f"tokens kept per text (default: the context, at most {DEFAULT_MAX_LENGTH})",
+        **at_least(1),
+    )
+    pad_to: str | None = optimisation_option(
+        None, "pad every batch to the longest training text", choices=(None, "longest")
+    )
+    truncate: str = optimisation_option(
+        "head", "which end of a too-long text to keep", choices=("head", "tail")
+    )
+    template: str | None = optimisation_option(
+        None, 'text around each message, e.g. "SMS: {text}\\nSpam?"', parse=_shell_text
+    )
+    drop_last: bool = optimisation_option(False, "drop the last, smaller batch of an epoch")
+    precision: str = optimisation_option(
+        "auto", "auto: bfloat16 where the CPU computes it natively", choices=PRECISIONS
+    )
+    cache: bool = optimisation_option(
+        True,
+        "run the frozen bottom blocks every epoch instead of caching them",
+        flags=("--no-cache",),
+    )
+    eval_every: int | None = output_option(
+        None, "also evaluate every N optimizer steps", **at_least(1)
+    )
+    eval_batches: int | None = output_option(
+        None, "evaluate on the first N batches only", **at_least(1)
+    )
+    early_stopping: int | None = output_option(
+        None,
+        "stop after PATIENCE epochs without a better validation metric",
+        **at_least(1),
+        metavar="PATIENCE",
+    )
+    metric: str = output_option(
+        "accuracy",
+        "validation metric of --early-stopping and --keep best",
+        choices=("accuracy", "macro_f1", "loss"),
+    )
+    keep: str = output_option(
+        "last",
+        "weights kept at the end: the last epoch's or the best validation epoch's",
+        choices=("best", "last"),
+    )
+    full: bool = output_option(False, "write every tensor: a standalone model file")
+    book_loop: bool = option(
+        False, "shuffle with the global RNG and log exactly as chapter 6 does", cli=False
+    )
+
+    def lora_blocks_list(self) -> list[int] | None:
+        """The blocks that get LoRA adapters, counted from the top; None for all."""
+        return None if self.lora_blocks is None else list(range(-self.lora_blocks, 0))
+
+    def lora(self) -> dict | None:
+        """``apply_lora``'s settings where LoRA trains, else None."""
+        if self.trainable != "lora":
+            return None
+        return {
+            "rank": self.lora_rank,
+            "alpha": self.lora_alpha,
+            "targets": list(self.lora_targets),
+            "blocks": self.lora_blocks_list(),
+        }
+
+    def caches_prefix(self) -> bool:
+        """Whether the frozen-prefix cache may run: it is enabled and the batches are
+        dynamically padded with an attention mask (the book's fixed padding reads pad tokens)."""
+        return self.cache and not self.attend_to_padding and not self.pad_to
+
+
+PRESETS: dict[str, dict] = {
+    # Chapter 6 exactly: gpt2-small padded to the longest training text, position -1 read
+    # without an attention mask, last block + final norm + head trained with AdamW 5e-5 / 0.1,
+    # batch 8 with drop_last, 5 epochs, evaluation every 50 steps on 5 batches, seed 123.
+    "book": dict(
+        model="gpt2-small",
+        pad_to="longest",
+        pooling="last-position",
+        attend_to_padding=True,
+        trainable="last-block",
+        lr=5e-5,
+        weight_decay=0.1,
+        batch_size=8,
+        drop_last=True,
+        epochs=5,
+        eval_every=50,
+        eval_batches=5,
+        seed=123,
+        schedule="constant",
+        warmup=0.0,
+        max_grad_norm=None,
+        keep="last",
+        book_loop=True,
+        max_length=1024,
+        cache=False,
+        precision="fp32",
+    ),
+}
+
+
+def max_length_within(max_length: int | None, context_length: int) -> int:
+    """Tokens kept per text: ``max_length``, or else DEFAULT_MAX_LENGTH, within the context."""
+    return min(max_length or DEFAULT_MAX_LENGTH, context_length)
+
+
+def recipe(preset: str | None = None, source: str | None = None, **values) -> TrainConfig:
+    """A preset's settings (if any) with ``values`` on top, checked; a wrong or unknown option is
+    an error naming ``source`` (the file it came from), or its flag."""
+    if preset is not None and preset not in PRESETS:
+        raise GptclfError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    return build(TrainConfig, {**PRESETS.get(preset, {}), **values}, source)
+
+
+def write_options(path: Path, config: TrainConfig, source: DataSource) -> None:
+    """Every option of a run, recipe and data, as YAML that ``read_options`` reads back."""
+    import yaml
+
+    values = {**as_plain(config), **as_plain(source)}
+    write_text_atomic(path, yaml.safe_dump(values, sort_keys=False, allow_unicode=True))
+
+
+def read_options(path: Path) -> tuple[dict, dict]:
+    """The recipe's and the data's options in a YAML or JSON file, each by name; a name that is
+    neither's is an error."""
+    values = read_config_file(path)
+    recipe_names = {f.name for f in fields(TrainConfig)}
+    data_names = {f.name for f in fields(DataSource)}
+    unknown = sorted(set(values) - recipe_names - data_names)
+    if unknown:
+        raise GptclfError(f"{path}: unknown option(s) {', '.join(unknown)}")
+    return (
+        {k: v for k, v in values.items() if k in recipe_names},
+        {k: v for k, v in values.items() if k in data_names},
+    )
+
+
+def options_of_run(path: Path) -> tuple[TrainConfig, DataSource]:
+    """The recipe and data of a run, from the options file ``write_options`` wrote."""
+    recipe_values, data_values = read_options(path)
+    return recipe(source=str(path), **recipe_values), build(DataSource, data_values, str(path))

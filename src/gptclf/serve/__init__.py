@@ -1,0 +1,30 @@
+"""``gptclf serve``: a trained classifier behind HTTP. ``POST /v1/classify`` answers with the
+label and every class probability of each text; concurrent requests are gathered into
+micro-batches for one model thread. A page at ``/`` classifies a pasted message.
+
+``settings`` declares the options, ``limits`` what a request may be, ``batcher`` the
+micro-batching, ``page`` the page and its Content-Security-Policy, ``app`` the routes and the
+server."""
+
+from gptclf.serve.app import (
+    app_for_run,
+    create_app,
+    listening_socket,
+    serve,
+    training_metrics,
+    url_of,
+)
+from gptclf.serve.batcher import MicroBatcher
+from gptclf.serve.settings import API_KEY_ENV, ServeSettings
+
+__all__ = [
+    "API_KEY_ENV",
+    "MicroBatcher",
+    "ServeSettings",
+    "app_for_run",
+    "create_app",
+    "listening_socket",
+    "serve",
+    "training_metrics",
+    "url_of",
+]

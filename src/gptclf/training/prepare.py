@@ -1,0 +1,139 @@
+"""Everything the training loop starts from: the data read and split, the base model with its
+class head and the parts that train, and, where the bottom blocks are frozen, their output
+computed once (the frozen-prefix cache)."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+
+from gptclf.classifier import ClassifierSpec, SequenceClassifier, build_classifier
+from gptclf.data.batching import TokenDataset
+from gptclf.data.dataset import DataSource, Splits, load_splits, tokenize_splits
+from gptclf.data.summary import format_summary
+from gptclf.distributed import LOCAL, DistributedContext, device_scope
+from gptclf.errors import GptclfError
+from gptclf.inference import prefix_states
+from gptclf.models import FAMILIES
+from gptclf.precision import resolve_precision
+from gptclf.recipe import TrainConfig, max_length_within
+from gptclf.registry import Pretrained, load_pretrained
+from gptclf.run.folder import RunDir
+from gptclf.tokenizers import gpt2_tokenizer
+from gptclf.trainable import set_trainable
+
+
+@dataclass
+class Prepared:
+    """Data and model ready for the loop."""
+
+    splits: Splits
+    datasets: dict[str, TokenDataset]
+    pretrained: Pretrained
+    classifier: SequenceClassifier
+    pad_id: int
+    pad_to: int | None
+    max_length: int
+    summary: str
+    start_block: int  # > 0: datasets hold the hidden states that enter this block
+    precision: str  # "bf16" or "fp32"
+
+
+def prepare(
+    config: TrainConfig, source: DataSource, run_dir: RunDir, dist: DistributedContext = LOCAL
+) -> Prepared:
+    """Data, model and (when the bottom blocks are frozen) their cached output. The main rank
+    reads the data and shares it; the model is on ``dist.device``."""
+    splits = dist.on_main(lambda: _load_data(source, run_dir))
+    pretrained = base_model(config)
+    model, tokenizer = pretrained.model, pretrained.tokenizer
+    max_length = max_length_within(config.max_length, model.context_length)
+    tokens, summaries = tokenize_splits(
+        splits, tokenizer, max_length, config.truncate, config.template
+    )
+    pad_to = int(tokens["train"].lengths.max()) if config.pad_to == "longest" else None
+    if pad_to:  # the book cuts validation and test texts to the longest training text
+        tokens = {
+            name: replace(t, ids=[ids[:pad_to] for ids in t.ids]) for name, t in tokens.items()
+        }
+    torch.manual_seed(config.seed)  # the class head and adapters are initialised under the seed
+    spec = ClassifierSpec(
+        len(splits.labels), config.pooling, config.attend_to_padding, config.lora()
+    )
+    classifier = build_classifier(model, spec)
+    set_trainable(classifier, config.trainable)
+    classifier.to(dist.device)
+    start_block = classifier.frozen_prefix() if config.caches_prefix() else 0
+    precision = resolve_precision(config.precision, dist.device.type)
+    inputs = {name: t.ids for name, t in tokens.items()}
+    if start_block:
+        inputs = {
+            name: _shared_prefix_states(
+                classifier, ids, start_block, tokenizer.pad_id, precision, dist
+            )
+            for name, ids in inputs.items()
+        }
+    datasets = {
+        name: TokenDataset(inputs[name], splits.labels.ids(part.labels, part.source))
+        for name, part in splits.parts.items()
+    }
+    summary = format_summary(summaries)
+    return Prepared(
+        splits,
+        datasets,
+        pretrained,
+        classifier,
+        tokenizer.pad_id,
+        pad_to,
+        max_length,
+        summary,
+        start_block,
+        precision,
+    )
+
+
+def base_model(config: TrainConfig) -> Pretrained:
+    """The pretrained model, or with ``init: random`` a family's preset size with random weights
+    drawn under the seed."""
+    if config.init == "pretrained":
+        return load_pretrained(config.model)
+    family = next((f for f in FAMILIES.values() if config.model in f.presets), None)
+    if family is None:
+        sizes = [name for f in FAMILIES.values() for name in f.presets]
+        raise GptclfError(f"--init random builds one of {', '.join(sizes)}, not {config.model!r}")
+    torch.manual_seed(config.seed)
+    model = family.model(family.presets[config.model]).eval()
+    return Pretrained(config.model, model, gpt2_tokenizer(), Path(config.model), 0.0)
+
+
+def _load_data(source: DataSource, run_dir: RunDir) -> Splits:
+    """Read the data (split on the fly if asked) and keep its split files in the run folder."""
+    splits = load_splits(source, run_dir.split)
+    run_dir.split.mkdir(parents=True, exist_ok=True)
+    for name, path in splits.files.items():
+        target = run_dir.split / f"{name}{path.suffix}"
+        if path.resolve() != target.resolve():
+            shutil.copyfile(path, target)
+    return splits
+
+
+def _shared_prefix_states(
+    classifier: SequenceClassifier,
+    sequences: list[list[int]],
+    start_block: int,
+    pad_id: int,
+    precision: str,
+    dist: DistributedContext,
+) -> list[torch.Tensor]:
+    """The hidden states entering ``start_block`` of every sequence, on the device: each rank
+    computes those of its share of the sequences, then the ranks exchange them."""
+
+    def compute(positions: slice) -> list[torch.Tensor]:
+        with device_scope(dist.device, precision):
+            states = prefix_states(classifier, sequences[positions], start_block, pad_id, precision)
+        return [state.cpu() for state in states]
+
+    return [state.to(dist.device) for state in dist.gather_shards(compute)]

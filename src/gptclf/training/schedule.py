@@ -1,0 +1,34 @@
+"""The learning rate over the optimizer steps, and the loss's class weights."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+
+def lr_factor(schedule: str, warmup: float, total_steps: int) -> Callable[[int], float]:
+    """The factor on the peak learning rate at each step (``LambdaLR``'s function): linear
+    warm-up over the first ``warmup`` fraction of the steps, then constant, or decaying linearly
+    or along a cosine to 0 at ``total_steps``."""
+    warmup_steps = int(warmup * total_steps)
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        if schedule == "linear":
+            return max(0.0, 1.0 - progress)
+        if schedule == "cosine":
+            return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+        return 1.0
+
+    return factor
+
+
+def balanced_class_weights(labels: list[int], n_classes: int) -> torch.Tensor:
+    """Per-class loss weights inverse to the class frequencies: n / (classes * count)."""
+    counts = np.bincount(np.asarray(labels), minlength=n_classes)
+    return torch.tensor(len(labels) / (n_classes * np.maximum(counts, 1)), dtype=torch.float32)

@@ -1,0 +1,204 @@
+"""``gptclf train`` as a function: open the run folder, prepare, run the loop, measure the
+validation and test splits once, and write the trained model, its metrics and plots."""
+
+from __future__ import annotations
+
+import math
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from gptclf.data.batching import Collator
+from gptclf.data.dataset import DataSource
+from gptclf.distributed import LOCAL, DistributedContext
+from gptclf.metrics import compute_metrics, format_metrics, write_metrics
+from gptclf.models import family_of
+from gptclf.options import as_plain
+from gptclf.plots import plot_confusion_matrix, plot_training_curves
+from gptclf.recipe import TrainConfig, write_options
+from gptclf.run import RunConfig, RunDir, save_run_model
+from gptclf.tokenizers import HFTokenizer
+from gptclf.trainable import count_parameters, trainable_parameters
+from gptclf.training import checkpoint
+from gptclf.training.batches import BookBatches, BucketBatches
+from gptclf.training.book import BookTrainer
+from gptclf.training.log import Logger
+from gptclf.training.prepare import Prepared, prepare
+from gptclf.training.schedule import balanced_class_weights, lr_factor
+from gptclf.training.step import TrainingStep
+from gptclf.training.trainer import Trainer
+
+
+@dataclass(frozen=True)
+class Mechanics:
+    """How training arranges its arithmetic where that leaves what it learns unchanged in
+    meaning; the defaults are the fastest measured, and ``benchmarks/ablation.py`` turns each off
+    to measure what it gains."""
+
+    bucketing: bool = True  # batches of similar lengths (False: random batches)
+    fused_adamw: bool = True  # AdamW's fused step (False: PyTorch's default step)
+    tuned_kernel: bool = True  # the attention kernel measured fastest under autograd
+    read_positions_only: bool = True  # the top block computes only the positions read
+
+
+def train(
+    config: TrainConfig,
+    source: DataSource,
+    out: Path,
+    *,
+    resume: bool = False,
+    quiet: bool = False,
+    dist: DistributedContext = LOCAL,
+    mechanics: Mechanics = Mechanics(),
+) -> dict:
+    """Train, evaluate on the test split once, and write the run folder ``out``; returns
+    metrics.json.
+    With several ranks (``dist``), every rank trains on its share of each global batch and
+    returns the same metrics; only the main rank writes files and prints."""
+    run_dir = RunDir(Path(out))
+    dist.on_main(lambda: _open(run_dir, config, source, resume))
+    began = time.perf_counter()
+    prepared = prepare(config, source, run_dir, dist)
+    prepare_seconds = time.perf_counter() - began
+    quiet = quiet or not dist.is_main
+    checkpoints = run_dir.checkpoint if dist.is_main else None
+    trainer = build_trainer(config, prepared, checkpoints, quiet, dist, mechanics)
+    if resume:
+        checkpoint.restore(trainer, dist.on_main(lambda: checkpoint.read(run_dir.checkpoint)))
+    logger = Logger(run_dir.metrics_log if dist.is_main else None, quiet, trainer.state)
+    parameters = count_parameters(prepared.classifier)
+    logger.say(prepared.summary)
+    logger.say(
+        f"trainable parameters: {parameters[0]:,} of {parameters[1]:,} "
+        f"({100 * parameters[0] / parameters[1]:.2f}%)"
+    )
+    trainer.run(logger)
+    results = _final_results(trainer, prepared, parameters, prepare_seconds)
+    if dist.is_main:
+        _write_run_folder(trainer, prepared, config, run_dir, logger, results)
+    return results
+
+
+def _open(run_dir: RunDir, config: TrainConfig, source: DataSource, resume: bool) -> None:
+    """Create the run folder with its options, or check that it holds a run to resume."""
+    run_dir.create(resume)
+    if not resume:
+        write_options(run_dir.options, config, source)
+
+
+def build_trainer(
+    config: TrainConfig,
+    prepared: Prepared,
+    checkpoints: Path | None = None,
+    quiet: bool = False,
+    dist: DistributedContext = LOCAL,
+    mechanics: Mechanics = Mechanics(),
+) -> Trainer:
+    """The loop of ``config`` on ``prepared``: the book's or gptclf's, with its batches,
+    optimizer and schedule; it checkpoints into ``checkpoints`` after every epoch."""
+    train_data = prepared.datasets["train"]
+    collate = Collator(prepared.pad_id, prepared.pad_to)
+    if config.book_loop:
+        batches = BookBatches(train_data, collate, config.batch_size, config.seed, config.drop_last)
+    else:
+        pools = 50 if mechanics.bucketing else 1
+        batches = BucketBatches(
+            train_data, collate, config.batch_size, config.seed, config.drop_last, pools
+        )
+    prepared.classifier.top_block_reads_all = not mechanics.read_positions_only
+    trainable = trainable_parameters(prepared.classifier)
+    optimizer = torch.optim.AdamW(
+        trainable.values(),
+        lr=config.lr,
+        weight_decay=config.weight_decay,
+        fused=True if mechanics.fused_adamw else None,
+    )
+    total_steps = config.epochs * math.ceil(batches.per_epoch / config.grad_accumulation)
+    schedule = lr_factor(config.schedule, config.warmup, total_steps)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    n_classes = len(prepared.splits.labels)
+    balanced = config.class_weights == "balanced"
+    step = TrainingStep(
+        prepared.classifier,
+        optimizer,
+        scheduler,
+        precision=prepared.precision,
+        start_block=prepared.start_block,
+        class_weights=balanced_class_weights(train_data.labels, n_classes) if balanced else None,
+        max_grad_norm=config.max_grad_norm,
+        grad_accumulation=config.grad_accumulation,
+        tuned_kernel=mechanics.tuned_kernel,
+        dist=dist,
+    )
+    trainer_type = BookTrainer if config.book_loop else Trainer
+    validation = prepared.datasets.get("validation")
+    return trainer_type(config, step, batches, validation, trainable, checkpoints, quiet)
+
+
+def _final_results(
+    trainer: Trainer, prepared: Prepared, parameters: tuple[int, int], prepare_seconds: float
+) -> dict:
+    """metrics.json: the run's figures and the validation and test metrics."""
+    labels = prepared.splits.labels
+    results = {
+        "best_epoch": trainer.state.best_epoch,
+        "epochs_run": trainer.state.epochs_done,
+        "prepare_seconds": round(prepare_seconds, 2),  # load, tokenize, run the frozen prefix
+        "frozen_prefix_blocks": prepared.start_block,
+        "train_seconds": round(trainer.state.train_seconds, 2),
+        "trainable_parameters": parameters[0],
+        "total_parameters": parameters[1],
+    }
+    for name in ("validation", "test"):
+        if name in prepared.datasets:
+            data = prepared.datasets[name]
+            logits = trainer.step.logits(data, prepared.pad_id, prepared.pad_to)
+            probabilities = logits.softmax(-1).numpy()
+            results[name] = compute_metrics(list(data.labels), probabilities, labels.names)
+    return results
+
+
+def _write_run_folder(
+    trainer: Trainer,
+    prepared: Prepared,
+    config: TrainConfig,
+    run_dir: RunDir,
+    logger: Logger,
+    results: dict,
+) -> None:
+    """The test metrics shown, plots, the trained model and metrics.json; the checkpoint goes."""
+    if "test" in results:
+        logger.say("test set:\n" + format_metrics(results["test"]))
+        plot_confusion_matrix(results["test"], run_dir.confusion_matrix)
+    plot_training_curves(trainer.state.records, run_dir.curves)
+    tokenizer = prepared.pretrained.tokenizer
+    run_config = run_config_of(config, prepared)
+    save_run_model(run_dir, prepared.classifier, run_config, tokenizer, list(trainer.trainable))
+    write_metrics(results, run_dir.metrics)
+    shutil.rmtree(run_dir.checkpoint, ignore_errors=True)
+
+
+def run_config_of(config: TrainConfig, prepared: Prepared) -> RunConfig:
+    """The saved model's config: the recipe and what preparing it settled."""
+    model, tokenizer = prepared.classifier.language_model, prepared.pretrained.tokenizer
+    random_base = config.init == "random"
+    return RunConfig(
+        base_model=config.model,
+        base_sha256=None if random_base else prepared.pretrained.weights_sha256(),
+        standalone=config.full or random_base,
+        family=family_of(model).name,
+        architecture=asdict(model.cfg),
+        labels=prepared.splits.labels.to_json(),
+        max_length=prepared.max_length,
+        pad_to=prepared.pad_to,
+        tokenizer=tokenizer.name if isinstance(tokenizer, HFTokenizer) else "gpt2",
+        special_ids={
+            "eos_id": tokenizer.eos_id,
+            "bos_id": tokenizer.bos_id,
+            "pad_id": tokenizer.pad_id,
+        },
+        train=as_plain(config),
+    )

@@ -1,0 +1,168 @@
+"""The service's routes: answers equal ``Classifier.predict``, JSON errors, the API key, the model
+description, the schema, graceful shutdown, the run's metrics, the socket and the CLI."""
+
+import json
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from gptclf.cli import main
+from gptclf.errors import GptclfError
+from gptclf.serve import ServeSettings, create_app, listening_socket, training_metrics, url_of
+
+from .conftest import LIMITS, expected_predictions, running
+from conftest import HAM, SPAM
+
+
+@pytest.mark.parametrize(
+    ("body", "texts"),
+    [
+        ({"text": SPAM[0]}, [SPAM[0]]),
+        ({"texts": [HAM[0], SPAM[1], HAM[2], SPAM[2]]}, [HAM[0], SPAM[1], HAM[2], SPAM[2]]),
+    ],
+    ids=["text", "texts"],
+)
+def test_classify_returns_what_classifier_predict_returns_in_order(client, classifier, body, texts):
+    response = client.post("/v1/classify", json=body)
+    assert response.status_code == 200
+    assert response.json() == {"predictions": expected_predictions(classifier, texts)}
+
+
+def test_unknown_path_is_a_json_error(client):
+    response = client.get("/v2/classify")
+    assert response.status_code == 404 and response.json() == {"error": "Not Found"}
+
+
+def test_a_failing_model_call_is_a_json_500_and_the_service_keeps_serving(classifier, monkeypatch):
+    compute = classifier.probabilities_of_ids
+    calls = iter([RuntimeError("out of memory"), None])
+
+    def fails_once(ids, batch_size):
+        error = next(calls)
+        if error:
+            raise error
+        return compute(ids, batch_size)
+
+    monkeypatch.setattr(classifier, "probabilities_of_ids", fails_once)
+    app = create_app(classifier, LIMITS)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        failed = client.post("/v1/classify", json={"text": SPAM[0]})
+        assert failed.status_code == 500
+        assert failed.json() == {"error": "internal error; the server's log has the details"}
+        answered = client.post("/v1/classify", json={"text": SPAM[0]})
+    monkeypatch.undo()
+    assert answered.json()["predictions"] == expected_predictions(classifier, [SPAM[0]])
+
+
+def test_api_key_guards_v1_but_not_healthz_and_the_page(classifier):
+    app = create_app(classifier, ServeSettings(api_key="s3cret"))
+    body = {"text": SPAM[0]}
+    with TestClient(app) as client:
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic s3cret"}):
+            for response in (
+                client.post("/v1/classify", json=body, headers=headers),
+                client.get("/v1/model", headers=headers),
+            ):
+                assert response.status_code == 401
+                assert response.headers["www-authenticate"] == "Bearer"
+                assert "missing or wrong API key" in response.json()["error"]
+        right = {"Authorization": "Bearer s3cret"}
+        response = client.post("/v1/classify", json=body, headers=right)
+        assert response.status_code == 200
+        assert response.json()["predictions"] == expected_predictions(classifier, [SPAM[0]])
+        assert client.get("/v1/model", headers=right).status_code == 200
+        assert client.get("/healthz").json() == {"status": "ok"}
+        assert client.get("/").status_code == 200
+
+
+def test_model_endpoint_describes_the_classifier_and_its_training_metrics(
+    client, classifier, trained_run
+):
+    recorded = json.loads((trained_run / "metrics.json").read_text())
+    assert client.get("/v1/model").json() == {
+        "labels": ["ham", "spam"],
+        "base_model": classifier.config.base_model,
+        "pooling": classifier.config.pooling,
+        "max_length": classifier.config.max_length,
+        "template": None,
+        "metrics": {"validation": recorded["validation"], "test": recorded["test"]},
+    }
+
+
+def test_openapi_schema_lists_the_endpoints_and_docs_are_served(client):
+    schema = client.get("/openapi.json").json()
+    assert set(schema["paths"]) == {"/v1/classify", "/v1/model", "/healthz"}
+    body = schema["paths"]["/v1/classify"]["post"]["requestBody"]["content"]["application/json"]
+    assert set(body["schema"]["properties"]) == {"text", "texts"}
+    assert client.get("/docs").status_code == 200
+
+
+def test_requests_in_flight_at_shutdown_still_get_their_answers(classifier, monkeypatch):
+    expected = [expected_predictions(classifier, [text]) for text in (SPAM[0], HAM[0])]
+    started, release = threading.Event(), threading.Event()
+    compute = classifier.probabilities_of_ids
+
+    def held(ids, batch_size):
+        started.set()
+        release.wait(10)
+        return compute(ids, batch_size)
+
+    monkeypatch.setattr(classifier, "probabilities_of_ids", held)
+    app = create_app(classifier, ServeSettings(max_wait_ms=0))
+    with running(app) as (url, server), ThreadPoolExecutor(2) as pool:
+
+        def post(text: str) -> httpx.Response:
+            return httpx.post(f"{url}/v1/classify", json={"text": text}, timeout=30)
+
+        first = pool.submit(post, SPAM[0])
+        assert started.wait(10)
+        second = pool.submit(post, HAM[0])
+        while len(server.server_state.tasks) < 2:  # both requests are in the app
+            time.sleep(0.01)
+        server.should_exit = True
+        with pytest.raises(httpx.ConnectError):  # shutting down: no new connections
+            while True:
+                httpx.get(f"{url}/healthz", timeout=1)
+                time.sleep(0.02)
+        release.set()
+        answers = [first.result(), second.result()]
+    assert [a.status_code for a in answers] == [200, 200]
+    assert [a.json()["predictions"] for a in answers] == expected
+
+
+def test_training_metrics_are_the_validation_and_test_figures_of_the_run(tmp_path):
+    assert training_metrics(tmp_path) == {}
+    recorded = {"validation": {"accuracy": 0.9}, "test": {"accuracy": 0.8}, "epochs": 2}
+    (tmp_path / "metrics.json").write_text(json.dumps(recorded))
+    assert training_metrics(tmp_path) == {
+        "validation": {"accuracy": 0.9},
+        "test": {"accuracy": 0.8},
+    }
+    (tmp_path / "metrics.json").write_text("{not json")
+    with pytest.raises(GptclfError, match=r"metrics\.json: not readable JSON"):
+        training_metrics(tmp_path)
+
+
+def test_a_port_in_use_is_one_clear_error():
+    with listening_socket("127.0.0.1", 0) as taken:
+        port = int(url_of(taken).rsplit(":", 1)[1])
+        assert url_of(taken) == f"http://127.0.0.1:{port}"
+        with pytest.raises(GptclfError, match=f"cannot listen on 127.0.0.1:{port} "):
+            listening_socket("127.0.0.1", port)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["serve", "nowhere"], "nowhere: not a trained model (no config.json)"),
+        (["serve", "nowhere", "--max-batch", "0"], "--max-batch must be at least 1, not 0"),
+    ],
+)
+def test_serve_with_bad_input_exits_2_with_one_line(argv, message, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err

@@ -1,0 +1,133 @@
+"""The page at ``/``: its files inlined into one answer, a policy that allows only them, escaping
+by construction, and the page in a headless browser."""
+
+import os
+import re
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from importlib import resources
+from pathlib import Path
+from types import SimpleNamespace
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from gptclf.serve import ServeSettings, create_app
+from gptclf.serve.page import PAGE, PAGE_POLICY, sha256_source
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+
+
+def test_page_escapes_by_construction_and_allows_only_its_own_script(client):
+    response = client.get("/")
+    assert response.headers["content-type"].startswith("text/html")
+    assert "innerHTML" not in response.text and "textContent" in response.text
+    policy = response.headers["content-security-policy"]
+    assert "default-src 'none'" in policy and "connect-src 'self'" in policy
+
+
+def test_the_page_inlines_its_package_files_and_the_policy_allows_exactly_them():
+    files = resources.files("gptclf.serve")
+    style, script = (
+        files.joinpath(name).read_text(encoding="utf-8") for name in ("page.css", "page.js")
+    )
+    assert re.findall("<style>(.*?)</style>", PAGE, re.DOTALL) == [style]
+    assert re.findall("<script>(.*?)</script>", PAGE, re.DOTALL) == [script]
+    assert "$" not in PAGE and PAGE.startswith("<!doctype html>")
+    expected_policy = (
+        f"default-src 'none'; script-src {sha256_source(script)}; "
+        f"style-src {sha256_source(style)}; connect-src 'self'; base-uri 'none'; "
+        "form-action 'none'; frame-ancestors 'none'"
+    )
+    assert expected_policy == PAGE_POLICY
+
+
+def test_sha256_source_is_the_csp_hash_of_the_text():
+    assert sha256_source("") == "'sha256-47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU='"
+
+
+def test_the_page_is_served_with_its_policy_and_without_a_model_call():
+    stub = SimpleNamespace(
+        labels=SimpleNamespace(names=["ham", "spam"]),
+        config=SimpleNamespace(base_model="m", pooling="last", max_length=8, template=None),
+    )
+    with TestClient(create_app(stub, ServeSettings(api_key="s3cret"))) as client:
+        response = client.get("/")
+        assert client.app.state.batcher.model_calls == 0
+    assert response.status_code == 200 and response.text == PAGE
+    assert response.headers["content-security-policy"] == PAGE_POLICY
+
+
+@contextmanager
+def serve_command(run_dir: Path, api_key: str) -> Iterator[str]:
+    """``gptclf serve RUN_DIR --port 0`` as a process with ``GPTCLF_API_KEY`` set; yields the URL
+    it prints, and stops it with Ctrl-C (SIGINT), which must end it gracefully and quietly."""
+    command = [sys.executable, "-m", "gptclf", "serve", str(run_dir), "--port", "0"]
+    environment = {**os.environ, "GPTCLF_API_KEY": api_key}
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=environment
+    )
+    try:
+        first = process.stdout.readline()
+        assert first.startswith(f"serving {run_dir} on http://127.0.0.1:"), first
+        yield first.split(" on ")[-1].strip()
+    finally:
+        process.send_signal(signal.SIGINT)
+        log = process.communicate(timeout=30)[0]
+    assert process.returncode == 0, log
+    assert "Application shutdown complete" in log and "Traceback" not in log
+
+
+@pytest.mark.skipif(
+    not (CHROMIUM.exists() and CHROMEDRIVER.exists()),
+    reason="headless Chromium is missing: apt-get install -y chromium chromium-driver",
+)
+def test_page_in_a_headless_browser_shows_the_verdict_and_probabilities_of_the_api(trained_run):
+    webdriver = pytest.importorskip("selenium.webdriver")
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.wait import WebDriverWait
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"):
+        options.add_argument(argument)
+    message = "Congratulations <b>winner</b>! Claim your FREE prize & cash now"
+    with serve_command(trained_run, api_key="s3cret") as url:
+        api = httpx.post(
+            f"{url}/v1/classify",
+            json={"text": message},
+            headers={"Authorization": "Bearer s3cret"},
+            timeout=30,
+        ).json()["predictions"][0]
+        driver = webdriver.Chrome(options=options, service=Service(str(CHROMEDRIVER)))
+        try:
+            driver.get(url + "/")
+            driver.find_element(By.ID, "message").send_keys(message)
+            driver.find_element(By.ID, "classify").click()
+            status = driver.find_element(By.ID, "status")
+            WebDriverWait(driver, 20).until(lambda _: "API key" in status.text)
+            driver.find_element(By.TAG_NAME, "summary").click()
+            driver.find_element(By.ID, "api-key").send_keys("s3cret")
+            driver.find_element(By.ID, "classify").click()
+            result = driver.find_element(By.ID, "result")
+            WebDriverWait(driver, 20).until(lambda _: result.is_displayed())
+            verdict = driver.find_element(By.ID, "verdict").text
+            confidence = driver.find_element(By.ID, "confidence").text
+            rows = [
+                [cell.text for cell in row.find_elements(By.TAG_NAME, "td")]
+                for row in driver.find_elements(By.CSS_SELECTOR, "#probabilities tr")
+            ]
+            status_text = status.text
+        finally:
+            driver.quit()
+    assert verdict == api["label"] and status_text == ""
+    assert float(confidence) == pytest.approx(api["probability"], abs=5e-5)
+    assert [label for label, _ in rows] == list(api["probabilities"])
+    for label, shown in rows:
+        assert float(shown) == pytest.approx(api["probabilities"][label], abs=5e-5)
