@@ -72,9 +72,8 @@ class Classifier:
         empty = next((i for i, x in enumerate(ids) if not x), None)
         if empty is not None:
             raise GptclfError(f"{where(empty)}: no text to classify (empty or unrepresentable)")
-        limit = self.config.pad_to or self.config.max_length
         around = template_ids(self.tokenizer, self.config.template)
-        return frame(ids, limit, self.config.recipe.truncate, around).ids
+        return frame(ids, self.config.tokens_kept, self.config.recipe.truncate, around).ids
 
     def probabilities_of_ids(self, ids: list[list[int]], batch_size: int = 32) -> np.ndarray:
         """Class probabilities (n, n_classes), columns in label-id order."""

@@ -307,3 +307,28 @@ def test_template_is_kept_with_the_model_and_applied_to_new_texts(tiny_gpt2, top
     ids = classifier.token_ids(["news: goal"])[0]
     tokenizer = classifier.tokenizer
     assert tokenizer.decode(ids) == "Topic of this headline? news: goal\nAnswer:"
+
+
+def test_texts_cut_to_the_longest_training_text_are_framed_as_prediction_frames_them(
+    tiny_gpt2, tmp_path
+):
+    """With batches padded to the longest training text, a longer test text keeps the side that
+    --truncate names and the template around it, in training as in prediction."""
+    from gptclf.run.folder import RunDir
+    from gptclf.training.prepare import prepare
+
+    _, folder = tiny_gpt2
+    texts, labels = topic_texts(6, 0)
+    long_texts = [text + " and then " + " ".join(["more words"] * 6) for text in texts]
+    for name, rows in {"train": texts, "validation": texts, "test": long_texts}.items():
+        write_labelled(tmp_path / f"{name}.csv", rows, labels)
+    files = {n: tmp_path / f"{n}.csv" for n in ("train", "validation", "test")}
+    source = DataSource(**files)
+    template = "Topic? {text} Answer:"
+    config = tiny_config(folder, pad_to="longest", truncate="tail", template=template, epochs=1)
+    train(config, source, tmp_path / "run", quiet=True)
+    classifier = Classifier.from_pretrained(tmp_path / "run")
+    predicted = classifier.token_ids(long_texts)
+    assert classifier.tokenizer.decode(predicted[0]).endswith("more words Answer:")
+    trained = prepare(config, source, RunDir(tmp_path / "again")).datasets["test"].ids
+    assert [list(ids) for ids in trained] == predicted

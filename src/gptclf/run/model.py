@@ -53,6 +53,12 @@ class RunConfig:
         return LabelMap.from_json(self.labels)
 
     @property
+    def tokens_kept(self) -> int:
+        """How many tokens of a text (with its template) the model reads: as many as in the
+        longest training text where batches are padded to it, else ``max_length``."""
+        return self.pad_to or self.max_length
+
+    @property
     def pooling(self) -> str:
         return self.recipe.pooling
 

@@ -5,7 +5,7 @@ computed once (the frozen-prefix cache)."""
 from __future__ import annotations
 
 import shutil
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -55,10 +55,8 @@ def prepare(
         splits, tokenizer, max_length, config.truncate, config.template
     )
     pad_to = int(tokens["train"].lengths.max()) if config.pad_to == "longest" else None
-    if pad_to:  # the book cuts validation and test texts to the longest training text
-        tokens = {
-            name: replace(t, ids=[ids[:pad_to] for ids in t.ids]) for name, t in tokens.items()
-        }
+    if pad_to:  # the book cuts every text to the longest training text, as prediction does
+        tokens, _ = tokenize_splits(splits, tokenizer, pad_to, config.truncate, config.template)
     torch.manual_seed(config.seed)  # the class head and adapters are initialised under the seed
     spec = ClassifierSpec(
         len(splits.labels), config.pooling, config.attend_to_padding, config.lora()
