@@ -3,6 +3,8 @@ import torch
 import transformers
 
 from gptclf.classifier import POOLINGS, SequenceClassifier, mean_pool
+from gptclf.errors import GptclfError
+from gptclf.models import GPTConfig, GPTModel
 from gptclf.trainable import set_trainable
 from gptclf.weights.huggingface import load_hf_gpt2, load_hf_llama
 
@@ -84,3 +86,9 @@ def test_reading_one_position_gives_the_logits_and_gradients_of_the_full_last_bl
     torch.testing.assert_close(actual, expected, atol=1e-5, rtol=0)
     for got, want in zip(actual_grads, expected_grads, strict=True):
         torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)
+
+
+def test_an_unknown_pooling_is_an_error_not_silent_mean_pooling():
+    cfg = GPTConfig(vocab_size=30, context_length=16, emb_dim=8, n_heads=2, n_layers=1)
+    with pytest.raises(GptclfError, match="unknown pooling 'max'"):
+        SequenceClassifier(GPTModel(cfg), n_classes=2, pooling="max")

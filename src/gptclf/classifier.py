@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from gptclf.errors import GptclfError
 from gptclf.lora import apply_lora
 from gptclf.models import LanguageModel
 from gptclf.models.stack import rows_at
@@ -47,6 +48,8 @@ class SequenceClassifier(nn.Module):
         attend_to_padding: bool = False,
     ):
         super().__init__()
+        if pooling not in POOLINGS:
+            raise GptclfError(f"unknown pooling {pooling!r}; choose one of {', '.join(POOLINGS)}")
         language_model.out_head = nn.Linear(language_model.cfg.emb_dim, n_classes)
         self.language_model = language_model
         self.pooling = pooling

@@ -37,8 +37,7 @@ class Meta:
 
 def option(default: Any, help: str, **meta: Any) -> Any:
     """A dataclass field with its command-line and config-file declaration."""
-    kind = {"default_factory": lambda: default} if isinstance(default, list) else {}
-    return field(**(kind or {"default": default}), metadata={META: Meta(help, **meta)})
+    return field(default=default, metadata={META: Meta(help, **meta)})
 
 
 def at_least(minimum: float) -> dict:
@@ -73,9 +72,9 @@ def add_options(
             continue
         target = parser
         if meta.group and isinstance(parser, argparse.ArgumentParser):
-            target = groups.get(meta.group) or groups.setdefault(
-                meta.group, parser.add_argument_group(meta.group)
-            )
+            if meta.group not in groups:
+                groups[meta.group] = parser.add_argument_group(meta.group)
+            target = groups[meta.group]
         target.add_argument(
             *(meta.flags or [flag_of(f)]),
             dest=f.name,
