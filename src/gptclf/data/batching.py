@@ -71,6 +71,9 @@ class Collator:
         return Batch(inputs, attention_mask, torch.tensor(labels) if has_labels else None)
 
 
+POOL_BATCHES = 50  # batches per pool sorted by length: random enough, little padding
+
+
 class LengthBucketSampler(Sampler[list[int]]):
     """Batches of indices with similar lengths, in a shuffled order that the seed and epoch fix.
 
@@ -88,7 +91,7 @@ class LengthBucketSampler(Sampler[list[int]]):
         shuffle: bool = True,
         seed: int = 0,
         drop_last: bool = False,
-        pool_batches: int = 50,
+        pool_batches: int = POOL_BATCHES,
     ):
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")

@@ -8,7 +8,13 @@ from collections.abc import Iterator
 
 from torch.utils.data import DataLoader
 
-from gptclf.data.batching import Batch, Collator, LengthBucketSampler, TokenDataset
+from gptclf.data.batching import (
+    POOL_BATCHES,
+    Batch,
+    Collator,
+    LengthBucketSampler,
+    TokenDataset,
+)
 
 
 class BucketBatches:
@@ -23,7 +29,7 @@ class BucketBatches:
         size: int,
         seed: int,
         drop_last: bool,
-        pool_batches: int = 50,
+        pool_batches: int = POOL_BATCHES,
     ):
         self.data, self.collate, self.size = data, collate, size
         self.seed, self.drop_last, self.pool_batches = seed, drop_last, pool_batches

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from gptclf.data.batching import Collator
+from gptclf.data.batching import POOL_BATCHES, Collator
 from gptclf.data.dataset import DataSource
 from gptclf.distributed import LOCAL, DistributedContext
 from gptclf.metrics import compute_metrics, format_metrics, write_metrics
@@ -47,17 +47,16 @@ class Mechanics:
 def train(
     config: TrainConfig,
     source: DataSource,
-    out: Path,
+    out: str | Path,
     *,
     resume: bool = False,
     quiet: bool = False,
     dist: DistributedContext = LOCAL,
     mechanics: Mechanics = Mechanics(),
 ) -> dict:
-    """Train, evaluate on the test split once, and write the run folder ``out``; returns
-    metrics.json.
-    With several ranks (``dist``), every rank trains on its share of each global batch and
-    returns the same metrics; only the main rank writes files and prints."""
+    """Train, evaluate on the test split once, and write the run folder ``out``; returns what
+    metrics.json holds. With several ranks (``dist``), every rank trains on its share of each
+    global batch and returns the same metrics; only the main rank writes files and prints."""
     run_dir = RunDir(Path(out))
     dist.on_main(lambda: _open(run_dir, config, source, resume))
     began = time.perf_counter()
@@ -104,7 +103,7 @@ def build_trainer(
     if config.book_loop:
         batches = BookBatches(train_data, collate, config.batch_size, config.seed, config.drop_last)
     else:
-        pools = 50 if mechanics.bucketing else 1
+        pools = POOL_BATCHES if mechanics.bucketing else 1
         batches = BucketBatches(
             train_data, collate, config.batch_size, config.seed, config.drop_last, pools
         )
