@@ -301,8 +301,8 @@ def phase_infer(spec: dict, work: Path) -> dict:
     classifier = Classifier.from_pretrained(spec["run_dir"])
     texts = book_split(spec["model"], work)[0]["test"][0][:TEST_MESSAGES]
     tokenizer, head = classifier.tokenizer, classifier.network.head
-    network = classifier.network.language_model
-    hf = hf_llama(network, classifier.labels.names, tokenizer.pad_id).eval()
+    language_model = classifier.network.language_model
+    hf = hf_llama(language_model, classifier.labels.names, tokenizer.pad_id).eval()
     hf.score = nn.Linear(head.in_features, head.out_features, bias=head.bias is not None)
     hf.score.load_state_dict(head.state_dict())
     pad_token = tokenizer.backend.id_to_token(tokenizer.pad_id)
