@@ -11,6 +11,7 @@ from pathlib import Path
 from gptclf.atomic import write_text_atomic
 from gptclf.classifier import POOLINGS
 from gptclf.data.dataset import DataSource
+from gptclf.data.tokenized import TEXT_SLOT
 from gptclf.errors import GptclfError
 from gptclf.options import as_plain, at_least, build, option, read_config_file
 from gptclf.precision import PRECISIONS
@@ -90,7 +91,11 @@ class TrainConfig:
         "head", "which end of a too-long text to keep", choices=("head", "tail")
     )
     template: str | None = optimisation_option(
-        None, 'text around each message, e.g. "SMS: {text}\\nSpam?"', parse=_shell_text
+        None,
+        'text around each message, e.g. "SMS: {text}\\nSpam?"',
+        parse=_shell_text,
+        valid=lambda t: t.count(TEXT_SLOT) == 1,
+        rule=f"text with {TEXT_SLOT} in it once",
     )
     drop_last: bool = optimisation_option(False, "drop the last, smaller batch of an epoch")
     precision: str = optimisation_option(

@@ -6,21 +6,24 @@ standalone, every tensor."""
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from gptclf.atomic import atomic_path, write_text_atomic
 from gptclf.classifier import ClassifierSpec, SequenceClassifier, build_classifier
 from gptclf.data.labels import LabelMap
+from gptclf.data.tokenized import frame, template_ids
 from gptclf.errors import GptclfError
 from gptclf.lora import merge_lora
-from gptclf.models import FAMILIES
+from gptclf.models import FAMILIES, LanguageModel
 from gptclf.recipe import TrainConfig, recipe
+from gptclf.run import checks
 from gptclf.run.folder import RunDir
 from gptclf.tokenizers import HFTokenizer, Tokenizer, gpt2_tokenizer
+from gptclf.trainable import set_trainable, trainable_parameters
 
 
 @dataclass
@@ -40,9 +43,20 @@ class RunConfig:
     tokenizer: str  # "gpt2", or the name of a Hugging Face tokenizer
     special_ids: dict  # the tokenizer's eos_id, bos_id and pad_id
     train: dict  # the resolved recipe
+    weights: dict | None = None  # the weights file's SHA-256 and tensor shapes, once written
 
     def __post_init__(self) -> None:
-        self._recipe = recipe(source="train", **self.train)  # checked now
+        """Every field checked, so that a damaged or edited config fails here, naming it."""
+        checks.check_base(self.base_model, self.base_sha256, self.standalone)
+        family = checks.checked_family(self.family)
+        checks.check_architecture(family, self.architecture)
+        self._labels = checks.checked_labels(self.labels)
+        architecture = self.architecture
+        checks.check_lengths(self.max_length, self.pad_to, architecture["context_length"])
+        checks.check_tokenizer(self.tokenizer, self.special_ids, architecture["vocab_size"])
+        if not isinstance(self.train, dict):
+            raise GptclfError(f"train must be a mapping of options, not {self.train!r}")
+        self._recipe = recipe(source="train", **self.train)
 
     @property
     def recipe(self) -> TrainConfig:
@@ -50,7 +64,7 @@ class RunConfig:
 
     @property
     def label_map(self) -> LabelMap:
-        return LabelMap.from_json(self.labels)
+        return self._labels
 
     @property
     def tokens_kept(self) -> int:
@@ -92,67 +106,93 @@ def save_run_model(
         save_file(tensors, str(tmp), metadata={"format": "pt"})
     if config.standalone and isinstance(tokenizer, HFTokenizer):
         write_text_atomic(run_dir.tokenizer, tokenizer.backend.to_str())
+    config.weights = checks.weights_record(run_dir.weights, tensors)
     write_text_atomic(run_dir.model_config, json.dumps(asdict(config), indent=2))
 
 
 def read_run_config(run_dir: RunDir) -> RunConfig:
+    """The run's ``config.json``, every field checked."""
     path = run_dir.model_config
     if not path.is_file():
         raise GptclfError(f"{run_dir}: not a trained model (no {path.name})")
     try:
-        return RunConfig(**json.loads(path.read_text(encoding="utf-8")))
-    except (json.JSONDecodeError, TypeError) as exc:
+        stored = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise GptclfError(f"{path}: not a gptclf model config ({exc})") from exc
+    known = {f.name for f in fields(RunConfig)}
+    if not isinstance(stored, dict) or set(stored) - known or {"train", "weights"} - set(stored):
+        raise GptclfError(
+            f"{path}: not a model config of this gptclf (fields: {', '.join(sorted(known))})"
+        )
+    try:
+        return RunConfig(**stored)
+    except TypeError as exc:
         raise GptclfError(f"{path}: not a gptclf model config ({exc})") from exc
     except GptclfError as exc:
         raise GptclfError(f"{path}: {exc}") from exc
 
 
 def load_run_model(run_dir: RunDir) -> tuple[SequenceClassifier, Tokenizer, RunConfig]:
-    """The classifier of a run folder, on its base weights unless it is standalone; LoRA
-    adapters are merged into the weights."""
-    from gptclf.registry import load_pretrained
-
+    """The classifier of a run folder, on its base weights unless it is standalone, once the
+    config and the weights are shown to be what training wrote; LoRA adapters are merged into
+    the weights."""
     config = read_run_config(run_dir)
-    if not run_dir.weights.is_file():
-        raise GptclfError(f"{run_dir}: {run_dir.weights.name} is missing")
-    saved = load_file(str(run_dir.weights))
+    saved = checks.verified_weights(run_dir.weights, config.weights)
+    model, tokenizer = _base(run_dir, config)
+    try:
+        classifier = build_classifier(model, config.classifier_spec())
+        frame([[0]], config.tokens_kept, around=template_ids(tokenizer, config.template))
+    except GptclfError as exc:
+        raise GptclfError(f"{run_dir.model_config}: {exc}") from exc
     if config.standalone:
-        model = FAMILIES[config.family].build(config.architecture)
-        tokenizer = _standalone_tokenizer(run_dir, config)
+        expected = set(model.state_dict())
     else:
-        pretrained = load_pretrained(config.base_model)
-        if pretrained.weights_sha256() != config.base_sha256:
-            raise GptclfError(
-                f"{run_dir} was trained on {config.base_model} with SHA-256 {config.base_sha256}, "
-                f"but {pretrained.weights_path} has {pretrained.weights_sha256()}; "
-                "use the same base weights (or train with --full for a standalone model)"
-            )
-        model, tokenizer = pretrained.model, pretrained.tokenizer
-    classifier = build_classifier(model, config.classifier_spec())
+        set_trainable(classifier, config.recipe.trainable)
+        expected = set(trainable_parameters(classifier))
+        classifier.requires_grad_(False)
+    checks.check_trained_tensors(run_dir.weights, saved, expected)
     _load_saved(model, saved, run_dir.weights, assign=config.standalone)
     merge_lora(model)
     classifier.eval()
     return classifier, tokenizer, config
 
 
+def _base(run_dir: RunDir, config: RunConfig) -> tuple[LanguageModel, Tokenizer]:
+    """The model the trained tensors go into, and the tokenizer: the verified base model, or
+    for a standalone model its architecture with storage-less weights."""
+    from gptclf.registry import load_pretrained
+
+    if config.standalone:
+        model = FAMILIES[config.family].build(config.architecture)
+        return model, _standalone_tokenizer(run_dir, config)
+    pretrained = load_pretrained(config.base_model)
+    if pretrained.weights_sha256() != config.base_sha256:
+        raise GptclfError(
+            f"{run_dir} was trained on {config.base_model} with SHA-256 {config.base_sha256}, "
+            f"but {pretrained.weights_path} has {pretrained.weights_sha256()}; "
+            "use the same base weights (or train with --full for a standalone model)"
+        )
+    if asdict(pretrained.model.cfg) != config.architecture:
+        raise GptclfError(
+            f"{run_dir.model_config}: architecture differs from {config.base_model}'s"
+        )
+    return pretrained.model, pretrained.tokenizer
+
+
 def _standalone_tokenizer(run_dir: RunDir, config: RunConfig) -> Tokenizer:
     if config.tokenizer == "gpt2":
         return gpt2_tokenizer()
+    if not run_dir.tokenizer.is_file():
+        raise GptclfError(f"{run_dir.tokenizer}: file not found")
     return HFTokenizer.from_file(run_dir.tokenizer, **config.special_ids)
 
 
 def _load_saved(model: torch.nn.Module, saved: dict, source: Path, assign: bool) -> None:
     expected = model.state_dict()
-    unknown = sorted(set(saved) - set(expected))
-    if unknown:
-        raise GptclfError(f"{source}: tensors {', '.join(unknown[:3])} do not fit this model")
     for name, tensor in saved.items():
         if tensor.shape != expected[name].shape:
             raise GptclfError(
                 f"{source}: tensor {name} has shape {tuple(tensor.shape)}, "
                 f"the model expects {tuple(expected[name].shape)}"
             )
-    if assign and set(saved) != set(expected):
-        missing = sorted(set(expected) - set(saved))
-        raise GptclfError(f"{source}: missing tensors {', '.join(missing[:3])}")
     model.load_state_dict(saved, strict=assign, assign=assign)
