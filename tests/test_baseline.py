@@ -3,7 +3,9 @@ reaches the book's level on the SMS spam split."""
 
 from __future__ import annotations
 
+import json
 import random
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,9 +13,10 @@ from sklearn.pipeline import Pipeline
 
 from gptclf import baseline
 from gptclf.baseline import C_GRID, class_probabilities, make_pipeline, train_baseline
+from gptclf.cli import main
 from gptclf.data.dataset import DataSource, Splits, load_splits
 from gptclf.data.labels import LabelMap
-from gptclf.data.readers import LabelledTexts
+from gptclf.data.readers import LabelledTexts, write_labelled
 
 TOPIC_WORDS = {
     "sport": "goal match team score league coach player win season stadium",
@@ -135,3 +138,38 @@ def test_baseline_on_the_sms_book_split_reaches_95_percent_test_accuracy():
     assert metrics["split"] == "test"
     assert metrics["n"] == 300
     assert metrics["accuracy"] >= 0.95
+
+
+def topics_file(folder: Path) -> Path:
+    """The synthetic topics, 70 rows of each, in one CSV to split on the fly."""
+    part = synthetic_part("all", 70, random.Random(1))
+    write_labelled(folder / "topics.csv", part.texts, part.labels)
+    return folder / "topics.csv"
+
+
+def test_baseline_splits_data_in_memory_without_split_out(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    data = topics_file(tmp_path)
+    assert main(["baseline", f"--data={data}", "--json"]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert metrics["split"] == "test" and metrics["n"] == 42 and metrics["accuracy"] > 0.8
+    assert list(tmp_path.iterdir()) == [data]  # nothing written
+
+
+def test_baseline_writes_the_split_with_split_out(tmp_path, capsys):
+    data = topics_file(tmp_path)
+    assert main(["baseline", f"--data={data}", f"--split-out={tmp_path / 'split'}"]) == 0
+    assert sorted(p.name for p in (tmp_path / "split").iterdir()) == [
+        "test.csv",
+        "train.csv",
+        "validation.csv",
+    ]
+
+
+def test_a_split_out_that_cannot_be_written_fails_before_reading(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    absent = tmp_path / "absent.csv"  # not read: the folder is checked first
+    assert main(["baseline", f"--data={absent}", f"--split-out={blocker}"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{blocker} is not a folder" in err

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 from gptclf.data.dataset import READING_OPTIONS, DataSource
 from gptclf.distributed import DEVICES, is_main_process, launched_in_parallel
 from gptclf.errors import GptclfError
 from gptclf.options import add_options, build, given
+from gptclf.predict import PredictOptions
 from gptclf.recipe import TrainConfig
 from gptclf.registry import DEFAULT_MODEL, MODELS
 from gptclf.run.folder import RunDir
@@ -97,6 +101,7 @@ def _cmd_data_split(args: argparse.Namespace) -> None:
     from gptclf.data.readers import read_labelled
     from gptclf.data.splits import stratified_split, write_split
 
+    _check_folder(args.out)
     data = read_labelled(args.file, **_reading_options(args))
     parts = stratified_split(data, tuple(args.fractions), args.split_seed)
     for name, path in write_split(parts, args.out).items():
@@ -161,41 +166,37 @@ def _cmd_eval(args: argparse.Namespace) -> None:
 
 
 def _cmd_predict(args: argparse.Namespace) -> None:
-    from dataclasses import asdict
-
     from gptclf.distributed import distributed_context
-    from gptclf.predict import Classifier, predict_file
+    from gptclf.predict import Classifier, check_texts, predict_file, predict_texts, text_line
 
+    options = build(PredictOptions, given(args, PredictOptions))
     if bool(args.input) != bool(args.output):
         raise GptclfError("--input and --output go together")
     if args.input and args.texts:
         raise GptclfError("give texts or --input FILE, not both")
     if not args.input and not args.texts:
         raise GptclfError("nothing to classify: give texts or --input FILE --output FILE")
-    if args.chunk_rows < 1:
-        raise GptclfError("--chunk-rows must be at least 1")
     if launched_in_parallel() and not args.input:
         raise GptclfError("under torchrun, predict classifies files: give --input and --output")
+    check_texts(args.texts, options.on_empty, lambda i: f"text {i + 1}")
     with distributed_context(args.device) as dist:
-        classifier = Classifier.from_pretrained(args.run_dir).to(dist.device)
+
+        def load() -> Classifier:
+            return Classifier.from_pretrained(args.run_dir).to(dist.device)
+
         if args.input:
-            rows = predict_file(
-                classifier,
-                args.input,
-                args.output,
-                args.text_column,
-                args.chunk_rows,
-                args.batch_size,
-                dist,
+            tally = predict_file(
+                load, args.input, args.output, options, args.text_column, args.encoding, dist
             )
             if dist.is_main:
-                print(f"{rows} rows classified into {args.output}", file=sys.stderr)
+                _note(f"{tally.classified} rows classified into {args.output}")
+                _note_if(tally.note(options.on_empty, "row"))
             return
-    for text, p in zip(args.texts, classifier.predict(args.texts, args.batch_size), strict=True):
-        if args.json:
-            print(json.dumps({"text": text, **asdict(p)}))
-        else:
-            print(f"{p.label}\t{p.probability:.4f}\t{text}")
+        classifier = load()
+    rows, tally = predict_texts(classifier, args.texts, options)
+    for text, prediction in rows:
+        print(text_line(text, prediction, args.json))
+    _note_if(tally.note(options.on_empty, "text"))
 
 
 def _cmd_baseline(args: argparse.Namespace) -> None:
@@ -204,7 +205,9 @@ def _cmd_baseline(args: argparse.Namespace) -> None:
     from gptclf.metrics import format_metrics
 
     source = build(DataSource, given(args, DataSource))
-    splits = load_splits(source, args.split_out)
+    if args.split_out is not None:
+        _check_folder(args.split_out)
+    splits = load_splits(source, args.split_out)  # without --split-out, kept in memory
     _, metrics = train_baseline(splits, seed=source.split_seed)
     print(json.dumps(metrics) if args.json else format_metrics(metrics))
 
@@ -241,6 +244,18 @@ def _report_dropped(data) -> None:
 
 def _note(message: str) -> None:
     print(message, file=sys.stderr)
+
+
+def _note_if(message: str | None) -> None:
+    if message:
+        _note(message)
+
+
+def _check_folder(folder: Path) -> None:
+    """That files can be written in ``folder`` (made if missing), before any slow work."""
+    from gptclf.atomic import check_writable
+
+    check_writable(folder / "train.csv")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -283,13 +298,12 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("run_dir", type=Path)
     predict.add_argument("texts", nargs="*", help="texts to classify")
     predict.add_argument("--input", type=Path, help="CSV/TSV/JSONL file of texts")
-    predict.add_argument("--output", type=Path, help="CSV or JSONL file for the predictions")
-    add_options(predict, DataSource, ["text_column"])
-    predict.add_argument("--json", action="store_true", help="print JSON lines")
-    predict.add_argument("--batch-size", type=int, default=32)
     predict.add_argument(
-        "--chunk-rows", type=int, default=1024, help="rows of --input read and classified at once"
+        "--output", type=Path, help="CSV or JSONL file for the predictions (folders made)"
     )
+    add_options(predict, DataSource, ["text_column", "encoding"], keep_defaults=True)
+    predict.add_argument("--json", action="store_true", help="print JSON lines")
+    add_options(predict, PredictOptions, keep_defaults=True)
     _add_device_option(predict)
     predict.set_defaults(run=_cmd_predict, data_parallel=True)
 
@@ -335,7 +349,7 @@ def _add_serve_command(commands: argparse._SubParsersAction) -> None:
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
     serve.add_argument("--port", type=int, default=8000, help="0: any free port")
     add_options(serve, ServeSettings)
-    serve.set_defaults(run=_cmd_serve)
+    serve.set_defaults(run=_cmd_serve, own_signals=True)  # uvicorn's graceful stop
 
 
 def _add_device_option(parser: argparse.ArgumentParser) -> None:
@@ -365,16 +379,47 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run a command; a ``GptclfError`` is one line on stderr (from the main process only: under
-    torchrun every process raises it) and exit status 2."""
+    torchrun every process raises it) and exit status 2. SIGTERM is handled like Ctrl-C (files
+    being written are removed), then one line and exit status 143 (128 + SIGTERM); ``serve``
+    handles its signals itself."""
     args = _parse(argv)
     try:
         if launched_in_parallel() and not getattr(args, "data_parallel", False):
             raise GptclfError(
                 f"gptclf {args.command} runs in one process; start it without torchrun"
             )
-        args.run(args)
+        with nullcontext() if getattr(args, "own_signals", False) else _sigterm_interrupts():
+            args.run(args)
     except GptclfError as exc:
         if is_main_process():
             print(f"gptclf: error: {exc}", file=sys.stderr)
         return 2
+    except Terminated:
+        if is_main_process():
+            print("gptclf: terminated (SIGTERM)", file=sys.stderr)
+        return TERMINATED
     return 0
+
+
+TERMINATED = 128 + signal.SIGTERM
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C's KeyboardInterrupt so that the same cleanup runs."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated
+
+
+@contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """SIGTERM raises ``Terminated`` while the command runs (signals reach the main thread)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)

@@ -5,26 +5,53 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass
+import os
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import ExitStack
+from dataclasses import asdict, dataclass, field
 from functools import partial
+from itertools import chain
 from pathlib import Path
+from typing import TextIO
 
 import numpy as np
-import pandas as pd
 import torch
 
-from gptclf.atomic import atomic_path
+from gptclf.atomic import atomic_path, check_writable
 from gptclf.classifier import SequenceClassifier
 from gptclf.data.labels import LabelMap
-from gptclf.data.readers import choose_text_column
+from gptclf.data.readers import SHOWN_ROWS, listed_rows
+from gptclf.data.streaming import text_chunks
 from gptclf.data.tokenized import frame, template_ids
 from gptclf.distributed import CPU, LOCAL, DistributedContext, device_scope
 from gptclf.errors import GptclfError
 from gptclf.inference import logits_of
+from gptclf.options import at_least, option
 from gptclf.precision import resolve_precision
 from gptclf.run import RunConfig, RunDir, load_run_model
 from gptclf.tokenizers import Tokenizer
+
+ON_EMPTY = ("error", "skip", "mark")
+OUTPUT_FORMATS = {".csv": False, ".jsonl": True, ".ndjson": True}  # suffix: written as JSON
+
+
+NO_TEXT = "no text to classify (empty or unrepresentable)"
+ON_EMPTY_HINT = "--on-empty skip or mark classifies the rest"
+
+
+@dataclass
+class PredictOptions:
+    """How ``gptclf predict`` classifies texts and files."""
+
+    on_empty: str = option(
+        "error",
+        "a text or --input row with no text to classify (empty, or nothing the tokenizer can "
+        "represent): an error; skipped, left out of the output; or marked, written with an "
+        "empty label and empty probabilities. Skipped and marked rows are counted on stderr",
+        choices=ON_EMPTY,
+    )
+    batch_size: int = option(32, "texts per model call", **at_least(1))
+    chunk_rows: int = option(1024, "rows of --input read and classified at once", **at_least(1))
 
 
 @dataclass(frozen=True)
@@ -32,6 +59,33 @@ class Prediction:
     label: str
     probability: float
     probabilities: dict[str, float]
+
+
+@dataclass
+class Tally:
+    """Texts classified, and those with no text to classify that were skipped or marked: how
+    many, and the numbers of the first few."""
+
+    classified: int = 0
+    empty: int = 0
+    first_empty: list[int] = field(default_factory=list)
+
+    def count(self, number: int, probabilities: np.ndarray | None) -> None:
+        if probabilities is not None:
+            self.classified += 1
+            return
+        self.empty += 1
+        if len(self.first_empty) < SHOWN_ROWS:
+            self.first_empty.append(number)
+
+    def note(self, on_empty: str, noun: str) -> str | None:
+        """The message, e.g. "2 rows with nothing to classify skipped: rows 4, 9"; None if none."""
+        if not self.empty:
+            return None
+        nouns = noun + ("s" if self.empty > 1 else "")
+        done = "skipped" if on_empty == "skip" else "written with an empty label"
+        listed = listed_rows(self.first_empty, self.empty)
+        return f"{self.empty} {nouns} with nothing to classify {done}: {nouns} {listed}"
 
 
 class Classifier:
@@ -66,12 +120,35 @@ class Classifier:
     ) -> list[list[int]]:
         """Token ids as the model was trained to read them (same truncation side and length);
         a text without tokens is an error naming it by ``where(index)``."""
-        if isinstance(texts, str):
-            raise TypeError("predict takes a list of texts; use classify() for one text")
-        ids = self.tokenizer.encode_batch(list(texts))
+        ids = self._encoded(texts)
         empty = next((i for i, x in enumerate(ids) if not x), None)
         if empty is not None:
-            raise GptclfError(f"{where(empty)}: no text to classify (empty or unrepresentable)")
+            raise GptclfError(f"{where(empty)}: {NO_TEXT}")
+        return self._framed(ids)
+
+    def probabilities_or_none(
+        self,
+        texts: Sequence[str],
+        where: Callable[[int], str],
+        on_empty: str = "error",
+        batch_size: int = 32,
+    ) -> list[np.ndarray | None]:
+        """The class probabilities of each text; a text with no tokens gets None, or with
+        ``on_empty`` "error" is an error naming it by ``where(index)``."""
+        ids = self._encoded(texts)
+        empty = next((i for i, x in enumerate(ids) if not x), None)
+        if empty is not None and on_empty == "error":
+            raise GptclfError(f"{where(empty)}: {NO_TEXT}; {ON_EMPTY_HINT}")
+        computed = self.probabilities_of_ids(self._framed([x for x in ids if x]), batch_size)
+        found = iter(computed)
+        return [next(found) if x else None for x in ids]
+
+    def _encoded(self, texts: Sequence[str]) -> list[list[int]]:
+        if isinstance(texts, str):
+            raise TypeError("predict takes a list of texts; use classify() for one text")
+        return self.tokenizer.encode_batch(list(texts))
+
+    def _framed(self, ids: list[list[int]]) -> list[list[int]]:
         around = template_ids(self.tokenizer, self.config.template)
         return frame(ids, self.config.tokens_kept, self.config.recipe.truncate, around).ids
 
@@ -114,31 +191,83 @@ class Classifier:
         )
 
 
-def _chunks(path: Path, text_column: str | None, chunk_rows: int) -> Iterator[list[str]]:
-    """Texts of a CSV/TSV/JSONL file in chunks of ``chunk_rows``, without reading it whole."""
-    suffix = path.suffix.lower()
-    if not path.is_file():
-        raise GptclfError(f"{path}: file not found")
-    if suffix in (".csv", ".tsv"):
-        reader = pd.read_csv(
-            path,
-            sep="\t" if suffix == ".tsv" else ",",
-            dtype=str,
-            keep_default_na=False,
-            skip_blank_lines=False,
-            chunksize=chunk_rows,
-        )
-    elif suffix in (".jsonl", ".ndjson"):
-        reader = pd.read_json(path, lines=True, chunksize=chunk_rows, dtype=False)
-    else:
-        raise GptclfError(f"{path}: --input must be .csv, .tsv or .jsonl")
-    column = None
-    try:
-        for chunk in reader:
-            column = column or choose_text_column(chunk.columns, text_column, str(path))
-            yield ["" if pd.isna(t) else str(t) for t in chunk[column]]
-    except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:
-        raise GptclfError(f"{path}: could not be read ({str(exc).splitlines()[0]})") from exc
+def as_record(text: str, prediction: Prediction | None) -> dict:
+    """A prediction as a JSON object; a text with none has label and probability null and no
+    probabilities."""
+    if prediction is None:
+        return {"text": text, "label": None, "probability": None, "probabilities": {}}
+    return {"text": text, **asdict(prediction)}
+
+
+def text_line(text: str, prediction: Prediction | None, as_json: bool) -> str:
+    """One text as ``gptclf predict`` prints it: a JSON object, or label, probability and text
+    between tabs (label and probability empty where there is no prediction)."""
+    if as_json:
+        return json.dumps(as_record(text, prediction))
+    if prediction is None:
+        return f"\t\t{text}"
+    return f"{prediction.label}\t{prediction.probability:.4f}\t{text}"
+
+
+def predict_texts(
+    classifier: Classifier, texts: Sequence[str], options: PredictOptions
+) -> tuple[list[tuple[str, Prediction | None]], Tally]:
+    """Each text with its prediction (None: no text to classify, marked), those skipped left
+    out, and the tally."""
+    probabilities = classifier.probabilities_or_none(
+        texts, lambda i: f"text {i + 1}", options.on_empty, options.batch_size
+    )
+    tally, rows = Tally(), []
+    for number, (text, p) in enumerate(zip(texts, probabilities, strict=True), 1):
+        tally.count(number, p)
+        if p is not None or options.on_empty == "mark":
+            rows.append((text, None if p is None else classifier.prediction(p)))
+    return rows, tally
+
+
+def check_texts(texts: Sequence[str], on_empty: str, where: Callable[[int], str]) -> None:
+    """Before the model loads: an empty text is an error with ``on_empty`` "error" (a text the
+    tokenizer cannot represent is found later, when it tokenizes)."""
+    if on_empty == "error" and "" in texts:
+        raise GptclfError(f"{where(list(texts).index(''))}: {NO_TEXT}; {ON_EMPTY_HINT}")
+
+
+def output_is_json(path: Path) -> bool:
+    """Whether predictions go to ``path`` as JSON lines (else CSV), by its suffix."""
+    if path.suffix.lower() not in OUTPUT_FORMATS:
+        raise GptclfError(f"{path}: --output must be .csv or .jsonl")
+    return OUTPUT_FORMATS[path.suffix.lower()]
+
+
+def predict_file(
+    classifier: Classifier | Callable[[], Classifier],
+    input_path: Path,
+    output_path: Path,
+    options: PredictOptions | None = None,
+    text_column: str | None = None,
+    encoding: str = "utf-8",
+    dist: DistributedContext = LOCAL,
+) -> Tally:
+    """Classify every row of ``input_path`` (CSV/TSV/JSONL) into ``output_path`` (CSV or JSONL
+    by suffix), in input order, chunk by chunk so memory stays bounded; the output appears only
+    when complete. Both files are checked before any slow work: the output's suffix, that it is
+    no folder and that its folder takes files (a missing folder is made when the output is
+    written); the input's header, text column and first chunk. ``classifier`` may be a function
+    that loads it, called after the checks. With several ranks each classifies its share of
+    every chunk and the main rank writes."""
+    options = options or PredictOptions()
+    as_json = output_is_json(output_path)
+    dist.on_main(lambda: check_writable(output_path))
+    with text_chunks(input_path, text_column, encoding, options.chunk_rows) as chunks:
+        first = next(chunks)
+        check_texts(first, options.on_empty, lambda i: f"{input_path}: row {i + 1}")
+        if not isinstance(classifier, Classifier):
+            classifier = classifier()
+        rows = _classified_rows(classifier, chain([first], chunks), input_path, options, dist)
+        with ExitStack() as stack:
+            target = stack.enter_context(atomic_path(output_path)) if dist.is_main else os.devnull
+            out = stack.enter_context(open(target, "w", encoding="utf-8", newline=""))
+            return _write(rows, out, classifier, as_json, options.on_empty)
 
 
 def _classify_rows(
@@ -146,73 +275,61 @@ def _classify_rows(
     texts: list[str],
     first_row: int,
     input_path: Path,
-    batch_size: int,
+    options: PredictOptions,
     positions: slice,
-) -> list[np.ndarray]:
-    """Class probabilities of the texts of one chunk at ``positions``; errors name a row by its
-    number in the file, the chunk starting at ``first_row``."""
+) -> list[np.ndarray | None]:
+    """Class probabilities of the texts of one chunk at ``positions`` (None: no text, skipped
+    or marked); errors name a row by its number in the file, the chunk starting at
+    ``first_row``."""
     rows = range(len(texts))[positions]
-    ids = classifier.token_ids(
-        [texts[i] for i in rows], lambda i: f"{input_path}: row {first_row + rows[i] + 1}"
+    return classifier.probabilities_or_none(
+        [texts[i] for i in rows],
+        lambda i: f"{input_path}: row {first_row + rows[i] + 1}",
+        options.on_empty,
+        options.batch_size,
     )
-    return list(classifier.probabilities_of_ids(ids, batch_size))
 
 
-def _classified_chunks(
+def _classified_rows(
     classifier: Classifier,
+    chunks: Iterable[list[str]],
     input_path: Path,
-    text_column: str | None,
-    chunk_rows: int,
-    batch_size: int,
+    options: PredictOptions,
     dist: DistributedContext,
-) -> Iterator[tuple[list[str], list[np.ndarray]]]:
-    """The texts of each chunk of ``input_path`` with their class probabilities. Every rank
-    reads the chunk and classifies its share of the rows; every rank gets them all, in order."""
+) -> Iterator[tuple[int, str, np.ndarray | None]]:
+    """Each row's number, text and class probabilities (None: no text). Every rank reads the
+    chunk and classifies its share of the rows; every rank gets them all, in order."""
     first_row = 0
-    for texts in _chunks(input_path, text_column, chunk_rows):
-        classify = partial(_classify_rows, classifier, texts, first_row, input_path, batch_size)
-        yield texts, dist.gather_shards(classify)
+    for texts in chunks:
+        classify = partial(_classify_rows, classifier, texts, first_row, input_path, options)
+        numbers = range(first_row + 1, first_row + len(texts) + 1)
+        yield from zip(numbers, texts, dist.gather_shards(classify), strict=True)
         first_row += len(texts)
 
 
-def predict_file(
+def _write(
+    rows: Iterable[tuple[int, str, np.ndarray | None]],
+    out: TextIO,
     classifier: Classifier,
-    input_path: Path,
-    output_path: Path,
-    text_column: str | None = None,
-    chunk_rows: int = 1024,
-    batch_size: int = 32,
-    dist: DistributedContext = LOCAL,
-) -> int:
-    """Classify every row of ``input_path`` into ``output_path`` (CSV or JSONL by suffix), in
-    input order, chunk by chunk so memory stays bounded; the output appears only when complete.
-    With several ranks each classifies its share of every chunk and the main rank writes.
-    Returns the number of rows."""
-    as_json = output_path.suffix.lower() in (".jsonl", ".ndjson")
-    if not as_json and output_path.suffix.lower() != ".csv":
-        raise GptclfError(f"{output_path}: --output must be .csv or .jsonl")
-    chunks = _classified_chunks(classifier, input_path, text_column, chunk_rows, batch_size, dist)
-    if not dist.is_main:
-        return sum(len(texts) for texts, _ in chunks)
+    as_json: bool,
+    on_empty: str,
+) -> Tally:
+    """Write the rows as CSV or JSON lines (those with no text left out when skipped)."""
     names = classifier.labels.names
-    rows = 0
-    with atomic_path(output_path) as tmp, open(tmp, "w", encoding="utf-8", newline="") as out:
-        writer = None if as_json else csv.writer(out, lineterminator="\n")
-        if writer:
-            writer.writerow(["text", "label", "probability", *[f"p_{n}" for n in names]])
-        for texts, probabilities in chunks:
-            for text, p in zip(texts, probabilities, strict=True):
-                prediction = classifier.prediction(p)
-                if writer:
-                    writer.writerow(
-                        [
-                            text,
-                            prediction.label,
-                            f"{prediction.probability:.6f}",
-                            *[f"{v:.6f}" for v in p],
-                        ]
-                    )
-                else:
-                    out.write(json.dumps({"text": text, **asdict(prediction)}) + "\n")
-            rows += len(texts)
-    return rows
+    writer = None if as_json else csv.writer(out, lineterminator="\n")
+    if writer:
+        writer.writerow(["text", "label", "probability", *[f"p_{n}" for n in names]])
+    tally = Tally()
+    for number, text, p in rows:
+        tally.count(number, p)
+        if p is None and on_empty == "skip":
+            continue
+        prediction = None if p is None else classifier.prediction(p)
+        if writer is None:
+            out.write(json.dumps(as_record(text, prediction)) + "\n")
+        elif prediction is None:
+            writer.writerow([text, "", "", *[""] * len(names)])
+        else:
+            probability = f"{prediction.probability:.6f}"
+            writer.writerow([text, prediction.label, probability, *[f"{v:.6f}" for v in p]])
+    return tally

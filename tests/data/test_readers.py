@@ -6,6 +6,7 @@ import json
 import re
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -264,3 +265,98 @@ def test_parquet_integer_labels_stay_ints(tmp_path):
     data = read_labelled(path)
     assert data.labels == [3, 4]
     assert all(type(label) is int for label in data.labels)
+
+
+@pytest.mark.parametrize(
+    ("name", "content"),
+    [("data.csv", "text,label,text\na,0,b\n"), ("data.tsv", "label\ttext\ttext\n0\ta\tb\n")],
+)
+def test_a_column_named_twice_in_the_header_is_an_error_naming_it(tmp_path, name, content):
+    path = write_csv(tmp_path / name, content)
+    assert_one_line_error(
+        rf"{name}: the header names 'text' more than once; rename or remove the copies",
+        read_labelled,
+        path,
+    )
+
+
+def test_a_key_given_twice_on_a_jsonl_line_is_an_error_naming_it(tmp_path):
+    path = tmp_path / "data.jsonl"
+    path.write_text('{"text": "a", "label": 0}\n{"text": "b", "label": 1, "text": "c"}\n')
+    assert_one_line_error(
+        r"data\.jsonl: line 2: key 'text' appears more than once", read_labelled, path
+    )
+
+
+def test_unnamed_columns_may_be_many(tmp_path):
+    path = write_csv(tmp_path / "data.csv", ",text,label,,\n1,a,0,,\n2,b,1,,\n")
+    assert read_labelled(path).texts == ["a", "b"]
+
+
+def test_a_row_with_more_cells_than_the_header_is_an_error_not_an_index(tmp_path):
+    path = write_csv(tmp_path / "data.csv", "text,label\nhello,0,extra\nbye,1\n")
+    assert_one_line_error(
+        r"data\.csv: cannot parse the file: .*Expected 2 fields in line 2, saw 3", read_table, path
+    )
+
+
+def test_a_blank_first_line_is_an_empty_header(tmp_path):
+    path = write_csv(tmp_path / "data.csv", "\ntext,label\na,0\n")
+    assert_one_line_error(r"data\.csv: the first line, the header, is empty", read_table, path)
+
+
+def write_format(path: Path, texts: list, labels: list) -> Path:
+    """``texts`` and ``labels`` as the format of ``path``'s suffix writes them; None: a missing
+    value (an empty CSV/TSV cell, JSON null, Parquet null)."""
+    if path.suffix == ".parquet":
+        pd.DataFrame({"text": texts, "label": labels}).to_parquet(path)
+    elif path.suffix == ".jsonl":
+        lines = [json.dumps({"text": t, "label": x}) for t, x in zip(texts, labels, strict=True)]
+        path.write_text("\n".join(lines) + "\n")
+    else:
+        sep = "\t" if path.suffix == ".tsv" else ","
+        rows = [f"{t or ''}{sep}{x or ''}" for t, x in zip(texts, labels, strict=True)]
+        path.write_text("\n".join([f"text{sep}label", *rows]) + "\n")
+    return path
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_na_strings_are_labels_in_every_format(tmp_path, fmt):
+    names = ["NA", "NaN", "null", "None", "nan", "N/A"]
+    path = write_format(tmp_path / f"data.{fmt}", ["t"] * len(names), names)
+    assert read_labelled(path).labels == names
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_empty_and_null_labels_are_missing_in_every_format(tmp_path, fmt):
+    path = write_format(tmp_path / f"data.{fmt}", ["a", "b", "c", "d"], ["x", None, "", "y"])
+    assert_one_line_error(r"no label in column 'label' at rows 2, 3$", read_labelled, path)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_empty_and_null_texts_are_dropped_in_every_format(tmp_path, fmt):
+    path = write_format(tmp_path / f"data.{fmt}", ["a", None, "", "NA"], ["x", "y", "x", "y"])
+    data = read_labelled(path)
+    assert (data.texts, data.dropped_empty) == (["a", "NA"], [2, 3])
+
+
+@pytest.mark.parametrize(
+    ("encoding", "advice"),
+    [
+        ("utf-16", "pass --encoding utf-16$"),
+        ("utf-16-le", "pass --encoding utf-16-le$"),
+        ("utf-16-be", "pass --encoding utf-16-be$"),
+        ("utf-32", "pass --encoding utf-32$"),
+        ("latin-1", "e.g. --encoding latin-1$"),
+    ],
+)
+def test_a_file_in_another_encoding_is_told_which_to_pass(tmp_path, encoding, advice):
+    content = "text,label\ncafé,0\nthé,1\n"
+    path = write_csv(tmp_path / "data.csv", content.encode(encoding))
+    assert_one_line_error(rf"data\.csv: .*{advice}", read_labelled, path)
+    assert read_labelled(path, encoding=advice.split()[-1].rstrip("$")).texts == ["café", "thé"]
+
+
+def test_a_binary_file_is_asked_whether_it_is_text_at_all(tmp_path):
+    path = write_csv(tmp_path / "data.csv", np.linspace(-1, 1, 300).tobytes())
+    assert_one_line_error(r"data\.csv: not valid utf-8 .*is it a text file", read_table, path)

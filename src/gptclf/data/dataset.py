@@ -67,7 +67,7 @@ class Splits:
     files: dict[str, Path] = field(default_factory=dict)
 
 
-def _split_files(source: DataSource, split_dir: Path) -> tuple[dict[str, Path], bool]:
+def _split_files(source: DataSource) -> tuple[dict[str, Path], bool]:
     """The file of each split, and whether they were split from one file just now."""
     ways = [source.dataset is not None, source.data is not None, source.train is not None]
     if sum(ways) != 1:
@@ -105,13 +105,14 @@ def label_names_beside(train_file: Path) -> dict | None:
     return names
 
 
-def load_splits(source: DataSource, split_dir: Path) -> Splits:
+def load_splits(source: DataSource, split_dir: Path | None = None) -> Splits:
     """Read (and if needed split and write to ``split_dir``) the data, with one label map made
-    from the training labels; validation or test labels never seen in training are an error."""
-    files, split_now = _split_files(source, split_dir)
+    from the training labels; validation or test labels never seen in training are an error.
+    A split made without ``split_dir`` is kept in memory only (no ``files``)."""
+    files, split_now = _split_files(source)
     if split_now:
         parts = stratified_split(_read(files["data"], source), source.fractions, source.split_seed)
-        files = write_split(parts, split_dir)
+        files = write_split(parts, split_dir) if split_dir is not None else {}
         names = None
     else:
         parts = {name: _read(path, source) for name, path in files.items()}

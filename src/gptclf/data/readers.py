@@ -6,19 +6,23 @@ so every message and every kept example can be traced back to the file.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
 import math
 import re
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import pandas as pd
 import pyarrow as pa
 
 from gptclf.atomic import atomic_path
+from gptclf.data.decoding import decode
 from gptclf.errors import GptclfError
 
 FORMATS = {
@@ -72,18 +76,23 @@ class LabelledTexts:
 
 def read_table(path: Path, encoding: str = "utf-8") -> pd.DataFrame:
     """The file as a table, one row per data row; CSV/TSV cells are strings ("" when empty).
-    Blank lines are rows too (with empty cells), so positions match the file's row numbers."""
+    Blank lines are rows too (with empty cells), so positions match the file's row numbers.
+    A column name given twice (a CSV/TSV header's, a JSONL line's key) is an error."""
     path = Path(path)
     raw = _read_bytes(path)
-    file_format = _format_of(path)
+    file_format = format_of(path)
     if not raw.strip():
         raise GptclfError(f"{path}: file is empty")
     if file_format == "parquet":
-        return _parse_parquet(raw, path)
-    text = _decode(raw, path, encoding, has_header=file_format != "jsonl")
-    if file_format == "jsonl":
-        return _parse_jsonl(text, path)
-    return _parse_delimited(text, path, separator="\t" if file_format == "tsv" else ",")
+        table = _parse_parquet(raw, path)
+    else:
+        text = decode(raw, path, encoding, quoted=file_format != "jsonl")
+        if file_format == "jsonl":
+            return _parse_jsonl(text, path)
+        table = parse_delimited(io.StringIO(text), path, file_format)
+        table = with_header(table, path)
+    check_unique_columns([str(column) for column in table.columns], path)
+    return table
 
 
 def read_labelled(
@@ -109,7 +118,7 @@ def read_labelled(
     kept = [row for row, value in enumerate(values, 1) if not _is_blank(value)]
     dropped = [row for row, value in enumerate(values, 1) if _is_blank(value)]
     if strict and dropped:
-        raise GptclfError(f"{source}: empty text in column {text_name!r} at {_rows_text(dropped)}")
+        raise GptclfError(f"{source}: empty text in column {text_name!r} at {rows_text(dropped)}")
     if not kept:
         raise GptclfError(f"{source}: no row has text in column {text_name!r}")
     labels = None
@@ -136,7 +145,7 @@ def write_labelled(
 ) -> None:
     """Write texts and labels in the format that ``path``'s suffix names, atomically."""
     path = Path(path)
-    file_format = _format_of(path)
+    file_format = format_of(path)
     table = pd.DataFrame({text_column: list(texts), label_column: list(labels)})
     with atomic_path(path) as tmp:
         if file_format == "parquet":
@@ -155,17 +164,24 @@ def write_labelled(
 
 
 def _read_bytes(path: Path) -> bytes:
+    with open_data_file(path) as binary:
+        return binary.read()
+
+
+def open_data_file(path: Path) -> BinaryIO:
+    """``path`` open to read its bytes; a folder, a missing or unreadable file is an error."""
     if path.is_dir():
         raise GptclfError(f"{path}: is a directory, not a data file")
     if not path.exists():
         raise GptclfError(f"{path}: file not found")
     try:
-        return path.read_bytes()
+        return open(path, "rb")  # the caller closes it
     except OSError as exc:
         raise GptclfError(f"{path}: cannot read file ({exc.strerror})") from exc
 
 
-def _format_of(path: Path) -> str:
+def format_of(path: Path) -> str:
+    """The format that ``path``'s suffix names: csv, tsv, jsonl or parquet."""
     suffix = path.suffix.lower()
     if suffix not in FORMATS:
         supported = ", ".join(FORMATS)
@@ -173,42 +189,48 @@ def _format_of(path: Path) -> str:
     return FORMATS[suffix]
 
 
-def _decode(raw: bytes, path: Path, encoding: str, has_header: bool) -> str:
-    """The file's text without a leading byte-order mark; bad bytes are reported by offset."""
-    try:
-        text = raw.decode(encoding)
-    except LookupError as exc:
-        raise GptclfError(f"unknown encoding {encoding!r} given with --encoding") from exc
-    except UnicodeDecodeError as exc:
-        row = _row_at(raw, exc.start, has_header)
-        where = f"row {row}" if row else "the header"
-        raise GptclfError(
-            f"{path}: not valid {encoding} at byte offset {exc.start} ({where}); "
-            "pass the file's encoding with --encoding, e.g. --encoding latin-1"
-        ) from exc
-    return text.removeprefix("\ufeff")
-
-
-def _row_at(raw: bytes, offset: int, has_header: bool) -> int:
-    """The 1-based data row holding byte ``offset`` (0 for a header): line breaks inside
-    double quotes do not end a CSV/TSV row, and a JSONL row is a line."""
-    before = raw[:offset]
-    if not has_header:
-        return before.count(b"\n") + 1
-    return sum(outside.count(b"\n") for outside in before.split(b'"')[::2])
-
-
-def _parse_delimited(text: str, path: Path, separator: str) -> pd.DataFrame:
+def parse_delimited(text: io.TextIOBase, path: Path, file_format: str, **chunks) -> pd.DataFrame:
+    """CSV/TSV cells as strings; the header is the first row (``with_header``), so that a name
+    given twice is seen and a row with more cells than the header is an error, not an index.
+    With ``chunksize`` in ``chunks``, an iterator of such tables."""
     try:
         return pd.read_csv(
-            io.StringIO(text),
-            sep=separator,
+            text,
+            sep="\t" if file_format == "tsv" else ",",
+            header=None,
             dtype=str,
             keep_default_na=False,
             skip_blank_lines=False,
+            **chunks,
         )
     except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
-        raise GptclfError(f"{path}: cannot parse the file: {_one_line(exc)}") from exc
+        raise parse_error(path, exc) from exc
+
+
+def parse_error(path: Path, exc: Exception) -> GptclfError:
+    if isinstance(exc, pd.errors.EmptyDataError):
+        return GptclfError(f"{path}: the first line, the header, is empty")
+    return GptclfError(f"{path}: cannot parse the file: {_one_line(exc)}")
+
+
+def with_header(table: pd.DataFrame, path: Path) -> pd.DataFrame:
+    """The table under its first row's names, that row removed; a name given twice (other
+    than an empty one) is an error naming it."""
+    names = [str(name) for name in table.iloc[0]] if len(table) else []
+    check_unique_columns(names, path)
+    body = table.iloc[1:].reset_index(drop=True)
+    body.columns = names
+    return body
+
+
+def check_unique_columns(names: list[str], path: Path) -> None:
+    repeated = sorted(name for name, count in Counter(names).items() if name and count > 1)
+    if repeated:
+        listed = ", ".join(repr(name) for name in repeated)
+        raise GptclfError(
+            f"{path}: the header names {listed} more than once; rename or remove the copies, "
+            "so that it is clear which column to read"
+        )
 
 
 def _parse_jsonl(text: str, path: Path) -> pd.DataFrame:
@@ -216,21 +238,32 @@ def _parse_jsonl(text: str, path: Path) -> pd.DataFrame:
     lines = text.split("\n")
     if lines[-1].strip() == "":
         lines.pop()
-    records = [_json_record(line, number, path) for number, line in enumerate(lines, 1)]
+    records = [json_record(line, number, path) for number, line in enumerate(lines, 1)]
     return pd.DataFrame(records, dtype=object)
 
 
-def _json_record(line: str, number: int, path: Path) -> dict:
+def json_record(line: str, number: int, path: Path) -> dict:
+    """The JSON object on line ``number`` of a JSONL file; a blank line is an empty one."""
     if not line.strip():
         return {}
     try:
-        record = json.loads(line)
+        record = json.loads(line, object_pairs_hook=_unique_keys)
     except json.JSONDecodeError as exc:
         raise GptclfError(
             f"{path}: line {number} is not valid JSON ({exc.msg} at column {exc.colno})"
         ) from exc
+    except (ValueError, RecursionError) as exc:  # a repeated key; too many digits or brackets
+        raise GptclfError(f"{path}: line {number}: {_one_line(exc) or 'nested too deep'}") from exc
     if not isinstance(record, dict):
         raise GptclfError(f"{path}: line {number} is not a JSON object")
+    return record
+
+
+def _unique_keys(pairs: list[tuple[str, object]]) -> dict:
+    record = dict(pairs)
+    if len(record) < len(pairs):
+        repeated = next(key for key, count in Counter(k for k, _ in pairs).items() if count > 1)
+        raise ValueError(f"key {repeated!r} appears more than once in an object")
     return record
 
 
@@ -301,19 +334,25 @@ def _as_text(value: object) -> str:
     return value if isinstance(value, str) else str(value)
 
 
+def cell_text(value: object) -> str:
+    """A cell as text: "" when missing (see ``_is_missing``)."""
+    return "" if _is_missing(value) else _as_text(value)
+
+
 def _read_labels(
     values: list[object], rows: list[int], column: str, source: str
 ) -> list[int | str]:
     """Labels as ints or strings; string labels that are all integer literals become ints."""
     missing = [row for row, value in zip(rows, values, strict=True) if _is_missing(value)]
     if missing:
-        raise GptclfError(f"{source}: no label in column {column!r} at {_rows_text(missing)}")
+        raise GptclfError(f"{source}: no label in column {column!r} at {rows_text(missing)}")
     labels = [
         _label_value(value, row, column, source) for row, value in zip(rows, values, strict=True)
     ]
     strings = [label for label in labels if isinstance(label, str)]
     if strings and all(INTEGER_LITERAL.fullmatch(label) for label in strings):
-        return [int(label) for label in labels]
+        with contextlib.suppress(ValueError):  # more digits than Python turns into an int
+            return [int(label) for label in labels]
     return labels
 
 
@@ -336,15 +375,16 @@ def _label_value(value: object, row: int, column: str, source: str) -> int | str
     )
 
 
-def _rows_text(rows: list[int]) -> str:
+def rows_text(rows: list[int]) -> str:
     """ "row 3", or "rows 1, 2, 3, 4, 5 and 7 more"."""
     return f"row {rows[0]}" if len(rows) == 1 else f"rows {listed_rows(rows)}"
 
 
-def listed_rows(rows: Sequence[int]) -> str:
-    """Row numbers for a message: "1, 2, 3, 4, 5 and 7 more"."""
+def listed_rows(rows: Sequence[int], total: int | None = None) -> str:
+    """Row numbers for a message: "1, 2, 3, 4, 5 and 7 more" (``total``: how many there are,
+    when ``rows`` holds only the first)."""
     shown = ", ".join(str(row) for row in rows[:SHOWN_ROWS])
-    more = len(rows) - SHOWN_ROWS
+    more = (len(rows) if total is None else total) - SHOWN_ROWS
     return shown + (f" and {more} more" if more > 0 else "")
 
 

@@ -1,29 +1,29 @@
-"""The HTTP service of a classifier: its routes, the API key, and serving it on a socket."""
+"""The HTTP service of a classifier: its routes, its middleware and its batcher."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import json
-import socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Annotated
+from typing import TypeVar
 
-import uvicorn
-from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi import Depends, FastAPI, HTTPException, Request, Response
 from fastapi.params import Depends as Dependency
 from fastapi.responses import HTMLResponse, JSONResponse
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security import HTTPBearer
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Receive
 
 from gptclf.errors import GptclfError
 from gptclf.predict import Classifier
 from gptclf.run.folder import RunDir
-from gptclf.serve.batcher import MicroBatcher
+from gptclf.serve.batcher import MicroBatcher, QueueFull
+from gptclf.serve.guards import ApiKeyGuard
 from gptclf.serve.limits import (
     BodySizeLimit,
+    ClientGone,
     checked_texts,
     error_response,
     parse_classify_request,
@@ -32,7 +32,9 @@ from gptclf.serve.page import PAGE, PAGE_POLICY
 from gptclf.serve.schemas import ClassifyRequest, ClassifyResponse, ErrorBody, ModelInfo
 from gptclf.serve.settings import API_KEY_ENV, ServeSettings
 
+# Declares the key in the OpenAPI schema; ApiKeyGuard checks it, from the headers alone.
 BEARER = HTTPBearer(auto_error=False, description=f"the key in ${API_KEY_ENV}")
+T = TypeVar("T")
 
 
 def training_metrics(run_dir: Path) -> dict:
@@ -45,23 +47,6 @@ def training_metrics(run_dir: Path) -> dict:
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise GptclfError(f"{path}: not readable JSON ({exc})") from exc
     return {split: recorded[split] for split in ("validation", "test") if split in recorded}
-
-
-def _api_key_check(expected: str) -> Callable:
-    """A dependency refusing requests without ``Authorization: Bearer <expected>``."""
-
-    async def require_api_key(
-        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)],
-    ) -> None:
-        given = credentials.credentials.encode() if credentials else b""
-        if not hmac.compare_digest(given, expected.encode()):
-            raise HTTPException(
-                401,
-                "missing or wrong API key: send Authorization: Bearer <key>",
-                headers={"WWW-Authenticate": "Bearer"},
-            )
-
-    return require_api_key
 
 
 async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -104,41 +89,51 @@ def create_app(
     classifier: Classifier, settings: ServeSettings, metrics: dict | None = None
 ) -> FastAPI:
     """The HTTP service of ``classifier``; ``metrics`` are the training figures shown by
-    ``GET /v1/model``. The batcher is ``app.state.batcher``."""
+    ``GET /v1/model``. The batcher is ``app.state.batcher``, the settings
+    ``app.state.settings``. The API key is checked from the headers before any body is read;
+    then the body is read within the size and time limits."""
     batcher = MicroBatcher(
         lambda ids: classifier.probabilities_of_ids(ids, settings.max_batch),
         settings.max_batch,
         settings.max_wait_ms / 1000,
         settings.batching,
+        settings.max_queue,
+        settings.max_batch_tokens,
     )
     app = FastAPI(
         title="gptclf",
         summary="Text classification by a finetuned GPT-style model",
         lifespan=_lifespan(batcher),
+        redirect_slashes=False,
     )
     app.state.batcher = batcher
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.state.settings = settings
+    app.add_middleware(
+        BodySizeLimit, max_bytes=settings.max_body_bytes, timeout_s=settings.timeout_s
+    )
+    if settings.api_key:
+        app.add_middleware(ApiKeyGuard, key=settings.api_key)  # added last: runs first
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _internal_error)
-    protected = [Depends(_api_key_check(settings.api_key))] if settings.api_key else []
-    _add_classify(app, classifier, settings, protected)
-    _add_model(app, _model_info(classifier, metrics), protected)
+    documented = [Depends(BEARER)] if settings.api_key else []
+    _add_classify(app, classifier, settings, documented)
+    _add_model(app, _model_info(classifier, metrics), documented)
     _add_open_routes(app)
     return app
 
 
 def _add_classify(
-    app: FastAPI, classifier: Classifier, settings: ServeSettings, protected: list[Dependency]
+    app: FastAPI, classifier: Classifier, settings: ServeSettings, documented: list[Dependency]
 ) -> None:
     """``POST /v1/classify``: the request checked, its texts tokenized, then computed in some
-    batch of ``app.state.batcher``."""
+    batches of ``app.state.batcher``, unless its client leaves first."""
     batcher: MicroBatcher = app.state.batcher
 
     @app.post(
         "/v1/classify",
         response_model=ClassifyResponse,
-        responses={code: {"model": ErrorBody} for code in (401, 413, 415, 422)},
-        dependencies=protected,
+        responses={code: {"model": ErrorBody} for code in (401, 408, 413, 415, 422, 503)},
+        dependencies=documented,
         openapi_extra={
             "requestBody": {
                 "required": True,
@@ -154,18 +149,48 @@ def _add_classify(
             ids = await asyncio.to_thread(classifier.token_ids, texts, where)
         except GptclfError as exc:
             raise HTTPException(422, str(exc)) from exc
-        probabilities = await batcher.probabilities(ids)
+        try:
+            probabilities = await unless_client_leaves(batcher.probabilities(ids), request.receive)
+        except QueueFull as busy:
+            raise HTTPException(
+                503, str(busy), headers={"Retry-After": str(busy.retry_after_s)}
+            ) from busy
+        except ClientGone:
+            return Response(status_code=499)  # nginx's "client closed request": nobody reads it
         return ClassifyResponse(predictions=[classifier.prediction(p) for p in probabilities])
 
 
-def _add_model(app: FastAPI, info: ModelInfo, protected: list[Dependency]) -> None:
+async def unless_client_leaves(work: Awaitable[T], receive: Receive) -> T:
+    """The result of ``work``, unless the client disconnects first: then ``work`` is cancelled
+    (the batcher drops its texts not yet computed) and :class:`ClientGone` raised. ``receive``
+    is the request's, its body already read."""
+    task = asyncio.ensure_future(work)
+    leaving = asyncio.ensure_future(_disconnected(receive))
+    try:
+        done, _ = await asyncio.wait({task, leaving}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        leaving.cancel()
+        if not task.done():
+            task.cancel()
+    if task not in done:
+        raise ClientGone
+    return task.result()
+
+
+async def _disconnected(receive: Receive) -> None:
+    """Return once the client has disconnected."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+def _add_model(app: FastAPI, info: ModelInfo, documented: list[Dependency]) -> None:
     """``GET /v1/model``: ``info``."""
 
     @app.get(
         "/v1/model",
         response_model=ModelInfo,
         responses={401: {"model": ErrorBody}},
-        dependencies=protected,
+        dependencies=documented,
     )
     async def model() -> ModelInfo:
         """Labels, base model, pooling, maximum length and training metrics."""
@@ -173,15 +198,18 @@ def _add_model(app: FastAPI, info: ModelInfo, protected: list[Dependency]) -> No
 
 
 def _add_open_routes(app: FastAPI) -> None:
-    """The routes open even with an API key: ``GET /healthz`` and the page at ``/``."""
+    """The routes open even with an API key: ``/healthz`` and the page at ``/``."""
 
+    @app.head("/healthz", include_in_schema=False)
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
-        """Liveness: always open, even with an API key."""
+        """Liveness (HEAD: the status alone): always open, even with an API key."""
         return {"status": "ok"}
 
+    @app.head("/", include_in_schema=False)
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def page() -> HTMLResponse:
+        """The page, with the policy that allows only its own style and script."""
         return HTMLResponse(PAGE, headers={"Content-Security-Policy": PAGE_POLICY})
 
 
@@ -189,25 +217,3 @@ def app_for_run(run_dir: Path, settings: ServeSettings) -> FastAPI:
     """The service of the classifier trained in ``run_dir``."""
     metrics = training_metrics(run_dir)
     return create_app(Classifier.from_pretrained(run_dir), settings, metrics)
-
-
-def listening_socket(host: str, port: int) -> socket.socket:
-    """A TCP socket listening on ``host:port`` (port 0: any free port)."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    try:
-        return socket.create_server((host, port), family=family)
-    except OSError as exc:
-        raise GptclfError(f"cannot listen on {host}:{port} ({exc.strerror or exc})") from exc
-
-
-def url_of(sock: socket.socket) -> str:
-    """The ``http://`` address that ``sock`` listens on."""
-    host, port = sock.getsockname()[:2]
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
-
-
-def serve(app: FastAPI, sock: socket.socket) -> None:
-    """Serve ``app`` on ``sock`` until Ctrl-C or SIGTERM; requests in flight then finish and
-    the batcher computes what it holds before the server stops."""
-    with contextlib.suppress(KeyboardInterrupt):  # uvicorn re-raises Ctrl-C once it has stopped
-        uvicorn.Server(uvicorn.Config(app, lifespan="on")).run(sockets=[sock])

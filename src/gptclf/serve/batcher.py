@@ -1,28 +1,99 @@
-"""Micro-batching: the token ids of concurrent requests computed together in one model thread."""
+"""Micro-batching: the token ids of concurrent requests computed together in one model thread,
+in turns so that a large request cannot starve a small one, with a bounded queue."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import math
+import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
+
+log = logging.getLogger("gptclf.serve")
+
+
+class QueueFull(Exception):
+    """The queue holds as many texts as it may; the request can be tried again later."""
+
+    def __init__(self, waiting: int, retry_after_s: int):
+        super().__init__(f"the service is busy ({waiting:,} texts are waiting); try again later")
+        self.retry_after_s = retry_after_s
+
+
+class RowCountMismatch(RuntimeError):
+    """A model call answered a number of rows other than the number of texts it was given."""
 
 
 @dataclass
 class _Job:
-    """The token ids of one request, and where its rows of probabilities go."""
+    """The token ids of one request, how many of them have gone to the model, the rows computed
+    so far, and where all its rows go."""
 
     ids: list[list[int]]
     future: asyncio.Future[np.ndarray]
+    sent: int = 0
+    rows: list[np.ndarray] = field(default_factory=list)
+
+    @property
+    def waiting(self) -> int:
+        """Texts of the job not yet given to the model."""
+        return len(self.ids) - self.sent
+
+
+@dataclass
+class _Piece:
+    """Texts ``start:end`` of a job, computed in one batch."""
+
+    job: _Job
+    start: int
+    end: int
+
+
+@dataclass
+class _Batch:
+    """The pieces of one model call: at most ``max_texts`` texts and ``max_tokens`` padded
+    tokens (texts times the longest), though a first text always fits."""
+
+    max_texts: int
+    max_tokens: int
+    pieces: list[_Piece] = field(default_factory=list)
+    texts: int = 0
+    longest: int = 0
+
+    @property
+    def full(self) -> bool:
+        """Whether the batch has its most texts."""
+        return self.texts >= self.max_texts
+
+    def take(self, job: _Job) -> bool:
+        """Add the next texts of ``job`` that fit, if any; whether some did."""
+        end, longest = job.sent, self.longest
+        while end < len(job.ids) and not self.full:
+            longer = max(longest, len(job.ids[end]))
+            if self.texts and (self.texts + 1) * longer > self.max_tokens:
+                break
+            end, longest, self.texts = end + 1, longer, self.texts + 1
+        if end == job.sent:
+            return False
+        self.pieces.append(_Piece(job, job.sent, end))
+        self.longest, job.sent = longest, end
+        return True
 
 
 class MicroBatcher:
     """Gathers the token ids of concurrent requests into micro-batches of at most ``max_batch``
-    texts (a larger request goes alone), waiting at most ``max_wait_s`` for a batch to fill, and
-    computes each batch in one model thread; every request gets its own rows back."""
+    texts and ``max_batch_tokens`` padded tokens, waiting at most ``max_wait_s`` for a batch to
+    fill, and computes each batch in one model thread. Requests take turns: each batch takes the
+    next pieces of the requests in line, and a request with texts left goes back to the end of
+    the line, behind those that arrived meanwhile. At most ``max_queue`` texts wait (above it
+    :class:`QueueFull`, unless the queue is empty); a request cancelled before its texts are
+    computed is dropped; a model call that answers the wrong number of rows fails the requests
+    of its batch."""
 
     def __init__(
         self,
@@ -30,91 +101,144 @@ class MicroBatcher:
         max_batch: int,
         max_wait_s: float,
         enabled: bool = True,
+        max_queue: int = 512,
+        max_batch_tokens: int = 512,
     ):
         self.probabilities_of_ids = probabilities_of_ids
         self.max_batch = max_batch
+        self.max_batch_tokens = max_batch_tokens
         self.max_wait_s = max_wait_s
         self.enabled = enabled
+        self.max_queue = max_queue
         self.model_calls = 0
-        self._queue: asyncio.Queue[_Job | None] | None = None
+        self._line: deque[_Job] = deque()
+        self._arrived: asyncio.Event | None = None
+        self._running = False
+        self._batch_seconds = 0.0
         self._worker: asyncio.Task | None = None
         self._executor: ThreadPoolExecutor | None = None
 
     def start(self) -> None:
         """Start the worker on the running event loop."""
-        self._queue = asyncio.Queue()
+        self._arrived = asyncio.Event()
+        self._running = True
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gptclf-model")
         self._worker = asyncio.create_task(self._work())
 
     async def stop(self) -> None:
         """Compute everything already queued, then stop the worker and the model thread."""
-        queue, self._queue = self._queue, None
-        queue.put_nowait(None)
+        self._running = False
+        self._arrived.set()
         await self._worker
         self._executor.shutdown()
 
+    @property
+    def waiting(self) -> int:
+        """Texts queued and not yet given to the model, of requests still waiting for them."""
+        return sum(job.waiting for job in self._line if not job.future.done())
+
     async def probabilities(self, ids: list[list[int]]) -> np.ndarray:
-        """Class probabilities of ``ids`` (one row per sequence), computed in some batch."""
-        if self._queue is None:
+        """Class probabilities of ``ids`` (one row per sequence), computed in some batches."""
+        if not self._running:
             raise RuntimeError("the batcher is not running")
-        future = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait(_Job(ids, future))
-        return await future
+        waiting = self.waiting
+        if waiting and waiting + len(ids) > self.max_queue:
+            raise QueueFull(waiting, self._retry_after_s(waiting))
+        job = _Job(ids, asyncio.get_running_loop().create_future())
+        self._line.append(job)
+        self._arrived.set()
+        return await job.future
+
+    def _retry_after_s(self, waiting: int) -> int:
+        """Whole seconds until the texts waiting now are likely computed (at least 1)."""
+        return max(1, math.ceil(waiting / self.max_batch * self._batch_seconds))
 
     async def _work(self) -> None:
-        """Take jobs in order, each with those that join its batch, until the stop signal."""
-        queue = self._queue
-        held: deque[_Job | None] = deque()
+        """Compute batches while there are jobs; once stopped, finish the line and return."""
         while True:
-            job = held.popleft() if held else await queue.get()
-            if job is None:
-                return
-            batch = [job]
+            if not self._line:
+                if not self._running:
+                    return
+                self._arrived.clear()
+                await self._arrived.wait()
+                continue
             if self.enabled:
-                await self._fill(batch, queue, held)
-            await self._compute(batch)
+                await self._fill()
+            pieces = self._next_pieces()
+            if pieces:
+                await self._compute(pieces)
 
-    async def _fill(
-        self, batch: list[_Job], queue: asyncio.Queue[_Job | None], held: deque[_Job | None]
-    ) -> None:
-        """Add queued jobs until the batch is full or the wait is over; a job that does not fit,
-        or the stop signal, is held for the next round."""
+    async def _fill(self) -> None:
+        """Wait until a batch's worth of texts is queued, the wait is over, or the stop."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.max_wait_s
-        size = len(batch[0].ids)
-        while size < self.max_batch:
+        while self._running and self.waiting < self.max_batch:
             remaining = deadline - loop.time()
+            if remaining <= 0:
+                return
+            self._arrived.clear()
             try:
-                if remaining > 0:
-                    job = await asyncio.wait_for(queue.get(), remaining)
-                else:
-                    job = queue.get_nowait()
-            except (asyncio.TimeoutError, asyncio.QueueEmpty):
+                await asyncio.wait_for(self._arrived.wait(), remaining)
+            except asyncio.TimeoutError:
                 return
-            if job is None or size + len(job.ids) > self.max_batch:
-                held.append(job)
-                return
-            batch.append(job)
-            size += len(job.ids)
 
-    async def _compute(self, batch: list[_Job]) -> None:
-        """One model call for the whole batch in the model thread; each job gets its rows, or
-        the call's exception."""
-        ids = [sequence for job in batch for sequence in job.ids]
+    def _next_pieces(self) -> list[_Piece]:
+        """The next batch: pieces of the jobs in line, first come first, within the batch's
+        limits (without batching, of the first job only); a job none of whose texts fits is
+        first in line for the next. Jobs whose requests were cancelled leave the line."""
+        batch = _Batch(self.max_batch, self.max_batch_tokens)
+        while self._line and not batch.full and (self.enabled or not batch.pieces):
+            job = self._line.popleft()
+            if job.future.done():
+                continue
+            if not batch.take(job):
+                self._line.appendleft(job)
+                break
+        return batch.pieces
+
+    async def _compute(self, pieces: list[_Piece]) -> None:
+        """One model call for the pieces in the model thread; each job gets its rows, or the
+        call's error. A job with texts left goes back to the end of the line."""
+        ids = [sequence for piece in pieces for sequence in piece.job.ids[piece.start : piece.end]]
         self.model_calls += 1
-        loop = asyncio.get_running_loop()
+        began = time.perf_counter()
         try:
-            probabilities = await loop.run_in_executor(
+            probabilities = await asyncio.get_running_loop().run_in_executor(
                 self._executor, self.probabilities_of_ids, ids
             )
+            _check_rows(probabilities, len(ids))
         except Exception as exc:
-            for job in batch:
-                if not job.future.done():
-                    job.future.set_exception(exc)
+            log.error("model call for %d texts failed: %s", len(ids), exc)
+            _fail([piece.job for piece in pieces], exc)
             return
-        start = 0
-        for job in batch:
-            end = start + len(job.ids)
-            if not job.future.done():  # done: its request was cancelled
-                job.future.set_result(probabilities[start:end])
-            start = end
+        finally:
+            self._batch_seconds = time.perf_counter() - began
+        offset = 0
+        for piece in pieces:
+            size = piece.end - piece.start
+            self._deliver(piece.job, probabilities[offset : offset + size])
+            offset += size
+
+    def _deliver(self, job: _Job, rows: np.ndarray) -> None:
+        """Give ``job`` its computed ``rows``; all of them once it has no texts left."""
+        if job.future.done():  # cancelled while computing: its client has gone
+            return
+        job.rows.append(rows)
+        if job.waiting:
+            self._line.append(job)
+        else:
+            job.future.set_result(np.concatenate(job.rows))
+
+
+def _check_rows(probabilities: np.ndarray, texts: int) -> None:
+    """Refuse a model answer without exactly one row per text."""
+    rows = len(probabilities) if np.ndim(probabilities) else 0
+    if np.ndim(probabilities) != 2 or rows != texts:
+        raise RowCountMismatch(f"the model answered {rows} rows for {texts} texts")
+
+
+def _fail(jobs: list[_Job], error: Exception) -> None:
+    """Set ``error`` on every job still waiting for its rows."""
+    for job in jobs:
+        if not job.future.done():
+            job.future.set_exception(error)

@@ -3,6 +3,7 @@ Every refusal is one JSON error naming the problem, made before the model runs."
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from collections.abc import Callable
@@ -24,30 +25,56 @@ def error_response(status: int, message: str, headers: dict | None = None) -> JS
     return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
-class BodySizeLimit:
-    """ASGI middleware reading each request body before the app does, refusing one larger than
-    ``max_bytes`` with 413: at once when declared by Content-Length, else as soon as the
-    streamed bytes pass the limit, so no more than the limit is ever held."""
+def declared_length(headers: Headers) -> int | None:
+    """The body size a request's Content-Length declares; None without a valid one."""
+    value = headers.get("content-length", "")
+    return int(value) if value.isascii() and value.isdigit() else None
 
-    def __init__(self, app: ASGIApp, max_bytes: int):
+
+class HttpMiddleware:
+    """ASGI middleware acting on HTTP requests (:meth:`handle`); anything else, such as the
+    lifespan, passes through."""
+
+    def __init__(self, app: ASGIApp):
         self.app = app
-        self.max_bytes = max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Pass the request on with its body read, unless the body is too large."""
-        if scope["type"] != "http":
+        """Handle an HTTP request; pass anything else on."""
+        if scope["type"] == "http":
+            await self.handle(scope, receive, send)
+        else:
             await self.app(scope, receive, send)
-            return
-        declared = Headers(scope=scope).get("content-length", "")
-        if declared.isascii() and declared.isdigit() and int(declared) > self.max_bytes:
-            message = (
-                f"the request body has {int(declared):,} bytes; the limit is {self.max_bytes:,}"
-            )
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Answer, or pass on to ``self.app``, an HTTP request."""
+        raise NotImplementedError
+
+
+class BodySizeLimit(HttpMiddleware):
+    """ASGI middleware reading each request body before the app does, refusing one larger than
+    ``max_bytes`` with 413: at once when declared by Content-Length, else as soon as the
+    streamed bytes pass the limit, so no more than the limit is ever held. A body that has not
+    arrived within ``timeout_s`` is a 408, and the connection is closed."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int, timeout_s: float):
+        super().__init__(app)
+        self.max_bytes = max_bytes
+        self.timeout_s = timeout_s
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Pass the request on with its body read, unless the body is too large or too slow."""
+        declared = declared_length(Headers(scope=scope))
+        if declared is not None and declared > self.max_bytes:
+            message = f"the request body has {declared:,} bytes; the limit is {self.max_bytes:,}"
             await error_response(413, message)(scope, receive, send)
             return
         try:
-            body = await self._read(receive)
-        except _ClientGone:
+            body = await asyncio.wait_for(self._read(receive), self.timeout_s)
+        except ClientGone:
+            return
+        except asyncio.TimeoutError:
+            message = f"the request body did not arrive within {self.timeout_s:g} s"
+            await error_response(408, message, {"Connection": "close"})(scope, receive, send)
             return
         if body is None:
             message = f"the request body is larger than the limit of {self.max_bytes:,} bytes"
@@ -61,7 +88,7 @@ class BodySizeLimit:
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
-                raise _ClientGone
+                raise ClientGone
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.max_bytes:
@@ -71,8 +98,9 @@ class BodySizeLimit:
                 return b"".join(chunks)
 
 
-class _ClientGone(Exception):
-    """The client disconnected before sending its whole body."""
+class ClientGone(Exception):
+    """The client disconnected before its answer: before sending its whole body, or while its
+    texts waited for the model."""
 
 
 def _replaying(body: bytes, receive: Receive) -> Receive:
