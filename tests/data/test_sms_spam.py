@@ -31,6 +31,7 @@ from gptclf.data.sms_spam import (
     sms_spam_tsv,
     write_splits,
 )
+from gptclf.data.splits import SPLIT_NAMES
 from gptclf.errors import GptclfError
 
 
@@ -272,7 +273,7 @@ def test_prepare_reuses_correct_book_csvs_and_rewrites_altered_ones(
 def test_full_protocol_writes_all_5574_messages(cached_copy: Path):
     paths = prepare_sms_spam("full", cache_dir=cached_copy)
     assert paths["train"].parent == cached_copy / "full"
-    sizes = [len(pd.read_csv(paths[name], keep_default_na=False)) for name in sms_spam.SPLITS]
+    sizes = [len(pd.read_csv(paths[name], keep_default_na=False)) for name in SPLIT_NAMES]
     assert sum(sizes) == 5574
 
 

@@ -18,11 +18,11 @@ from sklearn.model_selection import train_test_split
 
 from gptclf.assets import sha256_of, verified_file
 from gptclf.atomic import atomic_path, write_text_atomic
+from gptclf.data.splits import SPLIT_NAMES
 from gptclf.errors import GptclfError
 
 Log = Callable[[str], None]
 TOOL_TIMEOUT_S = 600
-SPLITS = ("train", "validation", "test")
 FRACTIONS = {"train": 0.7, "validation": 0.1, "test": 0.2}
 LABELS_FILE = "labels.json"
 MANIFEST_FILE = "manifest.json"
@@ -113,18 +113,20 @@ def write_csvs(
 ) -> dict[str, Path]:
     """Write ``<split>.csv`` per split and ``labels.json``; their paths by split name and
     ``labels``."""
-    paths = {name: out_dir / f"{name}.csv" for name in SPLITS}
-    for name, path in paths.items():
-        with atomic_path(path) as tmp:
+    paths = split_paths(out_dir)
+    for name in SPLIT_NAMES:
+        with atomic_path(paths[name]) as tmp:
             splits[name].to_csv(tmp, index=None, lineterminator="\n")
-    paths["labels"] = out_dir / LABELS_FILE
     write_text_atomic(paths["labels"], json.dumps(labels) + "\n")
     return paths
 
 
 def split_paths(out_dir: Path) -> dict[str, Path]:
     """The paths ``write_csvs`` writes in ``out_dir``."""
-    return {**{name: out_dir / f"{name}.csv" for name in SPLITS}, "labels": out_dir / LABELS_FILE}
+    return {
+        **{name: out_dir / f"{name}.csv" for name in SPLIT_NAMES},
+        "labels": out_dir / LABELS_FILE,
+    }
 
 
 def write_recorded_splits(

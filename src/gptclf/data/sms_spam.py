@@ -23,9 +23,6 @@ import pandas as pd
 from gptclf.assets import verified_file
 from gptclf.atomic import write_text_atomic
 from gptclf.data.builtin import (
-    SPLITS as SPLITS,
-)
-from gptclf.data.builtin import (
     Log,
     download_wheel,
     install_verified,
