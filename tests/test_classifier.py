@@ -1,8 +1,16 @@
+import copy
+
 import pytest
 import torch
 import transformers
 
-from gptclf.classifier import POOLINGS, SequenceClassifier, mean_pool
+from gptclf.classifier import (
+    POOLINGS,
+    ClassifierSpec,
+    SequenceClassifier,
+    build_classifier,
+    mean_pool,
+)
 from gptclf.errors import GptclfError
 from gptclf.models import GPTConfig, GPTModel
 from gptclf.trainable import set_trainable
@@ -52,9 +60,20 @@ def full_sequence_logits(classifier, x, mask, start_block: int) -> torch.Tensor:
     hidden = model.final_norm(model.run_blocks(x, attend, start=start_block))
     if classifier.pooling == "mean":
         return classifier.head(mean_pool(hidden, mask))
+    if classifier.pooling == "last-token+mean":
+        return classifier.head(last_token_and_mean_by_hand(hidden, mask))
     rows = torch.arange(hidden.shape[0])
     at = {"last-token": mask.sum(1) - 1, "last-position": hidden.shape[1] - 1, "first": 0}
     return classifier.head(hidden[rows, at[classifier.pooling]])
+
+
+def last_token_and_mean_by_hand(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """(batch, 2 * dim): each sequence's last real token beside the mean of its real tokens."""
+    features = []
+    for row, length in enumerate(mask.sum(1).tolist()):
+        real = hidden[row, :length]
+        features.append(torch.cat([real[-1], real.mean(0)]))
+    return torch.stack(features)
 
 
 @pytest.mark.parametrize("pooling", POOLINGS)
@@ -92,3 +111,58 @@ def test_an_unknown_pooling_is_an_error_not_silent_mean_pooling():
     cfg = GPTConfig(vocab_size=30, context_length=16, emb_dim=8, n_heads=2, n_layers=1)
     with pytest.raises(GptclfError, match="unknown pooling 'max'"):
         SequenceClassifier(GPTModel(cfg), n_classes=2, pooling="max")
+
+
+def tiny_gpt(n_layers: int = 3) -> GPTModel:
+    torch.manual_seed(0)
+    cfg = GPTConfig(vocab_size=40, context_length=16, emb_dim=8, n_heads=2, n_layers=n_layers)
+    return GPTModel(cfg)
+
+
+def test_last_token_plus_mean_head_reads_the_last_real_token_beside_the_mean_of_real_tokens():
+    classifier = SequenceClassifier(tiny_gpt(), n_classes=3, pooling="last-token+mean").eval()
+    model = classifier.language_model
+    assert classifier.head.in_features == 2 * model.cfg.emb_dim
+    ids, mask = padded_batch(model.cfg.vocab_size)
+    with torch.no_grad():
+        features = last_token_and_mean_by_hand(model.hidden_states(ids, mask), mask)
+        expected = classifier.head(features)
+        actual = classifier(ids, mask)
+    torch.testing.assert_close(actual, expected, atol=1e-6, rtol=0)
+
+
+def test_padding_leaves_the_last_token_plus_mean_logits_of_each_sequence_as_alone():
+    classifier = SequenceClassifier(tiny_gpt(), n_classes=3, pooling="last-token+mean").eval()
+    ids, mask = padded_batch(classifier.language_model.cfg.vocab_size)
+    with torch.no_grad():
+        batched = classifier(ids, mask)
+        for row, length in enumerate(mask.sum(1).tolist()):
+            alone = classifier(ids[row : row + 1, :length], mask[row : row + 1, :length])
+            torch.testing.assert_close(batched[row], alone[0], atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("pooling", ["last-token", "last-token+mean"])
+def test_a_classifier_of_depth_k_reads_the_final_norm_after_the_bottom_k_blocks(pooling):
+    full = tiny_gpt(n_layers=3)
+    untouched = copy.deepcopy(full)
+    classifier = build_classifier(full, ClassifierSpec(2, pooling, depth=2)).eval()
+    assert len(classifier.language_model.trf_blocks) == 2
+    assert not any(k.startswith("trf_blocks.2.") for k in classifier.language_model.state_dict())
+    ids, mask = padded_batch(untouched.cfg.vocab_size)
+    with torch.no_grad():
+        after_two = untouched.run_blocks(untouched.embed(ids), mask, stop=2)
+        hidden = untouched.final_norm(after_two)
+        if pooling == "last-token":
+            features = hidden[torch.arange(len(ids)), mask.sum(1) - 1]
+        else:
+            features = last_token_and_mean_by_hand(hidden, mask)
+        expected = classifier.head(features)
+        actual = classifier(ids, mask)
+    torch.testing.assert_close(actual, expected, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("depth", [0, 4])
+def test_a_depth_outside_the_blocks_of_the_model_is_an_error_naming_depth(depth):
+    with pytest.raises(GptclfError) as error:
+        build_classifier(tiny_gpt(n_layers=3), ClassifierSpec(2, depth=depth))
+    assert str(error.value) == f"--depth {depth}: the model has 3 blocks; choose 1..3"

@@ -232,3 +232,36 @@ def test_baseline_reports_the_same_metrics(spam_data, capsys):
     assert code == 0
     metrics = json.loads(capsys.readouterr().out)
     assert metrics["accuracy"] == 1.0 and metrics["split"] == "test"
+
+
+def test_a_run_with_depth_pooling_decay_smoothing_and_head_tail_evaluates_as_it_trained(
+    spam_data, tiny_gpt2_base, tmp_path, capsys
+):
+    """Trained at depth 1 of 2 on texts cut to 6 tokens (head and tail), the saved run is
+    rebuilt the same way: ``eval`` reproduces the test metrics training wrote."""
+    from gptclf.data.tokenized import frame
+    from gptclf.predict import Classifier
+
+    out = tmp_path / "run"
+    options = ["--depth=1", "--pooling=last-token+mean", "--decay=matrices"]
+    options += ["--label-smoothing=0.1", "--truncate=head+tail", "--max-length=6"]
+    options += ["--epochs=2", "--batch-size=16", "--lr=1e-2", "--precision=fp32", "--quiet"]
+    argv = ["train", *split_options(spam_data), f"--model={tiny_gpt2_base}", *options]
+    assert main([*argv, f"--out={out}"]) == 0
+    trained = json.loads((out / "metrics.json").read_text())["test"]
+
+    classifier = Classifier.from_pretrained(out)
+    network = classifier.network.language_model
+    assert len(network.trf_blocks) == 1 and classifier.network.head.in_features == 2 * 32
+    long_text = SPAM[0]
+    ids = classifier.tokenizer.encode_batch([long_text])
+    assert len(ids[0]) > 6  # cut: its first 3 and last 3 tokens are read
+    assert classifier.token_ids([long_text]) == frame(ids, 6, "head+tail").ids
+
+    capsys.readouterr()
+    assert main(["eval", str(out), "--json"]) == 0
+    evaluated = json.loads(capsys.readouterr().out)
+    for key in ("n", "n_errors", "confusion_matrix", "labels"):
+        assert evaluated[key] == trained[key], key
+    for key in ("accuracy", "macro_f1", "roc_auc", "pr_auc"):
+        assert evaluated[key] == pytest.approx(trained[key], abs=1e-6), key

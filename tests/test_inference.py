@@ -1,11 +1,13 @@
 """The one path of logits: lists of sequences in bucketed batches, in input order, and the
-frozen-prefix pass whose output continues to the same logits."""
+frozen-prefix pass whose output continues to the same logits, at several depths in one pass and
+held by a store that computes each sequence once."""
 
 import pytest
 import torch
 
+from gptclf import inference
 from gptclf.classifier import SequenceClassifier
-from gptclf.inference import logits_of, prefix_states
+from gptclf.inference import PrefixStore, logits_of, prefix_states, states_at_depths
 from gptclf.models import GPTConfig, GPTModel
 
 PAD = 0
@@ -47,3 +49,67 @@ def test_logits_leave_the_classifier_in_the_mode_it_was_in(classifier):
     classifier.train()
     logits_of(classifier, sequences(3), PAD)
     assert classifier.training
+
+
+def assert_same_states(actual: list[torch.Tensor], expected: list[torch.Tensor]) -> None:
+    assert len(actual) == len(expected)
+    for got, want in zip(actual, expected, strict=True):
+        assert got.dtype == want.dtype == torch.float32 and torch.equal(got, want)
+
+
+def test_states_at_several_depths_are_the_prefix_states_of_each_depth(classifier):
+    ids = sequences(seed=2)
+    model = classifier.language_model
+    at = states_at_depths(model, ids, [3, 1, 2, 1], PAD, batch_size=4)
+    assert sorted(at) == [1, 2, 3]
+    for depth, states in at.items():
+        assert_same_states(states, prefix_states(classifier, ids, depth, PAD, batch_size=4))
+        with torch.no_grad():  # and what each sequence gives alone, unbatched
+            for x, state in zip(ids, states, strict=True):
+                alone = model.run_blocks(model.embed(torch.tensor([x])), stop=depth)[0]
+                torch.testing.assert_close(state, alone, atol=1e-5, rtol=0)
+
+
+@pytest.fixture
+def passes(monkeypatch) -> list[tuple[int, list[int]]]:
+    """(how many sequences, at which depths) of every pass ``gptclf.inference`` computes."""
+    calls = []
+    compute = inference.states_at_depths
+
+    def counted(model, ids, depths, *args, **kwargs):
+        depths = list(depths)
+        calls.append((len(ids), sorted(depths)))
+        return compute(model, ids, depths, *args, **kwargs)
+
+    monkeypatch.setattr(inference, "states_at_depths", counted)
+    return calls
+
+
+def test_the_prefix_store_computes_each_sequence_once_and_gives_the_prefix_states(
+    classifier, passes
+):
+    ids = sequences(seed=3)
+    model, store = classifier.language_model, PrefixStore()
+    first = store.states(model, [*ids, ids[0]], 2, PAD, "fp32")  # a repeated sequence, once
+    again = store.states(model, ids[::-1], 2, PAD, "fp32")
+    assert passes == [(len(ids), [2])]
+    assert_same_states(first, [*prefix_states(classifier, ids, 2, PAD), first[0]])
+    assert_same_states(again, first[: len(ids)][::-1])
+
+    del passes[:]
+    store.states(model, [*ids, [5, 6, 7]], 2, PAD, "fp32")
+    assert passes == [(1, [2])]  # only the sequence not held yet
+
+
+def test_the_prefix_store_fills_several_depths_in_one_pass_through_the_blocks(classifier, passes):
+    ids = sequences(seed=4)
+    model, store = classifier.language_model, PrefixStore()
+    runs = [0] * len(model.trf_blocks)
+    for index, block in enumerate(model.trf_blocks):
+        block.register_forward_hook(lambda *_, i=index: runs.__setitem__(i, runs[i] + 1))
+    store.fill(model, ids, [1, 3], PAD, "fp32")  # 11 sequences: one batch of 32
+    assert runs == [1, 1, 1] and passes == [(len(ids), [1, 3])]
+    held = {depth: store.states(model, ids, depth, PAD, "fp32") for depth in (1, 3)}
+    assert runs == [1, 1, 1] and len(passes) == 1  # read, not computed again
+    for depth, states in held.items():
+        assert_same_states(states, prefix_states(classifier, ids, depth, PAD))

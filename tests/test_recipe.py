@@ -113,3 +113,43 @@ def test_tokens_kept_per_text_are_the_option_or_the_default_within_the_context(
     max_length, context, kept
 ):
     assert max_length_within(max_length, context) == kept
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"label_smoothing": 1.0}, "--label-smoothing must be in [0, 1), not 1.0"),
+        ({"label_smoothing": -0.1}, "--label-smoothing must be in [0, 1), not -0.1"),
+        ({"depth": 0}, "--depth must be at least 1, not 0"),
+        ({"decay": "biases"}, "--decay must be one of all, matrices, not 'biases'"),
+        ({"truncate": "middle"}, "--truncate must be one of head, tail, head+tail, not 'middle'"),
+    ],
+)
+def test_a_wrong_depth_decay_label_smoothing_or_truncation_is_an_error_naming_its_flag(
+    values, message
+):
+    with pytest.raises(GptclfError) as error:
+        recipe(**values)
+    assert str(error.value) == message
+
+
+def test_the_new_options_accept_their_documented_values():
+    config = recipe(depth=1, decay="matrices", label_smoothing=0.0, truncate="head+tail")
+    assert (config.depth, config.decay, config.truncate) == (1, "matrices", "head+tail")
+    assert recipe().depth is None and recipe().decay == "all" and recipe().label_smoothing == 0
+
+
+def test_the_classifier_spec_carries_pooling_depth_and_lora_unless_merged():
+    config = recipe(pooling="last-token+mean", depth=3, trainable="lora", lora_rank=4)
+    spec = config.classifier_spec(n_classes=5)
+    assert (spec.n_classes, spec.pooling, spec.depth) == (5, "last-token+mean", 3)
+    assert spec.lora == config.lora() and spec.lora["rank"] == 4
+    assert config.classifier_spec(5, with_lora=False).lora is None
+    assert recipe(trainable="head").classifier_spec(2).lora is None
+
+
+def test_options_with_depth_decay_and_label_smoothing_read_back_from_a_run_file(tmp_path):
+    config = recipe(depth=2, decay="matrices", label_smoothing=0.1, truncate="head+tail")
+    source = DataSource(train=Path("d/train.csv"))
+    write_options(tmp_path / "run.yaml", config, source)
+    assert options_of_run(tmp_path / "run.yaml") == (config, source)

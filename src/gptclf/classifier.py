@@ -13,12 +13,12 @@ from gptclf.lora import apply_lora
 from gptclf.models import LanguageModel
 from gptclf.models.stack import rows_at
 
-POOLINGS = ("last-token", "last-position", "mean", "first")
+POOLINGS = ("last-token", "last-position", "mean", "first", "last-token+mean")
 
 
 def read_positions(attention_mask: torch.Tensor, pooling: str) -> torch.Tensor | None:
     """The one position (batch,) each sequence of a right-padded batch is read at, or None where
-    the pooling reads them all (mean)."""
+    the pooling reads them all (mean, last-token+mean)."""
     batch, seq_len = attention_mask.shape
     if pooling == "last-token":  # the real last token of each sequence
         return attention_mask.sum(dim=1) - 1
@@ -33,6 +33,21 @@ def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tenso
     """The mean of each sequence's hidden states (batch, seq, dim) over its real tokens."""
     weights = attention_mask.unsqueeze(-1).to(hidden.dtype)
     return (hidden * weights).sum(dim=1) / weights.sum(dim=1)
+
+
+def pooled_width(pooling: str) -> int:
+    """How many hidden states side by side the class head reads."""
+    return 2 if pooling == "last-token+mean" else 1
+
+
+def pool_all(hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: str) -> torch.Tensor:
+    """The pooled features (batch, width * dim) of every position's hidden states, for the
+    poolings that read them all."""
+    mean = mean_pool(hidden, attention_mask)
+    if pooling == "mean":
+        return mean
+    last = rows_at(hidden, read_positions(attention_mask, "last-token"))[:, 0]
+    return torch.cat([last, mean], dim=-1)
 
 
 class SequenceClassifier(nn.Module):
@@ -50,7 +65,8 @@ class SequenceClassifier(nn.Module):
         super().__init__()
         if pooling not in POOLINGS:
             raise GptclfError(f"unknown pooling {pooling!r}; choose one of {', '.join(POOLINGS)}")
-        language_model.out_head = nn.Linear(language_model.cfg.emb_dim, n_classes)
+        width = pooled_width(pooling) * language_model.cfg.emb_dim
+        language_model.out_head = nn.Linear(width, n_classes)
         self.language_model = language_model
         self.pooling = pooling
         self.attend_to_padding = attend_to_padding
@@ -76,7 +92,9 @@ class SequenceClassifier(nn.Module):
         else:
             hidden = lm.run_blocks(x, mask, start=start_block, at=at)
         hidden = lm.final_norm(hidden)
-        return self.head(mean_pool(hidden, attention_mask) if at is None else hidden[:, 0])
+        return self.head(
+            pool_all(hidden, attention_mask, self.pooling) if at is None else hidden[:, 0]
+        )
 
     def frozen_prefix(self) -> int:
         """How many bottom blocks give the same output every time, so it can be cached: nothing
@@ -94,20 +112,33 @@ class SequenceClassifier(nn.Module):
 @dataclass(frozen=True)
 class ClassifierSpec:
     """What turns a language model into a classifier: the classes, how the hidden states are
-    read, and the LoRA adapters (``apply_lora``'s keyword arguments) if any."""
+    read and from how many bottom blocks (None: all), and the LoRA adapters (``apply_lora``'s
+    keyword arguments) if any."""
 
     n_classes: int
     pooling: str = "last-token"
     attend_to_padding: bool = False
     lora: dict | None = None
+    depth: int | None = None
 
 
 def build_classifier(language_model: LanguageModel, spec: ClassifierSpec) -> SequenceClassifier:
-    """The classifier of ``spec`` around ``language_model``: a new class head (initialised from
-    torch's random state), then the LoRA adapters."""
+    """The classifier of ``spec`` around ``language_model``: the blocks above ``spec.depth``
+    dropped, a new class head (initialised from torch's random state), then the LoRA adapters."""
+    if spec.depth is not None:
+        keep_bottom_blocks(language_model, spec.depth)
     classifier = SequenceClassifier(
         language_model, spec.n_classes, spec.pooling, spec.attend_to_padding
     )
     if spec.lora is not None:
         apply_lora(language_model, **spec.lora)
     return classifier
+
+
+def keep_bottom_blocks(language_model: LanguageModel, depth: int) -> None:
+    """Drop every block above the bottom ``depth``: the features come from that depth, and the
+    final norm is applied there."""
+    n_blocks = len(language_model.trf_blocks)
+    if not 1 <= depth <= n_blocks:
+        raise GptclfError(f"--depth {depth}: the model has {n_blocks} blocks; choose 1..{n_blocks}")
+    language_model.trf_blocks = nn.ModuleList(list(language_model.trf_blocks)[:depth])

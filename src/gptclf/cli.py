@@ -19,6 +19,7 @@ from gptclf.predict import PredictOptions
 from gptclf.recipe import TrainConfig
 from gptclf.registry import DEFAULT_MODEL, MODELS
 from gptclf.run.folder import RunDir
+from gptclf.tune.options import TuneOptions
 
 
 def _cmd_models(args: argparse.Namespace) -> None:
@@ -129,6 +130,14 @@ def _cmd_train(args: argparse.Namespace) -> None:
         train(config, source, run_dir, resume=args.resume is not None, quiet=args.quiet, dist=dist)
         if dist.is_main:
             print(run_dir)
+
+
+def _cmd_tune(args: argparse.Namespace) -> None:
+    from gptclf.tune.search import tune
+
+    config, source, run_dir = _train_settings(args)
+    tune(config, source, run_dir, build(TuneOptions, given(args, TuneOptions)), quiet=args.quiet)
+    print(run_dir)
 
 
 def _train_settings(args: argparse.Namespace) -> tuple[TrainConfig, DataSource, Path]:
@@ -269,6 +278,18 @@ def _check_folder(folder: Path) -> None:
     check_writable(folder / "train.csv")
 
 
+def _add_recipe_command(commands, name: str, help: str) -> argparse.ArgumentParser:
+    """A command that takes data and a recipe (the flags, a preset or a file) and writes a run."""
+    command = commands.add_parser(name, help=help)
+    add_options(command, DataSource)
+    command.add_argument("--preset", choices=["book"], help="a complete recipe (book: chapter 6)")
+    command.add_argument("--config", type=Path, help="YAML or JSON file of options (flags win)")
+    add_options(command, TrainConfig)
+    command.add_argument("--out", type=Path, help="run folder (default: a new one under runs/)")
+    command.add_argument("--quiet", action="store_true")
+    return command
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gptclf", description="Turn a pretrained GPT-style language model into a classifier."
@@ -286,16 +307,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_data_commands(commands.add_parser("data", help="prepare and inspect labelled text"))
 
-    train = commands.add_parser("train", help="finetune a model into a classifier")
-    add_options(train, DataSource)
-    train.add_argument("--preset", choices=["book"], help="a complete recipe (book: chapter 6)")
-    train.add_argument("--config", type=Path, help="YAML or JSON file of options (flags win)")
-    add_options(train, TrainConfig)
-    train.add_argument("--out", type=Path, help="run folder (default: a new one under runs/)")
+    train = _add_recipe_command(commands, "train", "finetune a model into a classifier")
     train.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue an interrupted run")
-    train.add_argument("--quiet", action="store_true")
     _add_device_option(train)
     train.set_defaults(run=_cmd_train, data_parallel=True)
+
+    tune = _add_recipe_command(
+        commands, "tune", "choose a recipe by cross-validation on train + validation, train it"
+    )
+    add_options(tune, TuneOptions)
+    tune.set_defaults(run=_cmd_tune, resume=None)
 
     evaluate = commands.add_parser("eval", help="measure a trained classifier on labelled data")
     evaluate.add_argument("run_dir", type=Path)
@@ -398,8 +419,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     torchrun every process raises it) and exit status 2. SIGTERM is handled like Ctrl-C (files
     being written are removed), then one line and exit status 143 (128 + SIGTERM); ``serve``
     handles its signals itself."""
-    args = _parse(argv)
     try:
+        args = _parse(argv)
         if launched_in_parallel() and not getattr(args, "data_parallel", False):
             raise GptclfError(
                 f"gptclf {args.command} runs in one process; start it without torchrun"

@@ -4,12 +4,14 @@ of similar length. The frozen-prefix pass runs the same way."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from contextlib import nullcontext
 
 import torch
 
 from gptclf.classifier import SequenceClassifier
 from gptclf.data.batching import Batch, Collator, LengthBucketSampler
+from gptclf.models import LanguageModel
 from gptclf.precision import attention_kernel, autocast
 
 
@@ -56,7 +58,6 @@ def logits_of(
     return out
 
 
-@torch.inference_mode()
 def prefix_states(
     classifier: SequenceClassifier,
     sequences: list[list[int]],
@@ -68,15 +69,77 @@ def prefix_states(
     """Hidden states (len, dim) of each sequence after the bottom ``n_blocks`` blocks, kept in
     bfloat16 when computed in it: what the frozen-prefix cache holds."""
     lm = classifier.language_model
-    out: list[torch.Tensor] = [torch.empty(0)] * len(sequences)
+    return states_at_depths(lm, sequences, [n_blocks], pad_id, precision, batch_size)[n_blocks]
+
+
+@torch.inference_mode()
+def states_at_depths(
+    language_model: LanguageModel,
+    sequences: list[list[int]],
+    depths: Iterable[int],
+    pad_id: int,
+    precision: str = "fp32",
+    batch_size: int = 32,
+) -> dict[int, list[torch.Tensor]]:
+    """For each depth, the hidden states (len, dim) of each sequence after the bottom ``depth``
+    blocks, from one pass through the deepest: what ``prefix_states`` gives at each depth."""
+    lm, depths = language_model, sorted(set(depths))
+    out = {depth: [torch.empty(0)] * len(sequences) for depth in depths}
+    kept = torch.bfloat16 if precision == "bf16" else torch.float32
     collate = Collator(pad_id)
     sampler = LengthBucketSampler([len(s) for s in sequences], batch_size, shuffle=False)
     for indices in sampler:
         batch = collate([(sequences[i], None) for i in indices])
         mask = None if bool(batch.attention_mask.all()) else batch.attention_mask
+        start = 0
         with autocast(precision):
-            states = lm.run_blocks(lm.embed(batch.inputs), mask, stop=n_blocks)
-        states = states.to(torch.bfloat16 if precision == "bf16" else torch.float32)
-        for row, i in enumerate(indices):
-            out[i] = states[row, : len(sequences[i])].clone()
+            states = lm.embed(batch.inputs)
+        for depth in depths:
+            with autocast(precision):
+                states = lm.run_blocks(states, mask, start=start, stop=depth)
+            start, held = depth, states.to(kept)
+            for row, i in enumerate(indices):
+                out[depth][i] = held[row, : len(sequences[i])].clone()
     return out
+
+
+class PrefixStore:
+    """Frozen-prefix states of one base model held in memory by depth, precision and token ids,
+    so that the candidates and folds of a recipe search compute each only once."""
+
+    def __init__(self) -> None:
+        self._held: dict[tuple[int, str, tuple[int, ...]], torch.Tensor] = {}
+
+    def fill(
+        self,
+        language_model: LanguageModel,
+        sequences: list[list[int]],
+        depths: Iterable[int],
+        pad_id: int,
+        precision: str,
+    ) -> None:
+        """Compute, in one pass, the states at each of ``depths`` of the sequences not yet held
+        at all of them."""
+        depths = sorted(set(depths))
+        keys = {tuple(s) for s in sequences}
+        missing = [
+            list(k) for k in keys if any((d, precision, k) not in self._held for d in depths)
+        ]
+        if not missing:
+            return
+        computed = states_at_depths(language_model, missing, depths, pad_id, precision)
+        for depth, states in computed.items():
+            for ids, state in zip(missing, states, strict=True):
+                self._held[(depth, precision, tuple(ids))] = state
+
+    def states(
+        self,
+        language_model: LanguageModel,
+        sequences: list[list[int]],
+        depth: int,
+        pad_id: int,
+        precision: str,
+    ) -> list[torch.Tensor]:
+        """The states of ``sequences`` after the bottom ``depth`` blocks, computed if not held."""
+        self.fill(language_model, sequences, [depth], pad_id, precision)
+        return [self._held[(depth, precision, tuple(s))] for s in sequences]

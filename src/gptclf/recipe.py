@@ -9,9 +9,9 @@ from functools import partial
 from pathlib import Path
 
 from gptclf.atomic import write_text_atomic
-from gptclf.classifier import POOLINGS
+from gptclf.classifier import POOLINGS, ClassifierSpec
 from gptclf.data.dataset import DataSource
-from gptclf.data.tokenized import TEXT_SLOT
+from gptclf.data.tokenized import TEXT_SLOT, TRUNCATE_SIDES
 from gptclf.errors import GptclfError
 from gptclf.options import as_plain, at_least, build, option, read_config_file
 from gptclf.precision import PRECISIONS
@@ -42,6 +42,11 @@ class TrainConfig:
         choices=("pretrained", "random"),
     )
     pooling: str = model_option("last-token", "which hidden state is read", choices=POOLINGS)
+    depth: int | None = model_option(
+        None,
+        "read the features after the bottom N blocks; the blocks above never run (default: all)",
+        **at_least(1),
+    )
     trainable: str = model_option(
         "last-block",
         TRAINABLE_SHOWN.replace(", ", " | "),
@@ -66,6 +71,15 @@ class TrainConfig:
         5e-4, "peak learning rate", valid=lambda v: v > 0, rule="positive"
     )
     weight_decay: float = optimisation_option(0.1, "AdamW weight decay")
+    decay: str = optimisation_option(
+        "all",
+        "what weight decay applies to: every parameter, or weight matrices only (not norms, "
+        "biases and the head bias)",
+        choices=("all", "matrices"),
+    )
+    label_smoothing: float = optimisation_option(
+        0.0, "cross-entropy label smoothing", valid=lambda v: 0 <= v < 1, rule="in [0, 1)"
+    )
     warmup: float = optimisation_option(
         0.1, "fraction of steps warming up linearly", valid=lambda v: 0 <= v < 1, rule="in [0, 1)"
     )
@@ -88,7 +102,7 @@ class TrainConfig:
         None, "pad every batch to the longest training text", choices=(None, "longest")
     )
     truncate: str = optimisation_option(
-        "head", "which end of a too-long text to keep", choices=("head", "tail")
+        "head", "which part of a too-long text to keep", choices=TRUNCATE_SIDES
     )
     template: str | None = optimisation_option(
         None,
@@ -132,6 +146,12 @@ class TrainConfig:
     book_loop: bool = option(
         False, "shuffle with the global RNG and log exactly as chapter 6 does", cli=False
     )
+
+    def classifier_spec(self, n_classes: int, with_lora: bool = True) -> ClassifierSpec:
+        """The classifier this recipe builds for ``n_classes`` (its LoRA adapters left out
+        where they are already merged into the weights)."""
+        lora = self.lora() if with_lora else None
+        return ClassifierSpec(n_classes, self.pooling, self.attend_to_padding, lora, self.depth)
 
     def lora_blocks_list(self) -> list[int] | None:
         """The blocks that get LoRA adapters, counted from the top; None for all."""

@@ -69,3 +69,29 @@ def test_template_longer_than_the_maximum_length_is_an_error():
     around = template_ids(gpt2_tokenizer(), "a long instruction before the text: {text}")
     with pytest.raises(GptclfError, match="leaves no room for the text"):
         frame([[1]], max_length=3, around=around)
+
+
+@pytest.mark.parametrize(
+    ("max_length", "kept"),
+    [
+        (4, [1, 2, 6, 7]),  # room 4: the first 2 and the last 2
+        (5, [1, 2, 3, 6, 7]),  # room 5: the first 3 (the odd one) and the last 2
+        (1, [1]),  # room 1: the first token and none of the end
+    ],
+)
+def test_head_and_tail_truncation_keeps_the_first_half_and_the_last_half_of_the_room(
+    max_length, kept
+):
+    framed = frame([[1, 2, 3, 4, 5, 6, 7], [8]], max_length, side="head+tail")
+    assert framed.ids == [kept, [8]]  # a text that fits is left whole
+    assert framed.n_truncated == 1 and framed.text_lengths.tolist() == [7, 1]
+
+
+def test_head_and_tail_truncation_cuts_the_text_inside_the_template():
+    around = ([100, 101], [102])
+    framed = frame(
+        [[1, 2, 3, 4, 5, 6, 7], [8, 9, 10]], max_length=6, side="head+tail", around=around
+    )
+    # Room for 3 text tokens: the first 2 and the last 1; the 3-token text fits as it is.
+    assert framed.ids == [[100, 101, 1, 2, 7, 102], [100, 101, 8, 9, 10, 102]]
+    assert framed.n_truncated == 1

@@ -1,5 +1,5 @@
 """The learning-rate factor of each step, worked out by hand for every schedule, the rates an
-AdamW sees under it, and the loss's balanced class weights."""
+AdamW sees under it, which parameters decay, and the loss's balanced class weights."""
 
 from __future__ import annotations
 
@@ -8,7 +8,14 @@ import math
 import pytest
 import torch
 
-from gptclf.training.schedule import balanced_class_weights, lr_factor
+from gptclf.classifier import SequenceClassifier
+from gptclf.data.dataset import DataSource, load_splits
+from gptclf.models import GPTConfig, GPTModel
+from gptclf.recipe import recipe
+from gptclf.trainable import set_trainable, trainable_parameters
+from gptclf.training.prepare import base_model, prepare_loaded
+from gptclf.training.schedule import balanced_class_weights, decay_groups, lr_factor
+from gptclf.training.train import build_trainer
 
 
 def factors(schedule: str, warmup: float, total_steps: int, steps: range) -> list[float]:
@@ -78,3 +85,62 @@ def test_balanced_class_weights_are_inverse_to_class_frequency():
 def test_a_class_absent_from_the_training_labels_gets_a_finite_weight():
     weights = balanced_class_weights([0, 0, 1, 1], 3)
     assert weights.tolist() == pytest.approx([4 / 6, 4 / 6, 4 / 3])
+
+
+def fully_trainable_parameters() -> dict[str, torch.nn.Parameter]:
+    """Every parameter of a tiny two-block GPT classifier, by name."""
+    torch.manual_seed(0)
+    cfg = GPTConfig(vocab_size=30, context_length=8, emb_dim=8, n_heads=2, n_layers=2)
+    classifier = SequenceClassifier(GPTModel(cfg), n_classes=2)
+    set_trainable(classifier, "all")
+    return trainable_parameters(classifier)
+
+
+def names_in(group: dict, trainable: dict[str, torch.nn.Parameter]) -> set[str]:
+    held = {id(p) for p in group["params"]}
+    return {name for name, p in trainable.items() if id(p) in held}
+
+
+def test_decay_of_matrices_only_leaves_every_norm_and_bias_in_a_group_without_decay():
+    trainable = fully_trainable_parameters()
+    decayed, kept = decay_groups(trainable, 0.1, "matrices")
+    assert (decayed["weight_decay"], kept["weight_decay"]) == (0.1, 0.0)
+    matrices = {name for name, p in trainable.items() if p.dim() >= 2}
+    assert names_in(decayed, trainable) == matrices
+    assert names_in(kept, trainable) == set(trainable) - matrices
+    assert {"out_head.bias", "final_norm.scale", "final_norm.shift"} <= names_in(kept, trainable)
+    assert {"out_head.weight", "tok_emb.weight"} <= matrices
+    assert all(("norm" in n or n.endswith(".bias")) for n in names_in(kept, trainable))
+
+
+def test_decay_of_all_is_one_group_of_every_parameter():
+    trainable = fully_trainable_parameters()
+    (group,) = decay_groups(trainable, 0.3, "all")
+    assert group["weight_decay"] == 0.3 and names_in(group, trainable) == set(trainable)
+
+
+def test_the_trainers_adamw_shrinks_matrices_but_not_norms_and_biases_under_decay_matrices(
+    spam_data, tiny_gpt2_base
+):
+    """With zero gradients AdamW's update is its weight decay alone: p * (1 - lr * decay)."""
+    config = recipe(
+        model=str(tiny_gpt2_base),
+        decay="matrices",
+        weight_decay=0.5,
+        lr=0.1,
+        warmup=0.0,
+        precision="fp32",
+    )
+    source = DataSource(train=spam_data / "train.csv", validation=spam_data / "val.csv")
+    prepared = prepare_loaded(config, load_splits(source), base_model(config))
+    optimizer = build_trainer(config, prepared, quiet=True).step.optimizer
+    head, norm = prepared.classifier.head, prepared.classifier.language_model.final_norm
+    before = {"head": head.weight.detach().clone(), "bias": head.bias.detach().clone()}
+    before["norm"] = norm.scale.detach().clone()
+    for group in optimizer.param_groups:
+        for param in group["params"]:
+            param.grad = torch.zeros_like(param)
+    optimizer.step()
+    torch.testing.assert_close(head.weight.detach(), before["head"] * (1 - 0.1 * 0.5))
+    assert torch.equal(head.bias.detach(), before["bias"])
+    assert torch.equal(norm.scale.detach(), before["norm"])

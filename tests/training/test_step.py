@@ -1,11 +1,13 @@
 """The optimizer step of training: the global gradient norm clipped to ``max_grad_norm`` (and
 left alone without it), the schedule stepped with the optimizer, and gradient accumulation over
-half batches giving the gradients of the whole batch."""
+half batches giving the gradients of the whole batch, and label smoothing applied to the training
+loss but not to the measured one."""
 
 from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from gptclf.classifier import SequenceClassifier
 from gptclf.data.batching import Batch
@@ -142,3 +144,18 @@ def test_two_accumulated_half_batches_give_the_gradients_of_the_whole_batch():
     for (name, expected), accumulated in pairs:
         assert expected.grad is not None and expected.grad.abs().sum() > 0, name
         torch.testing.assert_close(accumulated.grad, expected.grad, rtol=1e-4, atol=1e-6)
+
+
+def test_label_smoothing_is_in_the_training_loss_and_not_in_the_measured_loss():
+    batch = equal_length_batch(6)
+    step = training_step(tiny_classifier(), label_smoothing=0.2)
+    with torch.no_grad():
+        logits = step.classifier(batch.inputs, batch.attention_mask)
+    smoothed = F.cross_entropy(logits, batch.labels, label_smoothing=0.2).item()
+    plain = F.cross_entropy(logits, batch.labels).item()
+    assert smoothed != pytest.approx(plain, rel=1e-3)  # the two differ for these logits
+
+    trained_loss, _ = step.forward_backward(batch, step_ends=True)
+    measured_loss, _, _ = step.measure([batch], limit=None)
+    assert trained_loss == pytest.approx(smoothed, rel=1e-5)
+    assert measured_loss == pytest.approx(plain, rel=1e-5)

@@ -16,7 +16,7 @@ from gptclf.errors import GptclfError
 from gptclf.home import home_dir
 from gptclf.tokenizers import Tokenizer
 
-TRUNCATE_SIDES = ("head", "tail")
+TRUNCATE_SIDES = ("head", "tail", "head+tail")
 TEXT_SLOT = "{text}"
 
 
@@ -96,7 +96,8 @@ def frame(
     around: tuple[list[int], list[int]] = ([], []),
 ) -> TokenizedTexts:
     """Cut each text to fit ``max_length`` with the template's tokens ``around`` it, keeping its
-    first (``head``) or last (``tail``) tokens, then put the template around it."""
+    first (``head``), last (``tail``) or first and last (``head+tail``, half each) tokens, then
+    put the template around it."""
     if side not in TRUNCATE_SIDES:
         raise GptclfError(f"--truncate must be one of {', '.join(TRUNCATE_SIDES)}, not {side!r}")
     before, after = around
@@ -107,9 +108,21 @@ def frame(
             f"(the template takes {len(before) + len(after)})"
         )
     text_lengths = np.array([len(x) for x in ids], dtype=np.int64)
-    cut = [x[:room] if side == "head" else x[-room:] for x in ids]
+    cut = [_cut(x, room, side) for x in ids]
     framed = [before + x + after for x in cut] if before or after else cut
     return TokenizedTexts(framed, text_lengths, max_length, len(before) + len(after))
+
+
+def _cut(ids: list[int], room: int, side: str) -> list[int]:
+    """At most ``room`` of ``ids``, from the side(s) ``side`` names."""
+    if len(ids) <= room:
+        return ids
+    if side == "head":
+        return ids[:room]
+    if side == "tail":
+        return ids[-room:]
+    head = (room + 1) // 2
+    return ids[:head] + ids[len(ids) - (room - head) :]
 
 
 def tokenize(

@@ -83,9 +83,7 @@ class RunConfig:
     def classifier_spec(self) -> ClassifierSpec:
         """The classifier to build around the base model; a standalone model holds its LoRA
         adapters merged into its weights."""
-        options = self.recipe
-        lora = None if self.standalone else options.lora()
-        return ClassifierSpec(len(self.label_map), options.pooling, options.attend_to_padding, lora)
+        return self.recipe.classifier_spec(len(self.label_map), with_lora=not self.standalone)
 
 
 def save_run_model(

@@ -10,13 +10,13 @@ from pathlib import Path
 
 import torch
 
-from gptclf.classifier import ClassifierSpec, SequenceClassifier, build_classifier
+from gptclf.classifier import SequenceClassifier, build_classifier
 from gptclf.data.batching import TokenDataset
 from gptclf.data.dataset import DataSource, Splits, load_splits, tokenize_splits
 from gptclf.data.summary import format_summary
 from gptclf.distributed import LOCAL, DistributedContext, device_scope
 from gptclf.errors import GptclfError
-from gptclf.inference import prefix_states
+from gptclf.inference import PrefixStore, prefix_states
 from gptclf.models import FAMILIES
 from gptclf.precision import resolve_precision
 from gptclf.recipe import TrainConfig, max_length_within
@@ -43,12 +43,28 @@ class Prepared:
 
 
 def prepare(
-    config: TrainConfig, source: DataSource, run_dir: RunDir, dist: DistributedContext = LOCAL
+    config: TrainConfig,
+    source: DataSource,
+    run_dir: RunDir,
+    dist: DistributedContext = LOCAL,
+    store: PrefixStore | None = None,
 ) -> Prepared:
-    """Data, model and (when the bottom blocks are frozen) their cached output. The main rank
-    reads the data and shares it; the model is on ``dist.device``."""
+    """Data, model and (when the bottom blocks are frozen) their cached output, taken from
+    ``store`` where it holds them. The main rank reads the data and shares it; the model is on
+    ``dist.device``."""
     splits = dist.on_main(lambda: _load_data(source, run_dir))
-    pretrained = base_model(config)
+    return prepare_loaded(config, splits, base_model(config), dist, store)
+
+
+def prepare_loaded(
+    config: TrainConfig,
+    splits: Splits,
+    pretrained: Pretrained,
+    dist: DistributedContext = LOCAL,
+    store: PrefixStore | None = None,
+) -> Prepared:
+    """``prepare`` on data already read and a base model already loaded (which becomes the
+    classifier); frozen-prefix states come from ``store`` where one is given."""
     model, tokenizer = pretrained.model, pretrained.tokenizer
     max_length = max_length_within(config.max_length, model.context_length)
     tokens, summaries = tokenize_splits(
@@ -58,10 +74,7 @@ def prepare(
     if pad_to:  # the book cuts every text to the longest training text, as prediction does
         tokens, _ = tokenize_splits(splits, tokenizer, pad_to, config.truncate, config.template)
     torch.manual_seed(config.seed)  # the class head and adapters are initialised under the seed
-    spec = ClassifierSpec(
-        len(splits.labels), config.pooling, config.attend_to_padding, config.lora()
-    )
-    classifier = build_classifier(model, spec)
+    classifier = build_classifier(model, config.classifier_spec(len(splits.labels)))
     set_trainable(classifier, config.trainable)
     classifier.to(dist.device)
     start_block = classifier.frozen_prefix() if config.caches_prefix() else 0
@@ -69,9 +82,9 @@ def prepare(
     inputs = {name: t.ids for name, t in tokens.items()}
     if start_block:
         inputs = {
-            name: _shared_prefix_states(
-                classifier, ids, start_block, tokenizer.pad_id, precision, dist
-            )
+            name: _prefix_states(classifier, ids, start_block, tokenizer.pad_id, precision, dist)
+            if store is None
+            else store.states(model, ids, start_block, tokenizer.pad_id, precision)
             for name, ids in inputs.items()
         }
     datasets = {
@@ -118,7 +131,7 @@ def _load_data(source: DataSource, run_dir: RunDir) -> Splits:
     return splits
 
 
-def _shared_prefix_states(
+def _prefix_states(
     classifier: SequenceClassifier,
     sequences: list[list[int]],
     start_block: int,

@@ -1,4 +1,5 @@
-"""The learning rate over the optimizer steps, and the loss's class weights."""
+"""The learning rate over the optimizer steps, which parameters decay, and the loss's class
+weights."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
+from torch import nn
 
 
 def lr_factor(schedule: str, warmup: float, total_steps: int) -> Callable[[int], float]:
@@ -32,3 +34,15 @@ def balanced_class_weights(labels: list[int], n_classes: int) -> torch.Tensor:
     """Per-class loss weights inverse to the class frequencies: n / (classes * count)."""
     counts = np.bincount(np.asarray(labels), minlength=n_classes)
     return torch.tensor(len(labels) / (n_classes * np.maximum(counts, 1)), dtype=torch.float32)
+
+
+def decay_groups(trainable: dict[str, nn.Parameter], weight_decay: float, decay: str) -> list[dict]:
+    """AdamW's parameter groups: with ``decay`` "matrices" only weight matrices (two or more
+    dimensions) decay, while norms, biases and the head bias do not; with "all" everything
+    does, in one group."""
+    if decay == "all":
+        return [{"params": list(trainable.values()), "weight_decay": weight_decay}]
+    matrices = [p for p in trainable.values() if p.dim() >= 2]
+    others = [p for p in trainable.values() if p.dim() < 2]
+    groups = [{"params": matrices, "weight_decay": weight_decay}]
+    return [*groups, {"params": others, "weight_decay": 0.0}] if others else groups

@@ -32,6 +32,7 @@ class TrainingStep:
         precision: str,
         start_block: int = 0,
         class_weights: torch.Tensor | None = None,
+        label_smoothing: float = 0.0,
         max_grad_norm: float | None = None,
         grad_accumulation: int = 1,
         tuned_kernel: bool = True,
@@ -42,16 +43,26 @@ class TrainingStep:
         self.optimizer, self.scheduler = optimizer, scheduler
         self.params = [p for group in optimizer.param_groups for p in group["params"]]
         self.precision, self.start_block = precision, start_block
-        self.class_weights = class_weights
+        self.class_weights, self.label_smoothing = class_weights, label_smoothing
         self.max_grad_norm, self.grad_accumulation = max_grad_norm, grad_accumulation
         self.tuned_kernel, self.dist = tuned_kernel, dist
 
     def logits_of_batch(self, batch: Batch, network: torch.nn.Module) -> torch.Tensor:
         return batch_logits(network, batch, self.precision, self.start_block, self.tuned_kernel)
 
-    def loss(self, logits: torch.Tensor, labels: torch.Tensor, reduction: str = "mean"):
+    def loss(
+        self,
+        logits: torch.Tensor,
+        labels: torch.Tensor,
+        reduction: str = "mean",
+        label_smoothing: float = 0.0,
+    ) -> torch.Tensor:
+        """The (class-weighted) cross-entropy; training asks for its label smoothing, measuring
+        does not, so held-out losses compare across recipes."""
         weight = None if self.class_weights is None else self.class_weights.to(logits.device)
-        return F.cross_entropy(logits, labels, weight=weight, reduction=reduction)
+        return F.cross_entropy(
+            logits, labels, weight=weight, reduction=reduction, label_smoothing=label_smoothing
+        )
 
     def forward_backward(self, batch: Batch, step_ends: bool) -> tuple[float, int]:
         """Forward and backward of a global batch (of this rank's share of it, with gradients
@@ -61,14 +72,15 @@ class TrainingStep:
         if not dist.is_distributed:
             batch = _to(batch, dist.device)
             logits = self.logits_of_batch(batch, self.network)
-            loss = self.loss(logits, batch.labels)
+            loss = self.loss(logits, batch.labels, label_smoothing=self.label_smoothing)
             (loss / self.grad_accumulation).backward()
             return loss.item(), int((logits.argmax(-1) == batch.labels).sum())
         share, factor = share_of_batch(batch, dist.rank, dist.world_size, self.class_weights)
         share = _to(share, dist.device)
         with nullcontext() if step_ends else self.network.no_sync():
             logits = self.logits_of_batch(share, self.network)
-            loss = factor * self.loss(logits, share.labels, reduction="sum")
+            smoothing = self.label_smoothing
+            loss = factor * self.loss(logits, share.labels, "sum", smoothing)
             (loss / self.grad_accumulation).backward()
         correct = int((logits.argmax(-1) == share.labels).sum()) if factor else 0
         mean_loss, total_correct = dist.sum([loss.item() / dist.world_size, correct])

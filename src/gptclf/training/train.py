@@ -14,6 +14,7 @@ import torch
 from gptclf.data.batching import POOL_BATCHES, Collator
 from gptclf.data.dataset import DataSource
 from gptclf.distributed import LOCAL, DistributedContext
+from gptclf.inference import PrefixStore
 from gptclf.metrics import compute_metrics, format_metrics, write_metrics
 from gptclf.models import family_of
 from gptclf.options import as_plain
@@ -27,7 +28,7 @@ from gptclf.training.batches import BookBatches, BucketBatches
 from gptclf.training.book import BookTrainer
 from gptclf.training.log import Logger
 from gptclf.training.prepare import Prepared, prepare
-from gptclf.training.schedule import balanced_class_weights, lr_factor
+from gptclf.training.schedule import balanced_class_weights, decay_groups, lr_factor
 from gptclf.training.step import TrainingStep
 from gptclf.training.trainer import Trainer
 
@@ -53,14 +54,16 @@ def train(
     quiet: bool = False,
     dist: DistributedContext = LOCAL,
     mechanics: Mechanics = Mechanics(),
+    store: PrefixStore | None = None,
 ) -> dict:
     """Train, evaluate on the test split once, and write the run folder ``out``; returns what
     metrics.json holds. With several ranks (``dist``), every rank trains on its share of each
-    global batch and returns the same metrics; only the main rank writes files and prints."""
+    global batch and returns the same metrics; only the main rank writes files and prints.
+    Frozen-prefix states held in ``store`` are reused."""
     run_dir = RunDir(Path(out))
     dist.on_main(lambda: _open(run_dir, config, source, resume))
     began = time.perf_counter()
-    prepared = prepare(config, source, run_dir, dist)
+    prepared = prepare(config, source, run_dir, dist, store)
     prepare_seconds = time.perf_counter() - began
     quiet = quiet or not dist.is_main
     checkpoints = run_dir.checkpoint if dist.is_main else None
@@ -110,9 +113,8 @@ def build_trainer(
     prepared.classifier.top_block_reads_all = not mechanics.read_positions_only
     trainable = trainable_parameters(prepared.classifier)
     optimizer = torch.optim.AdamW(
-        trainable.values(),
+        decay_groups(trainable, config.weight_decay, config.decay),
         lr=config.lr,
-        weight_decay=config.weight_decay,
         fused=True if mechanics.fused_adamw else None,
     )
     total_steps = config.epochs * math.ceil(batches.per_epoch / config.grad_accumulation)
@@ -127,6 +129,7 @@ def build_trainer(
         precision=prepared.precision,
         start_block=prepared.start_block,
         class_weights=balanced_class_weights(train_data.labels, n_classes) if balanced else None,
+        label_smoothing=config.label_smoothing,
         max_grad_norm=config.max_grad_norm,
         grad_accumulation=config.grad_accumulation,
         tuned_kernel=mechanics.tuned_kernel,

@@ -1,0 +1,193 @@
+"""``gptclf tune`` as a function: cross-validate candidate recipes on the training and validation
+texts pooled, within a time budget, then train the winner on all of them into a run folder
+beside its leaderboard. The test split is read only by that final run."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from dataclasses import replace
+from functools import partial
+from pathlib import Path
+
+from gptclf.data.dataset import LABEL_NAMES_FILE, DataSource, Splits, load_splits
+from gptclf.data.readers import LabelledTexts
+from gptclf.data.splits import write_split
+from gptclf.data.tokenized import tokenize
+from gptclf.inference import PrefixStore
+from gptclf.options import as_plain
+from gptclf.precision import resolve_precision
+from gptclf.recipe import TrainConfig, max_length_within, write_options
+from gptclf.run.folder import RunDir
+from gptclf.training.prepare import base_model
+from gptclf.training.train import train
+from gptclf.tune.crossval import cross_validate, fold_indices
+from gptclf.tune.leaderboard import Entry, write_leaderboard
+from gptclf.tune.options import TuneOptions
+from gptclf.tune.space import Candidate, candidates, combined, cost_units, prefix_depth
+
+
+def tune(
+    base: TrainConfig, source: DataSource, out: Path, options: TuneOptions, quiet: bool = False
+) -> dict:
+    """Choose a recipe for ``source`` by cross-validation on train + validation within the
+    budget, train it on them all into the run folder ``out`` (measured on the test split once)
+    and write the leaderboard there; returns the leaderboard."""
+    began = time.perf_counter()
+    run_dir = RunDir(Path(out))
+    run_dir.create(resume=False)  # fails early on a folder in use
+    say = (lambda _: None) if quiet else partial(print, flush=True)
+    with tempfile.TemporaryDirectory() as work:
+        try:
+            splits = load_splits(source, Path(work) / "split")
+            pooled = _pooled(splits)
+            search = _Search(base, pooled, options, began, say)
+            entries = search.run()
+        finally:
+            run_dir.root.rmdir()  # train() makes it again, for the final run
+        winner = min((e for e in entries if e.measured), key=Entry.rank_key)
+        say(f"winner: {winner.candidate.name}; training it on all {search.n_pooled} texts")
+        refit_source = _refit_data(splits, pooled, Path(work) / "refit")
+        results = train(winner.config, refit_source, run_dir.root, quiet=quiet, store=search.store)
+    write_options(run_dir.options, winner.config, _data_in_run(run_dir, refit_source))
+    _copy_label_names(pooled, run_dir)
+    board = write_leaderboard(run_dir, entries, winner, search.summary(), results)
+    say(f"leaderboard: {run_dir.root / 'leaderboard.md'}")
+    return board
+
+
+class _Search:
+    """The candidates tried in order while the budget lasts, on shared folds and states."""
+
+    def __init__(self, base, pooled: Splits, options: TuneOptions, began: float, say):
+        self.base, self.pooled, self.options, self.began, self.say = (
+            base,
+            pooled,
+            options,
+            began,
+            say,
+        )
+        self.pretrained = base_model(base)
+        self.store = PrefixStore()
+        part = pooled.parts["train"]
+        self.n_pooled = len(part.texts)
+        self.labels = pooled.labels.ids(part.labels, part.source)
+        self.folds = fold_indices(self.labels, options.folds, base.seed)
+        self.n_blocks = len(self.pretrained.model.trf_blocks)
+        self.seconds_per_unit = 0.0
+        self.prefix_seconds = 0.0
+
+    def run(self) -> list[Entry]:
+        truncated = self._fill_store()
+        space = candidates(self.base, self.n_blocks, truncated)
+        entries: list[Entry] = []
+        for candidate in space:
+            self._try(candidate, entries)
+        base_entry = entries[0]
+        better = [e for e in entries[1:] if e.measured and e.rank_key() < base_entry.rank_key()]
+        joined = combined(self.base, [e.candidate for e in sorted(better, key=Entry.rank_key)])
+        if joined is not None:
+            self._try(joined, entries)
+        return entries
+
+    def summary(self) -> dict:
+        return {
+            "folds": self.options.folds,
+            "texts": self.n_pooled,
+            "budget_seconds": self.options.budget,
+            "search_seconds": round(time.perf_counter() - self.began, 1),
+            "prefix_seconds": round(self.prefix_seconds, 1),
+            "base_recipe": as_plain(self.base),
+        }
+
+    def _fill_store(self) -> bool:
+        """The frozen-prefix states every candidate with the base's truncation reads, from one
+        pass; whether any pooled text is truncated."""
+        began, base = time.perf_counter(), self.base
+        model, tokenizer = self.pretrained.model, self.pretrained.tokenizer
+        max_length = max_length_within(base.max_length, model.context_length)
+        texts = self.pooled.parts["train"].texts
+        tokens = tokenize(tokenizer, texts, max_length, base.truncate, base.template)
+        space = candidates(base, self.n_blocks, texts_truncated=False)
+        configs = [c.config(base) for c in space]
+        depths = {prefix_depth(c, self.n_blocks) for c in configs if c.precision == base.precision}
+        precision = resolve_precision(base.precision, "cpu")
+        self.store.fill(model, tokens.ids, depths - {0}, tokenizer.pad_id, precision)
+        self.prefix_seconds = time.perf_counter() - began
+        self.say(f"frozen prefix at depths {sorted(depths - {0})}: {self.prefix_seconds:.0f} s")
+        return tokens.n_truncated > 0
+
+    def _try(self, candidate: Candidate, entries: list[Entry]) -> None:
+        """Cross-validate ``candidate`` if it is new and its estimated time fits the budget."""
+        config = candidate.config(self.base)
+        if any(as_plain(e.config) == as_plain(config) for e in entries):
+            return
+        units = cost_units(config, self.n_blocks) * self.options.folds
+        estimate = units * self.seconds_per_unit
+        left = self.options.budget - (time.perf_counter() - self.began) - self._final_run_estimate()
+        if entries and estimate > left:
+            entries.append(Entry(candidate, config, None, f"skipped: ~{estimate:.0f} s > budget"))
+            self.say(f"skip {candidate.name}: ~{estimate:.0f} s, {max(left, 0):.0f} s left")
+            return
+        measured = cross_validate(config, self.pooled, self.pretrained, self.store, self.folds)
+        self.seconds_per_unit = max(self.seconds_per_unit, measured.seconds / units)
+        entries.append(Entry(candidate, config, measured, "measured"))
+        self.say(
+            f"{candidate.name}: cv accuracy {measured.metrics['accuracy']:.4f} "
+            f"({measured.metrics['n_errors']} errors), log loss {measured.log_loss:.4f}, "
+            f"{measured.seconds:.0f} s"
+        )
+
+    def _final_run_estimate(self) -> float:
+        """The final run's training: a fold's share of the base recipe's cost, on all texts."""
+        units = cost_units(self.base, self.n_blocks) * self.options.folds / (self.options.folds - 1)
+        return units * self.seconds_per_unit
+
+
+def _pooled(splits: Splits) -> Splits:
+    """The training and validation examples as one training part; the test split stays out."""
+    train = splits.parts["train"]
+    validation = splits.parts.get("validation")
+    if validation is None:
+        return Splits({"train": train}, splits.labels)
+    both = replace(
+        train,
+        source=f"{train.source} + {validation.source}",
+        texts=train.texts + validation.texts,
+        labels=[*train.labels, *validation.labels],
+        rows=train.rows + validation.rows,
+        dropped_empty=[],
+    )
+    return Splits({"train": both}, splits.labels)
+
+
+def _refit_data(splits: Splits, pooled: Splits, folder: Path) -> DataSource:
+    """The final run's data written to ``folder``: train + validation as its training file
+    (with the label names beside it), and the test split if there is one."""
+    parts: dict[str, LabelledTexts] = {"train": pooled.parts["train"]}
+    if "test" in splits.parts:
+        parts["test"] = splits.parts["test"]
+    folder.mkdir(parents=True)
+    paths = write_split(parts, folder, fmt="jsonl")
+    _write_label_names(pooled, folder)
+    return DataSource(train=paths["train"], test=paths.get("test"))
+
+
+def _write_label_names(splits: Splits, folder: Path) -> None:
+    labels = splits.labels
+    names = {str(v): n for v, n in zip(labels.values, labels.names, strict=True)}
+    (folder / LABEL_NAMES_FILE).write_text(json.dumps(names, indent=2), encoding="utf-8")
+
+
+def _copy_label_names(pooled: Splits, run_dir: RunDir) -> None:
+    _write_label_names(pooled, run_dir.split)
+
+
+def _data_in_run(run_dir: RunDir, source: DataSource) -> DataSource:
+    """``source`` pointing at the copies of its files in the run folder's split folder."""
+    return replace(
+        source,
+        train=run_dir.split / f"train{source.train.suffix}",
+        test=None if source.test is None else run_dir.split / f"test{source.test.suffix}",
+    )

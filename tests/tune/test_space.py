@@ -1,0 +1,74 @@
+"""The candidate recipes of a search: their order, the joining of the ones that beat the base
+recipe, the frozen-prefix depth each reads and what each costs to train."""
+
+import pytest
+
+from gptclf.recipe import recipe
+from gptclf.tune.space import Candidate, candidates, combined, cost_units, prefix_depth
+
+BASE = recipe(model="m", epochs=3, lr=1e-3)
+
+
+@pytest.mark.parametrize("truncated", [False, True])
+def test_the_search_starts_with_the_base_recipe_and_ends_with_lora(truncated):
+    space = candidates(BASE, n_blocks=12, texts_truncated=truncated)
+    assert space[0] == Candidate("base recipe", {})
+    assert space[-1].changes["trainable"] == "lora"
+    assert all(c.changes for c in space[1:])  # every other candidate changes something
+    assert len({c.name for c in space}) == len(space)
+    head_tail = [c for c in space if c.changes.get("truncate") == "head+tail"]
+    assert len(head_tail) == (1 if truncated else 0)
+
+
+def test_a_candidates_recipe_is_the_base_with_its_changes_keeping_the_last_epoch():
+    base = recipe(model="m", epochs=3, early_stopping=2, keep="best", pooling="mean")
+    config = Candidate("smoothing", {"label_smoothing": 0.1}).config(base)
+    assert (config.label_smoothing, config.pooling, config.epochs) == (0.1, "mean", 3)
+    assert (config.keep, config.early_stopping) == ("last", None)
+
+
+def test_the_base_recipe_candidate_is_the_base_recipe():
+    assert candidates(BASE, 12, False)[0].config(BASE) == BASE
+
+
+def test_combined_joins_the_changes_that_do_not_touch_the_same_option():
+    better = [
+        Candidate("depth 8", {"depth": 8}),
+        Candidate("depth 10", {"depth": 10}),  # conflicts with the first: left out
+        Candidate("smoothing", {"label_smoothing": 0.1}),
+    ]
+    joined = combined(BASE, better)
+    assert joined == Candidate("depth 8 + smoothing", {"depth": 8, "label_smoothing": 0.1})
+
+
+@pytest.mark.parametrize(
+    "better",
+    [
+        [],
+        [Candidate("depth 8", {"depth": 8})],
+        [Candidate("depth 8", {"depth": 8}), Candidate("depth 10", {"depth": 10})],
+    ],
+)
+def test_combined_is_none_with_fewer_than_two_changes_to_join(better):
+    assert combined(BASE, better) is None
+
+
+@pytest.mark.parametrize(
+    ("changes", "depth", "units"),
+    [
+        ({"trainable": "head"}, 12, 3),  # every block frozen; one unit per epoch at least
+        ({"trainable": "last-block"}, 11, 3),
+        ({"trainable": "last-blocks:3"}, 9, 9),
+        ({"trainable": "all"}, 0, 36),
+        ({"trainable": "lora"}, 0, 36),  # adapters in every block: nothing cached
+        ({"trainable": "last-block", "depth": 8}, 7, 3),
+        ({"trainable": "head", "depth": 8}, 8, 3),
+        ({"trainable": "lora", "depth": 8}, 0, 24),
+        ({"trainable": "last-block", "cache": False}, 0, 36),
+        ({"trainable": "last-block", "epochs": 2, "depth": 6}, 5, 2),
+    ],
+)
+def test_prefix_depth_and_cost_of_head_last_block_lora_and_depth_recipes(changes, depth, units):
+    config = Candidate("c", changes).config(BASE)
+    assert prefix_depth(config, n_blocks=12) == depth
+    assert cost_units(config, n_blocks=12) == units
