@@ -9,7 +9,8 @@ from __future__ import annotations
 import numpy as np
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import accuracy_score
+from sklearn.metrics import accuracy_score, log_loss
+from sklearn.model_selection import StratifiedKFold, cross_val_predict
 from sklearn.pipeline import Pipeline
 from threadpoolctl import threadpool_limits
 
@@ -42,6 +43,51 @@ def train_baseline(splits: Splits, seed: int = 123) -> tuple[Pipeline, dict]:
     torch's among others) and made fitting some thirty times slower."""
     with threadpool_limits(limits=1):
         return _train_and_measure(splits, seed)
+
+
+def choose_c(texts: list[str], ids: list[int], seed: int, folds: int = 3) -> Pipeline:
+    """The baseline fitted on all of ``texts``, its C the one in ``C_GRID`` with the lowest
+    log loss over stratified folds of them (ties: the smaller C)."""
+    splitter = StratifiedKFold(folds, shuffle=True, random_state=seed)
+    losses = {}
+    with threadpool_limits(limits=1):
+        for c in sorted(C_GRID):
+            held_out = cross_val_predict(
+                make_pipeline(c, seed), texts, ids, cv=splitter, method="predict_proba"
+            )
+            losses[c] = log_loss(ids, held_out, labels=sorted(set(ids)))
+        best = min(sorted(C_GRID), key=lambda c: losses[c])
+        return make_pipeline(best, seed).fit(texts, ids)
+
+
+def pipeline_parts(model: Pipeline) -> tuple[dict[str, np.ndarray], dict]:
+    """A fitted baseline as arrays (IDF weights, coefficients, classes) and JSON (vocabulary
+    and C), to be written without pickle."""
+    tfidf, logreg = model.named_steps["tfidf"], model.named_steps["logreg"]
+    arrays = {
+        "idf": tfidf.idf_,
+        "coef": logreg.coef_,
+        "intercept": logreg.intercept_,
+        "classes": logreg.classes_.astype(np.int64),
+    }
+    vocabulary = {term: int(index) for term, index in tfidf.vocabulary_.items()}
+    return arrays, {"C": logreg.C, "vocabulary": vocabulary}
+
+
+def pipeline_from_parts(arrays: dict[str, np.ndarray], stored: dict) -> Pipeline:
+    """The fitted baseline that ``pipeline_parts`` took apart."""
+    model = make_pipeline(float(stored["C"]), 0)
+    tfidf, logreg = model.named_steps["tfidf"], model.named_steps["logreg"]
+    tfidf.vocabulary_ = {str(t): int(i) for t, i in stored["vocabulary"].items()}
+    tfidf.idf_ = arrays["idf"]
+    logreg.coef_, logreg.intercept_ = arrays["coef"], arrays["intercept"]
+    logreg.classes_ = arrays["classes"]
+    logreg.n_features_in_ = arrays["coef"].shape[1]
+    if len(tfidf.vocabulary_) != logreg.n_features_in_ or len(arrays["idf"]) != len(
+        tfidf.vocabulary_
+    ):
+        raise ValueError("vocabulary, IDF weights and coefficients differ in size")
+    return model
 
 
 def class_probabilities(model: Pipeline, texts: list[str], n_classes: int) -> np.ndarray:

@@ -176,7 +176,7 @@ def _cmd_eval(args: argparse.Namespace) -> None:
     truth = labels.ids(data.labels, data.source)
     classifier = Classifier.from_pretrained(args.run_dir)
     ids = classifier.token_ids(data.texts, lambda i: f"{data_path}: row {data.rows[i]}")
-    probabilities = classifier.probabilities_of_ids(ids)
+    probabilities = classifier.combined(data.texts, classifier.probabilities_of_ids(ids))
     metrics = compute_metrics(truth, probabilities, classifier.labels.names, args.threshold)
     metrics["data"] = str(data_path)
     metrics_path, picture_path = run_dir.evaluation(data_path)

@@ -24,6 +24,7 @@ from gptclf.data.readers import SHOWN_ROWS, listed_rows
 from gptclf.data.streaming import text_chunks
 from gptclf.data.tokenized import frame, template_ids
 from gptclf.distributed import CPU, LOCAL, DistributedContext, device_scope
+from gptclf.ensemble import Ensemble
 from gptclf.errors import GptclfError
 from gptclf.inference import logits_of
 from gptclf.options import at_least, option
@@ -97,17 +98,24 @@ class Classifier:
         tokenizer: Tokenizer,
         labels: LabelMap,
         config: RunConfig,
+        ensemble: Ensemble | None = None,
     ):
         self.network = network
         self.tokenizer = tokenizer
         self.labels = labels
         self.config = config
+        self.ensemble = ensemble
         self.device = CPU
 
     @classmethod
     def from_pretrained(cls, run_dir: str | Path) -> Classifier:
-        network, tokenizer, config = load_run_model(RunDir(Path(run_dir)))
-        return cls(network, tokenizer, config.label_map, config)
+        folder = RunDir(Path(run_dir))
+        network, tokenizer, config = load_run_model(folder)
+        ensemble = None
+        if config.ensemble is not None:
+            arrays, vocabulary = folder.baseline_arrays, folder.baseline_vocabulary
+            ensemble = Ensemble.load(arrays, vocabulary, config.ensemble)
+        return cls(network, tokenizer, config.label_map, config, ensemble)
 
     def to(self, device: torch.device | str) -> Classifier:
         """Compute on ``device`` (e.g. ``"cuda:0"``) from now on; returns the classifier."""
@@ -140,7 +148,7 @@ class Classifier:
         if empty is not None and on_empty == "error":
             raise GptclfError(f"{where(empty)}: {NO_TEXT}; {ON_EMPTY_HINT}")
         computed = self.probabilities_of_ids(self._framed([x for x in ids if x]), batch_size)
-        found = iter(computed)
+        found = iter(self.combined([t for t, x in zip(texts, ids, strict=True) if x], computed))
         return [next(found) if x else None for x in ids]
 
     def _encoded(self, texts: Sequence[str]) -> list[list[int]]:
@@ -152,8 +160,16 @@ class Classifier:
         around = template_ids(self.tokenizer, self.config.template)
         return frame(ids, self.config.tokens_kept, self.config.recipe.truncate, around).ids
 
+    def combined(self, texts: Sequence[str], probabilities: np.ndarray) -> np.ndarray:
+        """The network's ``probabilities`` of ``texts``, blended with the baseline's where the
+        run was trained so (``--ensemble baseline``)."""
+        if self.ensemble is None:
+            return probabilities
+        return self.ensemble.combine(list(texts), probabilities)
+
     def probabilities_of_ids(self, ids: list[list[int]], batch_size: int = 32) -> np.ndarray:
-        """Class probabilities (n, n_classes), columns in label-id order."""
+        """The network's class probabilities (n, n_classes), columns in label-id order (see
+        ``combined`` for those of a run blended with the baseline)."""
         if not ids:
             return np.zeros((0, len(self.labels)), dtype=np.float32)
         precision = resolve_precision(self.config.recipe.precision, self.device.type)
@@ -170,7 +186,7 @@ class Classifier:
 
     def predict_proba(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
         """Class probabilities (n_texts, n_classes), columns in label-id order."""
-        return self.probabilities_of_ids(self.token_ids(texts), batch_size)
+        return self.combined(texts, self.probabilities_of_ids(self.token_ids(texts), batch_size))
 
     def predict(self, texts: Sequence[str], batch_size: int = 32) -> list[Prediction]:
         """The most likely label of each text, its probability and every class's probability."""

@@ -120,6 +120,17 @@ class TrainConfig:
         "run the frozen bottom blocks every epoch instead of caching them",
         flags=("--no-cache",),
     )
+    ensemble: str | None = output_option(
+        None,
+        "blend the class probabilities with the TF-IDF baseline's (fitted on the training split)",
+        choices=(None, "baseline"),
+    )
+    ensemble_weight: float | None = output_option(
+        None,
+        "the model's weight in the blend (default: chosen on the validation split)",
+        valid=lambda v: 0 <= v <= 1,
+        rule="in [0, 1]",
+    )
     eval_every: int | None = output_option(
         None, "also evaluate every N optimizer steps", **at_least(1)
     )

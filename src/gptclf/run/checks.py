@@ -92,6 +92,21 @@ def check_base(base_model: object, base_sha256: object, standalone: object) -> N
         raise GptclfError(f"base_sha256 = {base_sha256!r} is not a SHA-256")
 
 
+def check_ensemble(record: object, n_classes: int) -> None:
+    """None, or the record of a blended baseline: its weight, classes and files' SHA-256."""
+    if record is None:
+        return
+    if not isinstance(record, dict) or set(record) != {"weight", "n_classes", "sha256"}:
+        raise GptclfError("ensemble must hold weight, n_classes and sha256")
+    weight, sha256 = record["weight"], record["sha256"]
+    if not isinstance(weight, (int, float)) or not 0 <= weight <= 1:
+        raise GptclfError(f"ensemble weight = {weight!r} is not in [0, 1]")
+    if record["n_classes"] != n_classes:
+        raise GptclfError(f"ensemble n_classes = {record['n_classes']!r}, labels {n_classes}")
+    if not isinstance(sha256, dict) or not all(isinstance(v, str) for v in sha256.values()):
+        raise GptclfError("ensemble sha256 must map file names to digests")
+
+
 def check_tokenizer(tokenizer: object, special_ids: object, vocab_size: int) -> None:
     if not isinstance(tokenizer, str) or not tokenizer:
         raise GptclfError(f"tokenizer = {tokenizer!r} is not a tokenizer name")

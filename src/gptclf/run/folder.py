@@ -33,6 +33,8 @@ class RunDir:
     options = _inside("run.yaml", "every option, resolved: ``gptclf train --config`` reads it")
     model_config = _inside("config.json", "what loading needs; written last, so a whole model")
     weights = _inside("classifier.safetensors", "the tensors training changed (or all of them)")
+    baseline_arrays = _inside("baseline.safetensors", "the blended baseline's IDF and weights")
+    baseline_vocabulary = _inside("baseline.json", "the blended baseline's vocabulary and C")
     tokenizer = _inside("tokenizer.json", "the tokenizer of a standalone Hugging Face model")
     metrics = _inside("metrics.json", "the run's figures and its validation and test metrics")
     metrics_log = _inside("metrics.jsonl", "every figure logged during training")

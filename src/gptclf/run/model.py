@@ -44,6 +44,7 @@ class RunConfig:
     special_ids: dict  # the tokenizer's eos_id, bos_id and pad_id
     train: dict  # the resolved recipe
     weights: dict | None = None  # the weights file's SHA-256 and tensor shapes, once written
+    ensemble: dict | None = None  # the blended baseline's weight and files' SHA-256, if any
 
     def __post_init__(self) -> None:
         """Every field checked, so that a damaged or edited config fails here, naming it."""
@@ -57,6 +58,7 @@ class RunConfig:
         if not isinstance(self.train, dict):
             raise GptclfError(f"train must be a mapping of options, not {self.train!r}")
         self._recipe = recipe(source="train", **self.train)
+        checks.check_ensemble(self.ensemble, len(self._labels))
 
     @property
     def recipe(self) -> TrainConfig:

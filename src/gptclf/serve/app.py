@@ -151,6 +151,7 @@ def _add_classify(
             raise HTTPException(422, str(exc)) from exc
         try:
             probabilities = await unless_client_leaves(batcher.probabilities(ids), request.receive)
+            probabilities = await asyncio.to_thread(classifier.combined, texts, probabilities)
         except QueueFull as busy:
             raise HTTPException(
                 503, str(busy), headers={"Retry-After": str(busy.retry_after_s)}

@@ -9,11 +9,14 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from gptclf.data.batching import POOL_BATCHES, Collator
 from gptclf.data.dataset import DataSource
 from gptclf.distributed import LOCAL, DistributedContext
+from gptclf.ensemble import Ensemble, choose_weight
+from gptclf.errors import GptclfError
 from gptclf.inference import PrefixStore
 from gptclf.metrics import compute_metrics, format_metrics, write_metrics
 from gptclf.models import family_of
@@ -65,6 +68,7 @@ def train(
     began = time.perf_counter()
     prepared = prepare(config, source, run_dir, dist, store)
     prepare_seconds = time.perf_counter() - began
+    _check_ensemble_can_be_weighed(config, prepared)
     quiet = quiet or not dist.is_main
     checkpoints = run_dir.checkpoint if dist.is_main else None
     trainer = build_trainer(config, prepared, checkpoints, quiet, dist, mechanics)
@@ -78,9 +82,17 @@ def train(
         f"({100 * parameters[0] / parameters[1]:.2f}%)"
     )
     trainer.run(logger)
-    results = _final_results(trainer, prepared, parameters, prepare_seconds)
+    probabilities = {
+        name: trainer.step.logits(data, prepared.pad_id, prepared.pad_to).softmax(-1).numpy()
+        for name, data in prepared.datasets.items()
+        if name in ("validation", "test")
+    }
+    ensemble = _fitted_ensemble(config, prepared, probabilities) if config.ensemble else None
+    results = _final_results(
+        trainer, prepared, parameters, prepare_seconds, probabilities, ensemble
+    )
     if dist.is_main:
-        _write_run_folder(trainer, prepared, config, run_dir, logger, results)
+        _write_run_folder(trainer, prepared, config, run_dir, logger, results, ensemble)
     return results
 
 
@@ -140,10 +152,44 @@ def build_trainer(
     return trainer_type(config, step, batches, validation, trainable, checkpoints, quiet)
 
 
+def _check_ensemble_can_be_weighed(config: TrainConfig, prepared: Prepared) -> None:
+    if config.ensemble and config.ensemble_weight is None and "validation" not in prepared.datasets:
+        raise GptclfError(
+            "--ensemble baseline chooses its weight on the validation split: "
+            "give one, or --ensemble-weight"
+        )
+
+
+def _fitted_ensemble(
+    config: TrainConfig, prepared: Prepared, probabilities: dict[str, np.ndarray]
+) -> Ensemble:
+    """The baseline fitted on the training split, blended with the weight given or the one
+    that does best on the validation split."""
+    splits = prepared.splits
+    train = splits.parts["train"]
+    ensemble = Ensemble.fit(
+        train.texts, list(prepared.datasets["train"].labels), len(splits.labels), config.seed
+    )
+    if config.ensemble_weight is not None:
+        ensemble.weight = config.ensemble_weight
+    else:
+        validation = splits.parts["validation"]
+        baseline = ensemble.baseline_probabilities(validation.texts)
+        labels = list(prepared.datasets["validation"].labels)
+        ensemble.weight = choose_weight(labels, probabilities["validation"], baseline)
+    return ensemble
+
+
 def _final_results(
-    trainer: Trainer, prepared: Prepared, parameters: tuple[int, int], prepare_seconds: float
+    trainer: Trainer,
+    prepared: Prepared,
+    parameters: tuple[int, int],
+    prepare_seconds: float,
+    probabilities: dict[str, np.ndarray],
+    ensemble: Ensemble | None,
 ) -> dict:
-    """metrics.json: the run's figures and the validation and test metrics."""
+    """metrics.json: the run's figures and the validation and test metrics (of the blend, with
+    the model's own beside them, where the run blends with the baseline)."""
     labels = prepared.splits.labels
     results = {
         "best_epoch": trainer.state.best_epoch,
@@ -154,12 +200,21 @@ def _final_results(
         "trainable_parameters": parameters[0],
         "total_parameters": parameters[1],
     }
-    for name in ("validation", "test"):
-        if name in prepared.datasets:
-            data = prepared.datasets[name]
-            logits = trainer.step.logits(data, prepared.pad_id, prepared.pad_to)
-            probabilities = logits.softmax(-1).numpy()
-            results[name] = compute_metrics(list(data.labels), probabilities, labels.names)
+    alone = {}
+    for name, model_probabilities in probabilities.items():
+        truth = list(prepared.datasets[name].labels)
+        results[name] = compute_metrics(truth, model_probabilities, labels.names)
+        if ensemble is not None:
+            alone[name] = {k: results[name][k] for k in ("accuracy", "n_errors", "macro_f1")}
+            texts = prepared.splits.parts[name].texts
+            blended = ensemble.combine(texts, model_probabilities)
+            results[name] = compute_metrics(truth, blended, labels.names)
+    if ensemble is not None:
+        results["ensemble"] = {
+            "weight": ensemble.weight,
+            "baseline_C": ensemble.baseline.named_steps["logreg"].C,
+            "model_alone": alone,
+        }
     return results
 
 
@@ -170,14 +225,19 @@ def _write_run_folder(
     run_dir: RunDir,
     logger: Logger,
     results: dict,
+    ensemble: Ensemble | None,
 ) -> None:
-    """The test metrics shown, plots, the trained model and metrics.json; the checkpoint goes."""
+    """The test metrics shown, plots, the trained model (and blended baseline) and
+    metrics.json; the checkpoint goes."""
     if "test" in results:
         logger.say("test set:\n" + format_metrics(results["test"]))
         plot_confusion_matrix(results["test"], run_dir.confusion_matrix)
     plot_training_curves(trainer.state.records, run_dir.curves)
     tokenizer = prepared.pretrained.tokenizer
     run_config = run_config_of(config, prepared)
+    if ensemble is not None:
+        logger.say(f"blended with the TF-IDF baseline, the model's weight {ensemble.weight}")
+        run_config.ensemble = ensemble.save(run_dir.baseline_arrays, run_dir.baseline_vocabulary)
     save_run_model(run_dir, prepared.classifier, run_config, tokenizer, list(trainer.trainable))
     write_metrics(results, run_dir.metrics)
     shutil.rmtree(run_dir.checkpoint, ignore_errors=True)

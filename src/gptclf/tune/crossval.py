@@ -13,6 +13,7 @@ from sklearn.model_selection import StratifiedKFold
 
 from gptclf.data.dataset import Splits
 from gptclf.data.readers import LabelledTexts
+from gptclf.ensemble import Ensemble
 from gptclf.inference import PrefixStore
 from gptclf.metrics import compute_metrics
 from gptclf.recipe import TrainConfig
@@ -61,8 +62,30 @@ def cross_validate(
         held_out = prepared.datasets["validation"]
         logits = trainer.step.logits(held_out, prepared.pad_id, prepared.pad_to)
         probabilities[held_out_rows] = logits.softmax(-1).numpy()
-    metrics = compute_metrics(ids, probabilities, pooled.labels.names)
-    return Measured(probabilities, metrics, log_loss(ids, probabilities), _since(began))
+    return measured(ids, probabilities, pooled.labels.names, _since(began))
+
+
+def baseline_out_of_fold(
+    pooled: Splits, folds: list[tuple[np.ndarray, np.ndarray]], seed: int
+) -> Measured:
+    """The TF-IDF baseline's out-of-fold figures on the same folds (its C chosen within each
+    fold's training part)."""
+    began = time.perf_counter()
+    data = pooled.parts["train"]
+    ids = pooled.labels.ids(data.labels, data.source)
+    probabilities = np.zeros((len(ids), len(pooled.labels)))
+    for train_rows, held_out_rows in folds:
+        texts = [data.texts[i] for i in train_rows]
+        ensemble = Ensemble.fit(texts, [ids[i] for i in train_rows], len(pooled.labels), seed)
+        held_out_texts = [data.texts[i] for i in held_out_rows]
+        probabilities[held_out_rows] = ensemble.baseline_probabilities(held_out_texts)
+    return measured(ids, probabilities, pooled.labels.names, _since(began))
+
+
+def measured(ids: list[int], probabilities: np.ndarray, names, seconds: float) -> Measured:
+    """The figures of out-of-fold ``probabilities``."""
+    metrics = compute_metrics(ids, probabilities, names)
+    return Measured(probabilities, metrics, log_loss(ids, probabilities), seconds)
 
 
 def log_loss(ids: list[int], probabilities: np.ndarray) -> float:

@@ -15,6 +15,7 @@ from gptclf.data.dataset import LABEL_NAMES_FILE, DataSource, Splits, load_split
 from gptclf.data.readers import LabelledTexts
 from gptclf.data.splits import write_split
 from gptclf.data.tokenized import tokenize
+from gptclf.ensemble import blend, choose_weight
 from gptclf.inference import PrefixStore
 from gptclf.options import as_plain
 from gptclf.precision import resolve_precision
@@ -22,7 +23,7 @@ from gptclf.recipe import TrainConfig, max_length_within, write_options
 from gptclf.run.folder import RunDir
 from gptclf.training.prepare import base_model
 from gptclf.training.train import train
-from gptclf.tune.crossval import cross_validate, fold_indices
+from gptclf.tune.crossval import baseline_out_of_fold, cross_validate, fold_indices, measured
 from gptclf.tune.leaderboard import Entry, write_leaderboard
 from gptclf.tune.options import TuneOptions
 from gptclf.tune.space import Candidate, candidates, combined, cost_units, prefix_depth
@@ -89,10 +90,37 @@ class _Search:
         joined = combined(self.base, [e.candidate for e in sorted(better, key=Entry.rank_key)])
         if joined is not None:
             self._try(joined, entries)
+        self._blend_with_baseline(entries)
         return entries
 
+    def _blend_with_baseline(self, entries: list[Entry]) -> None:
+        """The best candidate blended with the TF-IDF baseline, its weight chosen on the
+        out-of-fold probabilities of both (where the blend does better, the final run blends)."""
+        best = min((e for e in entries if e.measured), key=Entry.rank_key)
+        self.baseline = baseline_out_of_fold(self.pooled, self.folds, self.base.seed)
+        weight = choose_weight(
+            self.labels, best.measured.probabilities, self.baseline.probabilities
+        )
+        blended = blend(best.measured.probabilities, self.baseline.probabilities, weight)
+        seconds = best.measured.seconds + self.baseline.seconds
+        figures = measured(self.labels, blended, self.pooled.labels.names, seconds)
+        changes = {**best.candidate.changes, "ensemble": "baseline", "ensemble_weight": weight}
+        candidate = Candidate(f"{best.candidate.name}, blended with the baseline", changes)
+        entries.append(Entry(candidate, candidate.config(self.base), figures, "measured"))
+        self.say(
+            f"{candidate.name} (model weight {weight}): cv accuracy "
+            f"{figures.metrics['accuracy']:.4f} ({figures.metrics['n_errors']} errors); "
+            f"the baseline alone {self.baseline.metrics['accuracy']:.4f}"
+        )
+
     def summary(self) -> dict:
+        baseline = self.baseline.metrics
         return {
+            "baseline_alone": {
+                "cv_accuracy": round(baseline["accuracy"], 4),
+                "cv_errors": baseline["n_errors"],
+                "cv_log_loss": round(self.baseline.log_loss, 4),
+            },
             "folds": self.options.folds,
             "texts": self.n_pooled,
             "budget_seconds": self.options.budget,
