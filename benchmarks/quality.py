@@ -87,6 +87,7 @@ class Dataset:
     per_class: dict[str, int] | None = None
     gptclf_flags: tuple[str, ...] = ()
     headline: str = "accuracy"
+    tune_budget: str = "5m"
 
 
 DATASETS = {
@@ -104,6 +105,7 @@ DATASETS = {
         "SpamAssassin emails (subject and body), a stratified subsample of the built-in split",
         sizes=SPAMASSASSIN_SIZES,
         gptclf_flags=LONG_TEXT_FLAGS,
+        tune_budget="8m",
     ),
     "20news": Dataset(
         DataSource(dataset="20news"),
@@ -111,21 +113,29 @@ DATASETS = {
         classes=NEWSGROUPS_CLASSES,
         per_class=NEWSGROUPS_PER_CLASS,
         gptclf_flags=LONG_TEXT_FLAGS,
+        tune_budget="8m",
     ),
 }
 
 # -- the rows -------------------------------------------------------------------------------------
 BASELINE_ROWS = ("tfidf-lr", "char-svm", "minilm-lr")
-# gptclf's rows: the subcommand and its extra flags (after the data set's own gptclf flags).
+# gptclf's rows: the subcommand and its extra flags (after the data set's own gptclf flags);
+# tune's budget is the data set's (``Dataset.tune_budget``), or QUICK_TUNE_BUDGET with --quick.
 GPTCLF_ROWS: dict[str, tuple[str, tuple[str, ...]]] = {
-    # the recipe of `gptclf train` before issue 14, spelled out as flags (to be filled in)
-    "gptclf-old-default": ("train", ()),
+    # the recipe of `gptclf train` before issue 14, spelled out as flags
+    "gptclf-old-default": ("train", ("--pooling", "last-token", "--ensemble", "none")),
     "gptclf-default": ("train", ()),
-    "gptclf-tune": ("tune", ("--budget", "3m")),
+    "gptclf-tune": ("tune", ("--folds", "3")),
+    # LoRA on every linear layer of every block, in bf16: what it costs (SMS book only)
+    "gptclf-lora-all": (
+        "train",
+        ("--trainable", "lora", "--lora-targets", "all", "--precision", "bf16", "--epochs", "3"),
+    ),
 }
+ROW_DATASETS = {"gptclf-lora-all": ("sms-book",)}  # rows run on some data sets only
 QUICK_DATASETS = ("sms-book",)
 QUICK_ROWS = ("tfidf-lr", "char-svm", "minilm-lr", "gptclf-default", "gptclf-tune")
-QUICK_GPTCLF_ROWS = {**GPTCLF_ROWS, "gptclf-tune": ("tune", ("--budget", "1m"))}
+QUICK_TUNE_BUDGET = "2m"
 ERROR_REDUCTION_TARGET = 0.40
 
 SVM_C_GRID = (0.1, 0.3, 1.0, 3.0)
@@ -417,14 +427,18 @@ class RowRun:
     out: Path | None = None  # a gptclf run folder, emptied first
 
 
-def row_run(dataset: str, row: str, runs_dir: Path, gptclf_rows: dict) -> RowRun:
+def row_run(dataset: str, row: str, runs_dir: Path, tune_budget: str | None) -> RowRun:
+    """The command of a row and where its log and result go; ``tune_budget`` (None: the data
+    set's) is the budget of a tune row."""
     place = runs_dir / dataset / row
     log = place.with_suffix(".log")
     if row in BASELINES:
         command = [sys.executable, str(Path(__file__).resolve()), "--row", dataset, row]
         result = place.with_suffix(".json")
         return RowRun([*command, "--result", str(result)], log, result)
-    verb, flags = gptclf_rows[row]
+    verb, flags = GPTCLF_ROWS[row]
+    if verb == "tune":
+        flags = (*flags, "--budget", tune_budget or DATASETS[dataset].tune_budget)
     files = split_files(dataset)
     data = ["--train", files["train"], "--val", files["validation"], "--test", files["test"]]
     command = [str(gptclf_executable()), verb, *map(str, data), "--out", str(place)]
@@ -648,7 +662,7 @@ def progress(dataset: str, row: str, result: dict) -> str:
 def run_suite(args: argparse.Namespace) -> None:
     """Every chosen data set x row, the results written after each row."""
     stem = "quality-quick" if args.quick else "quality"
-    gptclf_rows = QUICK_GPTCLF_ROWS if args.quick else GPTCLF_ROWS
+    tune_budget = QUICK_TUNE_BUDGET if args.quick else None
     suite = {"quick": args.quick, "started": now(), "machine": machine()}
     results = {"suite": suite, "datasets": {}}
     began = time.perf_counter()
@@ -661,7 +675,9 @@ def run_suite(args: argparse.Namespace) -> None:
         }
         results["datasets"][dataset] = entry
         for row in args.rows:
-            result = run_row(row_run(dataset, row, args.runs_dir, gptclf_rows))
+            if dataset not in ROW_DATASETS.get(row, (dataset,)):
+                continue
+            result = run_row(row_run(dataset, row, args.runs_dir, tune_budget))
             entry["rows"] = ordered_rows({**entry["rows"], row: result})
             suite.update(date=now(), wall_s=round(time.perf_counter() - began, 1))
             write_results(results, args.out, stem)

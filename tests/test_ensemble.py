@@ -46,21 +46,32 @@ def test_a_model_that_is_always_right_keeps_all_the_weight():
 
 TEXTS = ["win cash now", "free prize call", "hello friend", "see you at dinner"] * 4
 IDS = [1, 1, 0, 0] * 4
+THREE_CLASSES = [
+    "a late goal scored in the derby",
+    "match won",
+    "new laptop with a fast chip",
+    "chip shortage",
+    "vote today",
+    "the senate passed a law on taxes",
+]
 
 
-def fitted(tmp_path: Path) -> tuple[Ensemble, dict, Path, Path]:
-    ensemble = Ensemble.fit(TEXTS, IDS, n_classes=2, seed=0)
+def fitted(tmp_path: Path, texts=TEXTS, ids=IDS) -> tuple[Ensemble, dict, Path, Path]:
+    ensemble = Ensemble.fit(texts, ids, n_classes=max(ids) + 1, seed=0)
     ensemble.weight = 0.35
     arrays, vocabulary = tmp_path / "baseline.safetensors", tmp_path / "baseline.json"
     return ensemble, ensemble.save(arrays, vocabulary), arrays, vocabulary
 
 
-def test_the_saved_baseline_reads_back_to_the_same_probabilities(tmp_path):
-    ensemble, record, arrays, vocabulary = fitted(tmp_path)
+@pytest.mark.parametrize(
+    ("texts", "ids"), [(TEXTS, IDS), (THREE_CLASSES * 4, [0, 0, 1, 1, 2, 2] * 4)], ids=["2", "3"]
+)
+def test_the_saved_baseline_reads_back_to_the_same_probabilities(tmp_path, texts, ids):
+    ensemble, record, arrays, vocabulary = fitted(tmp_path, texts, ids)
     loaded = Ensemble.load(arrays, vocabulary, record)
-    texts = ["free cash", "dinner friend", "words never seen"]
+    probes = [*texts[:6], "words never seen"]
     np.testing.assert_array_equal(
-        loaded.baseline_probabilities(texts), ensemble.baseline_probabilities(texts)
+        loaded.baseline_probabilities(probes), ensemble.baseline_probabilities(probes)
     )
     assert loaded.weight == 0.35
     assert b"pickle" not in arrays.read_bytes()[:200] and json.loads(vocabulary.read_text())

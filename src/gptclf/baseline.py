@@ -70,6 +70,7 @@ def pipeline_parts(model: Pipeline) -> tuple[dict[str, np.ndarray], dict]:
         "intercept": logreg.intercept_,
         "classes": logreg.classes_.astype(np.int64),
     }
+    arrays = {name: np.ascontiguousarray(a) for name, a in arrays.items()}  # as safetensors writes
     vocabulary = {term: int(index) for term, index in tfidf.vocabulary_.items()}
     return arrays, {"C": logreg.C, "vocabulary": vocabulary}
 

@@ -41,7 +41,7 @@ class TrainConfig:
         "random: the architecture with random weights",
         choices=("pretrained", "random"),
     )
-    pooling: str = model_option("last-token", "which hidden state is read", choices=POOLINGS)
+    pooling: str = model_option("last-token+mean", "which hidden states are read", choices=POOLINGS)
     depth: int | None = model_option(
         None,
         "read the features after the bottom N blocks; the blocks above never run (default: all)",
@@ -120,14 +120,15 @@ class TrainConfig:
         "run the frozen bottom blocks every epoch instead of caching them",
         flags=("--no-cache",),
     )
-    ensemble: str | None = output_option(
-        None,
-        "blend the class probabilities with the TF-IDF baseline's (fitted on the training split)",
-        choices=(None, "baseline"),
+    ensemble: str = output_option(
+        "auto",
+        "blend the class probabilities with the TF-IDF baseline's (fitted on the training "
+        "split); auto: where a validation split or --ensemble-weight can weigh the blend",
+        choices=("auto", "baseline", "none"),
     )
     ensemble_weight: float | None = output_option(
         None,
-        "the model's weight in the blend (default: chosen on the validation split)",
+        "the model's weight in the blend with the baseline (default: chosen on validation)",
         valid=lambda v: 0 <= v <= 1,
         rule="in [0, 1]",
     )
@@ -163,6 +164,11 @@ class TrainConfig:
         where they are already merged into the weights)."""
         lora = self.lora() if with_lora else None
         return ClassifierSpec(n_classes, self.pooling, self.attend_to_padding, lora, self.depth)
+
+    def blends(self, has_validation: bool) -> bool:
+        """Whether the run blends with the baseline, given whether it has a validation split."""
+        weighed = has_validation or self.ensemble_weight is not None
+        return self.ensemble == "baseline" or (self.ensemble == "auto" and weighed)
 
     def lora_blocks_list(self) -> list[int] | None:
         """The blocks that get LoRA adapters, counted from the top; None for all."""
@@ -211,6 +217,7 @@ PRESETS: dict[str, dict] = {
         max_length=1024,
         cache=False,
         precision="fp32",
+        ensemble="none",
     ),
 }
 

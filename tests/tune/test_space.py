@@ -3,6 +3,7 @@ recipe, the frozen-prefix depth each reads and what each costs to train."""
 
 import pytest
 
+from gptclf.options import as_plain
 from gptclf.recipe import recipe
 from gptclf.tune.space import Candidate, candidates, combined, cost_units, prefix_depth
 
@@ -25,10 +26,17 @@ def test_a_candidates_recipe_is_the_base_with_its_changes_keeping_the_last_epoch
     config = Candidate("smoothing", {"label_smoothing": 0.1}).config(base)
     assert (config.label_smoothing, config.pooling, config.epochs) == (0.1, "mean", 3)
     assert (config.keep, config.early_stopping) == ("last", None)
+    assert (config.ensemble, config.ensemble_weight) == ("none", None)  # the model alone
 
 
-def test_the_base_recipe_candidate_is_the_base_recipe():
-    assert candidates(BASE, 12, False)[0].config(BASE) == BASE
+def test_a_blend_candidate_keeps_its_ensemble_and_weight():
+    config = Candidate("blend", {"ensemble": "baseline", "ensemble_weight": 0.4}).config(BASE)
+    assert (config.ensemble, config.ensemble_weight) == ("baseline", 0.4)
+
+
+def test_the_base_recipe_candidate_is_the_base_recipe_measured_alone():
+    alone = recipe(**{**as_plain(BASE), "ensemble": "none"})
+    assert candidates(BASE, 12, False)[0].config(BASE) == alone
 
 
 def test_combined_joins_the_changes_that_do_not_touch_the_same_option():
@@ -56,13 +64,13 @@ def test_combined_is_none_with_fewer_than_two_changes_to_join(better):
 @pytest.mark.parametrize(
     ("changes", "depth", "units"),
     [
-        ({"trainable": "head"}, 12, 3),  # every block frozen; one unit per epoch at least
+        ({"trainable": "head"}, 12, 0.75),  # every block frozen: a quarter unit per epoch
         ({"trainable": "last-block"}, 11, 3),
         ({"trainable": "last-blocks:3"}, 9, 9),
         ({"trainable": "all"}, 0, 36),
         ({"trainable": "lora"}, 0, 36),  # adapters in every block: nothing cached
         ({"trainable": "last-block", "depth": 8}, 7, 3),
-        ({"trainable": "head", "depth": 8}, 8, 3),
+        ({"trainable": "head", "depth": 8}, 8, 0.75),
         ({"trainable": "lora", "depth": 8}, 0, 24),
         ({"trainable": "last-block", "cache": False}, 0, 36),
         ({"trainable": "last-block", "epochs": 2, "depth": 6}, 5, 2),

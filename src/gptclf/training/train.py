@@ -87,7 +87,8 @@ def train(
         for name, data in prepared.datasets.items()
         if name in ("validation", "test")
     }
-    ensemble = _fitted_ensemble(config, prepared, probabilities) if config.ensemble else None
+    blends = config.blends("validation" in prepared.datasets)
+    ensemble = _fitted_ensemble(config, prepared, probabilities) if blends else None
     results = _final_results(
         trainer, prepared, parameters, prepare_seconds, probabilities, ensemble
     )
@@ -153,7 +154,8 @@ def build_trainer(
 
 
 def _check_ensemble_can_be_weighed(config: TrainConfig, prepared: Prepared) -> None:
-    if config.ensemble and config.ensemble_weight is None and "validation" not in prepared.datasets:
+    weighed = "validation" in prepared.datasets or config.ensemble_weight is not None
+    if config.ensemble == "baseline" and not weighed:
         raise GptclfError(
             "--ensemble baseline chooses its weight on the validation split: "
             "give one, or --ensemble-weight"

@@ -5,6 +5,7 @@ beside its leaderboard. The test split is read only by that final run."""
 from __future__ import annotations
 
 import json
+import statistics
 import tempfile
 import time
 from dataclasses import replace
@@ -23,7 +24,13 @@ from gptclf.recipe import TrainConfig, max_length_within, write_options
 from gptclf.run.folder import RunDir
 from gptclf.training.prepare import base_model
 from gptclf.training.train import train
-from gptclf.tune.crossval import baseline_out_of_fold, cross_validate, fold_indices, measured
+from gptclf.tune.crossval import (
+    Measured,
+    baseline_out_of_fold,
+    cross_validate,
+    fold_indices,
+    measured,
+)
 from gptclf.tune.leaderboard import Entry, write_leaderboard
 from gptclf.tune.options import TuneOptions
 from gptclf.tune.space import Candidate, candidates, combined, cost_units, prefix_depth
@@ -52,7 +59,7 @@ def tune(
         refit_source = _refit_data(splits, pooled, Path(work) / "refit")
         results = train(winner.config, refit_source, run_dir.root, quiet=quiet, store=search.store)
     write_options(run_dir.options, winner.config, _data_in_run(run_dir, refit_source))
-    _copy_label_names(pooled, run_dir)
+    _write_label_names(pooled, run_dir.split)
     board = write_leaderboard(run_dir, entries, winner, search.summary(), results)
     say(f"leaderboard: {run_dir.root / 'leaderboard.md'}")
     return board
@@ -62,13 +69,8 @@ class _Search:
     """The candidates tried in order while the budget lasts, on shared folds and states."""
 
     def __init__(self, base, pooled: Splits, options: TuneOptions, began: float, say):
-        self.base, self.pooled, self.options, self.began, self.say = (
-            base,
-            pooled,
-            options,
-            began,
-            say,
-        )
+        self.base, self.pooled, self.options = base, pooled, options
+        self.began, self.say = began, say
         self.pretrained = base_model(base)
         self.store = PrefixStore()
         part = pooled.parts["train"]
@@ -76,8 +78,10 @@ class _Search:
         self.labels = pooled.labels.ids(part.labels, part.source)
         self.folds = fold_indices(self.labels, options.folds, base.seed)
         self.n_blocks = len(self.pretrained.model.trf_blocks)
+        self.unit_costs: list[float] = []  # seconds per cost unit of each candidate measured
         self.seconds_per_unit = 0.0
-        self.prefix_seconds = 0.0
+        self.prefix_seconds = self.search_seconds = 0.0
+        self.baseline: Measured | None = None  # the TF-IDF baseline's out-of-fold figures
 
     def run(self) -> list[Entry]:
         truncated = self._fill_store()
@@ -91,27 +95,35 @@ class _Search:
         if joined is not None:
             self._try(joined, entries)
         self._blend_with_baseline(entries)
+        self.search_seconds = time.perf_counter() - self.began
         return entries
 
     def _blend_with_baseline(self, entries: list[Entry]) -> None:
-        """The best candidate blended with the TF-IDF baseline, its weight chosen on the
-        out-of-fold probabilities of both (where the blend does better, the final run blends)."""
-        best = min((e for e in entries if e.measured), key=Entry.rank_key)
+        """Each measured candidate blended with the TF-IDF baseline, its weight chosen on the
+        out-of-fold probabilities of both; the best blend joins the ranking (where it does
+        better, the final run blends)."""
         self.baseline = baseline_out_of_fold(self.pooled, self.folds, self.base.seed)
-        weight = choose_weight(
-            self.labels, best.measured.probabilities, self.baseline.probabilities
-        )
-        blended = blend(best.measured.probabilities, self.baseline.probabilities, weight)
-        seconds = best.measured.seconds + self.baseline.seconds
-        figures = measured(self.labels, blended, self.pooled.labels.names, seconds)
-        changes = {**best.candidate.changes, "ensemble": "baseline", "ensemble_weight": weight}
-        candidate = Candidate(f"{best.candidate.name}, blended with the baseline", changes)
-        entries.append(Entry(candidate, candidate.config(self.base), figures, "measured"))
+        blends = [self._blended(e) for e in entries if e.measured]
+        best = min(blends, key=Entry.rank_key)
+        entries.append(best)
+        figures = best.measured.metrics
         self.say(
-            f"{candidate.name} (model weight {weight}): cv accuracy "
-            f"{figures.metrics['accuracy']:.4f} ({figures.metrics['n_errors']} errors); "
+            f"{best.candidate.name} (model weight {best.config.ensemble_weight}): cv accuracy "
+            f"{figures['accuracy']:.4f} ({figures['n_errors']} errors); "
             f"the baseline alone {self.baseline.metrics['accuracy']:.4f}"
         )
+
+    def _blended(self, entry: Entry) -> Entry:
+        """``entry`` blended with the baseline at the weight best on their out-of-fold
+        probabilities."""
+        model, baseline = entry.measured.probabilities, self.baseline.probabilities
+        weight = choose_weight(self.labels, model, baseline)
+        seconds = entry.measured.seconds + self.baseline.seconds
+        names = self.pooled.labels.names
+        figures = measured(self.labels, blend(model, baseline, weight), names, seconds)
+        changes = {**entry.candidate.changes, "ensemble": "baseline", "ensemble_weight": weight}
+        candidate = Candidate(f"{entry.candidate.name}, blended with the baseline", changes)
+        return Entry(candidate, candidate.config(self.base), figures, "measured")
 
     def summary(self) -> dict:
         baseline = self.baseline.metrics
@@ -124,7 +136,7 @@ class _Search:
             "folds": self.options.folds,
             "texts": self.n_pooled,
             "budget_seconds": self.options.budget,
-            "search_seconds": round(time.perf_counter() - self.began, 1),
+            "search_seconds": round(self.search_seconds, 1),
             "prefix_seconds": round(self.prefix_seconds, 1),
             "base_recipe": as_plain(self.base),
         }
@@ -153,13 +165,15 @@ class _Search:
             return
         units = cost_units(config, self.n_blocks) * self.options.folds
         estimate = units * self.seconds_per_unit
-        left = self.options.budget - (time.perf_counter() - self.began) - self._final_run_estimate()
+        final_run = self._final_run_estimate(entries, estimate)
+        left = self.options.budget - (time.perf_counter() - self.began) - final_run
         if entries and estimate > left:
             entries.append(Entry(candidate, config, None, f"skipped: ~{estimate:.0f} s > budget"))
             self.say(f"skip {candidate.name}: ~{estimate:.0f} s, {max(left, 0):.0f} s left")
             return
         measured = cross_validate(config, self.pooled, self.pretrained, self.store, self.folds)
-        self.seconds_per_unit = max(self.seconds_per_unit, measured.seconds / units)
+        self.unit_costs.append(measured.seconds / units)
+        self.seconds_per_unit = statistics.median(self.unit_costs)
         entries.append(Entry(candidate, config, measured, "measured"))
         self.say(
             f"{candidate.name}: cv accuracy {measured.metrics['accuracy']:.4f} "
@@ -167,10 +181,12 @@ class _Search:
             f"{measured.seconds:.0f} s"
         )
 
-    def _final_run_estimate(self) -> float:
-        """The final run's training: a fold's share of the base recipe's cost, on all texts."""
-        units = cost_units(self.base, self.n_blocks) * self.options.folds / (self.options.folds - 1)
-        return units * self.seconds_per_unit
+    def _final_run_estimate(self, entries: list[Entry], estimate: float) -> float:
+        """The final run's training if the dearest candidate so far (or the next, estimated)
+        wins: cross-validation trains k times on (k - 1)/k of the texts, the final run once on
+        all of them."""
+        cv_seconds = [e.measured.seconds for e in entries if e.measured]
+        return max([*cv_seconds, estimate]) / (self.options.folds - 1)
 
 
 def _pooled(splits: Splits) -> Splits:
@@ -203,13 +219,10 @@ def _refit_data(splits: Splits, pooled: Splits, folder: Path) -> DataSource:
 
 
 def _write_label_names(splits: Splits, folder: Path) -> None:
+    """``labels.json`` in ``folder``: the display name of each label value."""
     labels = splits.labels
     names = {str(v): n for v, n in zip(labels.values, labels.names, strict=True)}
     (folder / LABEL_NAMES_FILE).write_text(json.dumps(names, indent=2), encoding="utf-8")
-
-
-def _copy_label_names(pooled: Splits, run_dir: RunDir) -> None:
-    _write_label_names(pooled, run_dir.split)
 
 
 def _data_in_run(run_dir: RunDir, source: DataSource) -> DataSource:

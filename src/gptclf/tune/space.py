@@ -10,6 +10,14 @@ from gptclf.options import as_plain
 from gptclf.recipe import TrainConfig, recipe
 from gptclf.trainable import trainable_blocks
 
+# What every candidate is measured with: its last epoch's weights, and the model alone.
+MEASURED_ALONE = {
+    "keep": "last",
+    "early_stopping": None,
+    "ensemble": "none",
+    "ensemble_weight": None,
+}
+
 
 @dataclass(frozen=True)
 class Candidate:
@@ -19,26 +27,28 @@ class Candidate:
     changes: dict
 
     def config(self, base: TrainConfig) -> TrainConfig:
-        """The base recipe with this candidate's changes; cross-validation keeps the last
-        epoch's weights, since its held-out fold may not choose them."""
-        values = {**as_plain(base), **self.changes, "keep": "last", "early_stopping": None}
-        return recipe(**values)
+        """The base recipe with this candidate's changes. Cross-validation keeps the last
+        epoch's weights, since its held-out fold may not choose them, and measures the model
+        alone unless the candidate is a blend with the baseline."""
+        fixed = {
+            "keep": "last",
+            "early_stopping": None,
+            "ensemble": "none",
+            "ensemble_weight": None,
+        }
+        return recipe(**{**as_plain(base), **fixed, **self.changes})
 
 
 def candidates(base: TrainConfig, n_blocks: int, texts_truncated: bool) -> list[Candidate]:
     """The search space, in the order it is tried: the base recipe first (so that the winner is
-    never worse in cross-validation than what was asked for), then single changes; head+tail
-    truncation only where some text is truncated; LoRA on every block last (the dearest)."""
+    never worse in cross-validation than what was asked for), then single changes that change
+    something, the cheap and promising first; head+tail, tail or head truncation only where
+    some text is truncated; LoRA on every block last (the dearest)."""
     upper, middle = round(n_blocks * 5 / 6), round(n_blocks * 2 / 3)
     slower = {"epochs": base.epochs * 2, "lr": base.lr / 2}
     space = [
         Candidate("base recipe", {}),
         Candidate("pooling last-token+mean", {"pooling": "last-token+mean"}),
-        Candidate("decay matrices only", {"decay": "matrices"}),
-        Candidate("label smoothing 0.1", {"label_smoothing": 0.1}),
-        Candidate(f"depth {upper}", {"depth": upper}),
-        Candidate(f"depth {middle}", {"depth": middle}),
-        Candidate("twice the epochs at half the rate", slower),
         Candidate(
             f"head only on depth {middle}, last-token+mean",
             {
@@ -49,17 +59,28 @@ def candidates(base: TrainConfig, n_blocks: int, texts_truncated: bool) -> list[
                 "epochs": base.epochs * 2,
             },
         ),
+        Candidate("decay matrices only", {"decay": "matrices"}),
+        Candidate("label smoothing 0.1", {"label_smoothing": 0.1}),
+        Candidate(f"depth {upper}", {"depth": upper}),
+        Candidate(f"depth {middle}", {"depth": middle}),
+        Candidate("twice the epochs at half the rate", slower),
         Candidate("last 2 blocks", {"trainable": "last-blocks:2", "lr": base.lr / 2}),
     ]
     if texts_truncated:
-        space.append(Candidate("head+tail truncation", {"truncate": "head+tail"}))
+        space += [
+            Candidate(f"{side} truncation", {"truncate": side})
+            for side in ("head+tail", "tail", "head")
+            if side != base.truncate
+        ]
     space.append(
         Candidate(
             "LoRA on every block (bf16)",
             {"trainable": "lora", "lora_targets": ("all",), "precision": "bf16"},
         )
     )
-    return [c for c in space if _fits(c.config(base), n_blocks)]
+    first = space[0].config(base)
+    changing = [space[0], *(c for c in space[1:] if c.config(base) != first)]
+    return [c for c in changing if _fits(c.config(base), n_blocks)]
 
 
 def _fits(config: TrainConfig, n_blocks: int) -> bool:
@@ -93,7 +114,11 @@ def prefix_depth(config: TrainConfig, n_blocks: int) -> int:
     return used - trainable_blocks(config.trainable, used)
 
 
-def cost_units(config: TrainConfig, n_blocks: int) -> int:
-    """A training run's cost relative to others: epochs times the blocks run with gradients."""
+HEAD_ONLY_UNITS = 0.25  # an epoch of the head alone (the final norm and a linear layer), in blocks
+
+
+def cost_units(config: TrainConfig, n_blocks: int) -> float:
+    """A training run's cost relative to others: epochs times the blocks run with gradients
+    (a head alone counting as a quarter of a block)."""
     used = config.depth or n_blocks
-    return config.epochs * max(1, used - prefix_depth(config, n_blocks))
+    return config.epochs * max(HEAD_ONLY_UNITS, used - prefix_depth(config, n_blocks))
