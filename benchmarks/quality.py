@@ -529,13 +529,19 @@ def cpu_model() -> str:
     return names[0] if names else platform.machine()
 
 
-def earlier_rows(path: Path, dataset: str, manifest: dict) -> dict:
-    """The rows of ``dataset`` in earlier results at ``path`` measured on the same files."""
+def earlier_results(path: Path) -> dict:
+    """Each data set's entry (manifest and rows) in the earlier results at ``path``."""
     try:
-        earlier = json.loads(path.read_text(encoding="utf-8"))["datasets"][dataset]
+        datasets = json.loads(path.read_text(encoding="utf-8"))["datasets"]
     except (OSError, ValueError, KeyError, TypeError):
         return {}
-    return earlier["rows"] if earlier.get("manifest") == manifest else {}
+    return datasets if isinstance(datasets, dict) else {}
+
+
+def earlier_rows(earlier: dict, dataset: str, manifest: dict) -> dict:
+    """The rows of ``dataset`` in ``earlier`` results, if measured on the same files."""
+    entry = earlier.get(dataset, {})
+    return entry.get("rows", {}) if entry.get("manifest") == manifest else {}
 
 
 def best_baseline(rows: dict, headline: str) -> str | None:
@@ -664,14 +670,15 @@ def run_suite(args: argparse.Namespace) -> None:
     stem = "quality-quick" if args.quick else "quality"
     tune_budget = QUICK_TUNE_BUDGET if args.quick else None
     suite = {"quick": args.quick, "started": now(), "machine": machine()}
-    results = {"suite": suite, "datasets": {}}
+    earlier = earlier_results(args.out / f"{stem}.json")
+    results = {"suite": suite, "datasets": dict(earlier)}  # data sets not run again are kept
     began = time.perf_counter()
     for dataset in args.datasets:
         manifest = prepare_dataset(dataset)
         print(f"[{dataset}] data: {manifest['counts']} in {dataset_folder(dataset)}", flush=True)
         entry = {
             "manifest": manifest,
-            "rows": earlier_rows(args.out / f"{stem}.json", dataset, manifest),
+            "rows": earlier_rows(earlier, dataset, manifest),
         }
         results["datasets"][dataset] = entry
         for row in args.rows:
