@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import sys
-import threading
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from collections.abc import Sequence
+from contextlib import nullcontext
 from pathlib import Path
 
 from gptclf.data.dataset import READING_OPTIONS, DataSource
@@ -19,6 +17,7 @@ from gptclf.predict import PredictOptions
 from gptclf.recipe import TrainConfig
 from gptclf.registry import DEFAULT_MODEL, MODELS
 from gptclf.run.folder import RunDir
+from gptclf.signals import TERMINATED, Terminated, sigterm_interrupts
 from gptclf.tune.options import TuneOptions
 
 
@@ -425,7 +424,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise GptclfError(
                 f"gptclf {args.command} runs in one process; start it without torchrun"
             )
-        with nullcontext() if getattr(args, "own_signals", False) else _sigterm_interrupts():
+        with nullcontext() if getattr(args, "own_signals", False) else sigterm_interrupts():
             args.run(args)
     except GptclfError as exc:
         if is_main_process():
@@ -436,27 +435,3 @@ def main(argv: Sequence[str] | None = None) -> int:
             print("gptclf: terminated (SIGTERM)", file=sys.stderr)
         return TERMINATED
     return 0
-
-
-TERMINATED = 128 + signal.SIGTERM
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised like Ctrl-C's KeyboardInterrupt so that the same cleanup runs."""
-
-
-def _raise_terminated(signum: int, frame: object) -> None:
-    raise Terminated
-
-
-@contextmanager
-def _sigterm_interrupts() -> Iterator[None]:
-    """SIGTERM raises ``Terminated`` while the command runs (signals reach the main thread)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGTERM, _raise_terminated)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)

@@ -72,10 +72,7 @@ class TrainConfig:
     )
     weight_decay: float = optimisation_option(0.1, "AdamW weight decay")
     decay: str = optimisation_option(
-        "all",
-        "what weight decay applies to: every parameter, or weight matrices only (not norms, "
-        "biases and the head bias)",
-        choices=("all", "matrices"),
+        "all", "weight decay on every parameter, or on matrices only", choices=("all", "matrices")
     )
     label_smoothing: float = optimisation_option(
         0.0, "cross-entropy label smoothing", valid=lambda v: 0 <= v < 1, rule="in [0, 1)"
@@ -165,24 +162,16 @@ class TrainConfig:
         lora = self.lora() if with_lora else None
         return ClassifierSpec(n_classes, self.pooling, self.attend_to_padding, lora, self.depth)
 
-    def blends(self, has_validation: bool) -> bool:
-        """Whether the run blends with the baseline, given whether it has a validation split."""
-        weighed = has_validation or self.ensemble_weight is not None
-        return self.ensemble == "baseline" or (self.ensemble == "auto" and weighed)
-
-    def lora_blocks_list(self) -> list[int] | None:
-        """The blocks that get LoRA adapters, counted from the top; None for all."""
-        return None if self.lora_blocks is None else list(range(-self.lora_blocks, 0))
-
     def lora(self) -> dict | None:
-        """``apply_lora``'s settings where LoRA trains, else None."""
+        """``apply_lora``'s settings where LoRA trains (its blocks counted from the top; None:
+        all), else None."""
         if self.trainable != "lora":
             return None
         return {
             "rank": self.lora_rank,
             "alpha": self.lora_alpha,
             "targets": list(self.lora_targets),
-            "blocks": self.lora_blocks_list(),
+            "blocks": None if self.lora_blocks is None else list(range(-self.lora_blocks, 0)),
         }
 
     def caches_prefix(self) -> bool:

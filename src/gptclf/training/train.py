@@ -68,7 +68,7 @@ def train(
     began = time.perf_counter()
     prepared = prepare(config, source, run_dir, dist, store)
     prepare_seconds = time.perf_counter() - began
-    _check_ensemble_can_be_weighed(config, prepared)
+    blends = _blends(config, prepared)
     quiet = quiet or not dist.is_main
     checkpoints = run_dir.checkpoint if dist.is_main else None
     trainer = build_trainer(config, prepared, checkpoints, quiet, dist, mechanics)
@@ -87,7 +87,6 @@ def train(
         for name, data in prepared.datasets.items()
         if name in ("validation", "test")
     }
-    blends = config.blends("validation" in prepared.datasets)
     ensemble = _fitted_ensemble(config, prepared, probabilities) if blends else None
     results = _final_results(
         trainer, prepared, parameters, prepare_seconds, probabilities, ensemble
@@ -153,13 +152,17 @@ def build_trainer(
     return trainer_type(config, step, batches, validation, trainable, checkpoints, quiet)
 
 
-def _check_ensemble_can_be_weighed(config: TrainConfig, prepared: Prepared) -> None:
+def _blends(config: TrainConfig, prepared: Prepared) -> bool:
+    """Whether the run blends with the baseline: where asked to (an error if neither a
+    validation split nor ``--ensemble-weight`` can weigh the blend), or by default where they
+    can."""
     weighed = "validation" in prepared.datasets or config.ensemble_weight is not None
     if config.ensemble == "baseline" and not weighed:
         raise GptclfError(
             "--ensemble baseline chooses its weight on the validation split: "
             "give one, or --ensemble-weight"
         )
+    return config.ensemble == "baseline" or (config.ensemble == "auto" and weighed)
 
 
 def _fitted_ensemble(
