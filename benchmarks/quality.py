@@ -19,8 +19,9 @@ for).
 
 The test split is used once per row, for the figures reported: each baseline's C is the one of
 its grid with the best validation accuracy (``minilm-lr`` breaks ties by validation log loss,
-the others by taking the smaller C); ``gptclf train`` measures the test split only on the
-weights it keeps, and ``gptclf tune`` chooses on validation.
+the others by taking the smaller C); ``gptclf train`` chooses its blend weight on validation
+and measures the test split only on the weights it keeps, and ``gptclf tune`` chooses by
+cross-validation on train + validation.
 Reported per data set and row: test accuracy, macro-F1, MCC, errors, wall seconds, peak memory,
 what was chosen, and for gptclf's rows how many fewer test errors they make than the best
 baseline. Writes ``quality.md`` and ``quality.json`` (``quality-quick.*`` with ``--quick``) after
@@ -623,9 +624,10 @@ def markdown(results: dict) -> str:
         f"{info['transformers']}. This run's wall time: {suite['wall_s']:.0f} s"
         + (" (quick run)." if suite["quick"] else "."),
         "",
-        "Test-split figures. Every choice is made on the validation split: each baseline's C "
+        "Test-split figures. Every choice is made without the test split: each baseline's C "
         "by validation accuracy (ties: the lower validation log loss for `minilm-lr`, else the "
-        "smaller C), gptclf's recipe and weights by its own rules, never on test.",
+        "smaller C); `gptclf train`'s blend weight on validation; `gptclf tune`'s recipe by "
+        "cross-validation on train + validation. Never on test.",
         "",
         "Baselines: `tfidf-lr` word 1-2-gram TF-IDF + logistic regression (gptclf.baseline), "
         "`char-svm` character 2-5-gram TF-IDF + linear SVM, `minilm-lr` frozen all-MiniLM-L6-v2 "

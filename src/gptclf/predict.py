@@ -162,7 +162,7 @@ class Classifier:
 
     def combined(self, texts: Sequence[str], probabilities: np.ndarray) -> np.ndarray:
         """The network's ``probabilities`` of ``texts``, blended with the baseline's where the
-        run was trained so (``--ensemble baseline``)."""
+        run blends with it (``--ensemble``)."""
         if self.ensemble is None:
             return probabilities
         return self.ensemble.combine(list(texts), probabilities)
