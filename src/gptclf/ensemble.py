@@ -17,6 +17,7 @@ from gptclf.assets import sha256_of
 from gptclf.atomic import atomic_path, write_text_atomic
 from gptclf.baseline import choose_c, class_probabilities, pipeline_from_parts, pipeline_parts
 from gptclf.errors import GptclfError
+from gptclf.metrics import log_loss
 
 WEIGHTS = tuple(round(w, 2) for w in np.linspace(0.0, 1.0, 21))  # the language model's share
 
@@ -39,8 +40,7 @@ def choose_weight(ids: list[int], lm: np.ndarray, classic: np.ndarray) -> float:
     def score(weight: float) -> tuple[float, float, float]:
         blended = blend(lm, classic, weight)
         accuracy = float((blended.argmax(1) == truth).mean())
-        loss = float(-np.log(np.clip(blended[np.arange(len(truth)), truth], 1e-12, 1)).mean())
-        return (-accuracy, loss, -weight)
+        return (-accuracy, log_loss(ids, blended), -weight)
 
     return min(WEIGHTS, key=score)
 

@@ -99,6 +99,12 @@ def _predictions(probabilities: np.ndarray, threshold: float | None) -> np.ndarr
     return (probabilities[:, POSITIVE_CLASS] >= threshold).astype(int)
 
 
+def log_loss(ids: Sequence[int], probabilities: np.ndarray) -> float:
+    """Mean negative log-probability of the true class (probabilities clipped at 1e-12)."""
+    true = probabilities[np.arange(len(ids)), np.asarray(ids)]
+    return float(-np.log(np.clip(true, 1e-12, 1.0)).mean())
+
+
 def macro_f1(y_true: np.ndarray, predicted: np.ndarray) -> float:
     """F1 averaged over the classes that occur in the true labels or the predictions."""
     present = sorted(set(y_true.tolist()) | set(predicted.tolist()))

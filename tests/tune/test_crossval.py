@@ -10,9 +10,10 @@ from gptclf import inference
 from gptclf.data.dataset import DataSource, load_splits
 from gptclf.data.tokenized import tokenize
 from gptclf.inference import PrefixStore
+from gptclf.metrics import log_loss
 from gptclf.recipe import max_length_within, recipe
 from gptclf.training.prepare import base_model
-from gptclf.tune.crossval import cross_validate, fold_indices, log_loss
+from gptclf.tune.crossval import cross_validate, fold_indices
 
 LABELS = [0] * 12 + [1] * 6
 

@@ -15,7 +15,7 @@ from gptclf.data.dataset import Splits
 from gptclf.data.readers import LabelledTexts
 from gptclf.ensemble import Ensemble
 from gptclf.inference import PrefixStore
-from gptclf.metrics import compute_metrics
+from gptclf.metrics import compute_metrics, log_loss
 from gptclf.recipe import TrainConfig
 from gptclf.registry import Pretrained
 from gptclf.training.log import Logger
@@ -86,12 +86,6 @@ def measured(ids: list[int], probabilities: np.ndarray, names, seconds: float) -
     """The figures of out-of-fold ``probabilities``."""
     metrics = compute_metrics(ids, probabilities, names)
     return Measured(probabilities, metrics, log_loss(ids, probabilities), seconds)
-
-
-def log_loss(ids: list[int], probabilities: np.ndarray) -> float:
-    """Mean negative log-probability of the true class."""
-    true = probabilities[np.arange(len(ids)), ids]
-    return float(-np.log(np.clip(true, 1e-12, 1.0)).mean())
 
 
 def _rows(data: LabelledTexts, rows: np.ndarray) -> LabelledTexts:

@@ -15,7 +15,7 @@ from pathlib import Path
 from gptclf.data.dataset import LABEL_NAMES_FILE, DataSource, Splits, load_splits
 from gptclf.data.readers import LabelledTexts
 from gptclf.data.splits import write_split
-from gptclf.data.tokenized import tokenize
+from gptclf.data.tokenized import TokenizedTexts, tokenize
 from gptclf.ensemble import blend, choose_weight
 from gptclf.inference import PrefixStore
 from gptclf.options import as_plain
@@ -79,13 +79,13 @@ class _Search:
         self.folds = fold_indices(self.labels, options.folds, base.seed)
         self.n_blocks = len(self.pretrained.model.trf_blocks)
         self.unit_costs: list[float] = []  # seconds per cost unit of each candidate measured
-        self.seconds_per_unit = 0.0
         self.prefix_seconds = self.search_seconds = 0.0
         self.baseline: Measured | None = None  # the TF-IDF baseline's out-of-fold figures
 
     def run(self) -> list[Entry]:
-        truncated = self._fill_store()
-        space = candidates(self.base, self.n_blocks, truncated)
+        tokens = self._pooled_tokens()
+        space = candidates(self.base, self.n_blocks, tokens.n_truncated > 0)
+        self._fill_store(tokens.ids, space)
         entries: list[Entry] = []
         for candidate in space:
             self._try(candidate, entries)
@@ -141,22 +141,28 @@ class _Search:
             "base_recipe": as_plain(self.base),
         }
 
-    def _fill_store(self) -> bool:
-        """The frozen-prefix states every candidate with the base's truncation reads, from one
-        pass; whether any pooled text is truncated."""
-        began, base = time.perf_counter(), self.base
-        model, tokenizer = self.pretrained.model, self.pretrained.tokenizer
+    def _pooled_tokens(self) -> TokenizedTexts:
+        """The pooled texts as the base recipe reads them."""
+        base, model, tokenizer = self.base, self.pretrained.model, self.pretrained.tokenizer
         max_length = max_length_within(base.max_length, model.context_length)
         texts = self.pooled.parts["train"].texts
-        tokens = tokenize(tokenizer, texts, max_length, base.truncate, base.template)
-        space = candidates(base, self.n_blocks, texts_truncated=False)
+        return tokenize(tokenizer, texts, max_length, base.truncate, base.template)
+
+    def _fill_store(self, ids: list[list[int]], space: list[Candidate]) -> None:
+        """The frozen-prefix states of ``ids`` that every candidate reading them as the base
+        does (same truncation and precision) needs, from one pass."""
+        began, base = time.perf_counter(), self.base
         configs = [c.config(base) for c in space]
-        depths = {prefix_depth(c, self.n_blocks) for c in configs if c.precision == base.precision}
+        same_reading = [
+            c for c in configs if (c.truncate, c.precision) == (base.truncate, base.precision)
+        ]
+        depths = {prefix_depth(c, self.n_blocks) for c in same_reading} - {0}
         precision = resolve_precision(base.precision, "cpu")
-        self.store.fill(model, tokens.ids, depths - {0}, tokenizer.pad_id, precision)
+        self.store.fill(
+            self.pretrained.model, ids, depths, self.pretrained.tokenizer.pad_id, precision
+        )
         self.prefix_seconds = time.perf_counter() - began
-        self.say(f"frozen prefix at depths {sorted(depths - {0})}: {self.prefix_seconds:.0f} s")
-        return tokens.n_truncated > 0
+        self.say(f"frozen prefix at depths {sorted(depths)}: {self.prefix_seconds:.0f} s")
 
     def _try(self, candidate: Candidate, entries: list[Entry]) -> None:
         """Cross-validate ``candidate`` if it is new and its estimated time fits the budget."""
@@ -164,7 +170,7 @@ class _Search:
         if any(as_plain(e.config) == as_plain(config) for e in entries):
             return
         units = cost_units(config, self.n_blocks) * self.options.folds
-        estimate = units * self.seconds_per_unit
+        estimate = units * self._seconds_per_unit()
         final_run = self._final_run_estimate(entries, estimate)
         left = self.options.budget - (time.perf_counter() - self.began) - final_run
         if entries and estimate > left:
@@ -173,13 +179,16 @@ class _Search:
             return
         measured = cross_validate(config, self.pooled, self.pretrained, self.store, self.folds)
         self.unit_costs.append(measured.seconds / units)
-        self.seconds_per_unit = statistics.median(self.unit_costs)
         entries.append(Entry(candidate, config, measured, "measured"))
         self.say(
             f"{candidate.name}: cv accuracy {measured.metrics['accuracy']:.4f} "
             f"({measured.metrics['n_errors']} errors), log loss {measured.log_loss:.4f}, "
             f"{measured.seconds:.0f} s"
         )
+
+    def _seconds_per_unit(self) -> float:
+        """The median cost of a unit over the candidates measured (0 before the first)."""
+        return statistics.median(self.unit_costs) if self.unit_costs else 0.0
 
     def _final_run_estimate(self, entries: list[Entry], estimate: float) -> float:
         """The final run's training if the dearest candidate so far (or the next, estimated)
