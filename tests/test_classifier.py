@@ -166,3 +166,48 @@ def test_a_depth_outside_the_blocks_of_the_model_is_an_error_naming_depth(depth)
     with pytest.raises(GptclfError) as error:
         build_classifier(tiny_gpt(n_layers=3), ClassifierSpec(2, depth=depth))
     assert str(error.value) == f"--depth {depth}: the model has 3 blocks; choose 1..3"
+
+
+@pytest.mark.parametrize("pooling", ["last-token", "last-token+mean"])
+def test_concatenated_depths_read_transformers_hidden_states_of_each_depth(tiny_gpt2, pooling):
+    """The head reads, side by side, ln_f of the states after block 1 and the top's, where
+    transformers' ``hidden_states[1]`` and ``[-1]`` (which has ln_f applied) are those states."""
+    theirs, folder = tiny_gpt2
+    spec = ClassifierSpec(3, pooling, concat_depths=(1,))
+    ours = build_classifier(load_hf_gpt2(folder), spec).eval()
+    ids, mask = padded_batch(theirs.config.vocab_size, lengths=(9, 5, 2))
+    with torch.no_grad():
+        states = theirs(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states
+        if pooling == "last-token":
+            last = mask.sum(1) - 1
+
+            def read(hidden):
+                return hidden[torch.arange(len(ids)), last]
+        else:
+
+            def read(hidden):
+                return last_token_and_mean_by_hand(hidden, mask)
+
+        features = torch.cat([read(theirs.transformer.ln_f(states[1])), read(states[-1])], -1)
+        expected = ours.head(features)
+        actual = ours(ids, mask)
+    torch.testing.assert_close(actual, expected, atol=1e-5, rtol=0)
+
+
+def test_the_frozen_prefix_stops_at_the_lowest_depth_read_and_continues_to_the_same_logits():
+    classifier = build_classifier(tiny_gpt(n_layers=4), ClassifierSpec(2, concat_depths=(2, 1)))
+    set_trainable(classifier, "last-block")
+    assert classifier.frozen_prefix() == 1 and classifier.concat_depths == [1, 2]
+    lm = classifier.eval().language_model
+    ids, mask = padded_batch(lm.cfg.vocab_size)
+    with torch.no_grad():
+        after_one = lm.run_blocks(lm.embed(ids), mask, stop=1)
+        torch.testing.assert_close(classifier(after_one, mask, 1), classifier(ids, mask))
+        with pytest.raises(ValueError, match="block 1"):
+            classifier(lm.run_blocks(after_one, mask, start=1, stop=2), mask, 2)
+
+
+@pytest.mark.parametrize("depths", [(0,), (3,), (1, 4)])
+def test_a_concatenated_depth_not_below_the_top_is_an_error_naming_the_option(depths):
+    with pytest.raises(GptclfError, match=r"--concat-depths .*choose from 1\.\.2"):
+        build_classifier(tiny_gpt(n_layers=3), ClassifierSpec(2, concat_depths=depths))

@@ -7,7 +7,13 @@ import torch
 
 from gptclf import inference
 from gptclf.classifier import SequenceClassifier
-from gptclf.inference import PrefixStore, logits_of, prefix_states, states_at_depths
+from gptclf.inference import (
+    PrefixStore,
+    logits_of,
+    prefix_states,
+    states_at_depths,
+    text_logits,
+)
 from gptclf.models import GPTConfig, GPTModel
 
 PAD = 0
@@ -49,6 +55,15 @@ def test_logits_leave_the_classifier_in_the_mode_it_was_in(classifier):
     classifier.train()
     logits_of(classifier, sequences(3), PAD)
     assert classifier.training
+
+
+@pytest.mark.parametrize("how", ["mean", "max"])
+def test_a_texts_logits_are_the_mean_or_maximum_of_its_chunks_logits(how):
+    logits = torch.tensor([[1.0, -2.0], [3.0, 0.0], [5.0, 4.0], [-1.0, 2.0], [0.0, 6.0]])
+    owners = torch.tensor([0, 0, 0, 1, 2])
+    reduce = {"mean": lambda x: x.mean(0), "max": lambda x: x.amax(0)}[how]
+    expected = torch.stack([reduce(logits[:3]), logits[3], logits[4]])
+    torch.testing.assert_close(text_logits(logits, owners, how), expected)
 
 
 def assert_same_states(actual: list[torch.Tensor], expected: list[torch.Tensor]) -> None:

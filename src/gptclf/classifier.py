@@ -52,8 +52,10 @@ def pool_all(hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: str) -
 
 class SequenceClassifier(nn.Module):
     """``language_model.out_head`` becomes a ``hidden -> n_classes`` linear layer (as in the
-    book), applied to the pooled hidden state. With ``attend_to_padding`` the model sees the
-    padded batch without an attention mask, exactly as the book's chapter 6 feeds it."""
+    book), applied to the pooled hidden state; with ``concat_depths``, to it beside the pooled
+    states after those bottom blocks (each through the final norm). With ``attend_to_padding``
+    the model sees the padded batch without an attention mask, exactly as the book's chapter 6
+    feeds it."""
 
     def __init__(
         self,
@@ -61,15 +63,24 @@ class SequenceClassifier(nn.Module):
         n_classes: int,
         pooling: str = "last-token",
         attend_to_padding: bool = False,
+        concat_depths: tuple[int, ...] = (),
     ):
         super().__init__()
         if pooling not in POOLINGS:
             raise GptclfError(f"unknown pooling {pooling!r}; choose one of {', '.join(POOLINGS)}")
-        width = pooled_width(pooling) * language_model.cfg.emb_dim
+        n_blocks = len(language_model.trf_blocks)
+        if any(not 1 <= d < n_blocks for d in concat_depths):
+            raise GptclfError(
+                f"--concat-depths {' '.join(map(str, concat_depths))}: each must be below the "
+                f"{n_blocks} blocks read; choose from 1..{n_blocks - 1}"
+            )
+        reads = 1 + len(set(concat_depths))
+        width = reads * pooled_width(pooling) * language_model.cfg.emb_dim
         language_model.out_head = nn.Linear(width, n_classes)
         self.language_model = language_model
         self.pooling = pooling
         self.attend_to_padding = attend_to_padding
+        self.concat_depths = sorted(set(concat_depths))
         self.top_block_reads_all = False  # True: the top block computes every position
 
     @property
@@ -87,32 +98,47 @@ class SequenceClassifier(nn.Module):
         mask = None if without_padding else attention_mask
         x = lm.embed(inputs) if start_block == 0 else inputs.float()
         at = read_positions(attention_mask, self.pooling)
+        features = []
+        for depth in self.concat_depths:
+            if depth < start_block:  # frozen_prefix keeps the depths read above the cache
+                raise ValueError(f"the states after block {depth} are not computed")
+            x = lm.run_blocks(x, mask, start=start_block, stop=depth)
+            features.append(self._pooled(lm.final_norm(x), attention_mask, at))
+            start_block = depth
         if self.top_block_reads_all and at is not None:
             hidden = rows_at(lm.run_blocks(x, mask, start=start_block), at)
         else:
             hidden = lm.run_blocks(x, mask, start=start_block, at=at)
         hidden = lm.final_norm(hidden)
-        return self.head(
-            pool_all(hidden, attention_mask, self.pooling) if at is None else hidden[:, 0]
-        )
+        top = pool_all(hidden, attention_mask, self.pooling) if at is None else hidden[:, 0]
+        return self.head(torch.cat([*features, top], dim=-1))
+
+    def _pooled(
+        self, hidden: torch.Tensor, attention_mask: torch.Tensor, at: torch.Tensor | None
+    ) -> torch.Tensor:
+        """The features (batch, width * dim) of every position's hidden states."""
+        if at is None:
+            return pool_all(hidden, attention_mask, self.pooling)
+        return rows_at(hidden, at)[:, 0]
 
     def frozen_prefix(self) -> int:
         """How many bottom blocks give the same output every time, so it can be cached: nothing
-        in them (or in the embeddings) trains, and no dropout runs there. 0 when none can."""
+        in them (or in the embeddings) trains, and no dropout runs there; none above a depth
+        whose states are read. 0 when none can."""
         lm = self.language_model
         embeddings = lm.embedding_layers()
         if lm.dropout_rate > 0 or any(p.requires_grad for e in embeddings for p in e.parameters()):
             return 0
-        for index, block in enumerate(lm.trf_blocks):
-            if any(p.requires_grad for p in block.parameters()):
-                return index
-        return len(lm.trf_blocks)
+        trains = [any(p.requires_grad for p in b.parameters()) for b in lm.trf_blocks]
+        frozen = trains.index(True) if True in trains else len(trains)
+        return min([frozen, *self.concat_depths])
 
 
 @dataclass(frozen=True)
 class ClassifierSpec:
     """What turns a language model into a classifier: the classes, how the hidden states are
-    read and from how many bottom blocks (None: all), and the LoRA adapters (``apply_lora``'s
+    read and from how many bottom blocks (None: all; ``concat_depths``: also after these), and
+    the LoRA adapters (``apply_lora``'s
     keyword arguments) if any."""
 
     n_classes: int
@@ -120,6 +146,7 @@ class ClassifierSpec:
     attend_to_padding: bool = False
     lora: dict | None = None
     depth: int | None = None
+    concat_depths: tuple[int, ...] = ()
 
 
 def build_classifier(language_model: LanguageModel, spec: ClassifierSpec) -> SequenceClassifier:
@@ -128,7 +155,7 @@ def build_classifier(language_model: LanguageModel, spec: ClassifierSpec) -> Seq
     if spec.depth is not None:
         keep_bottom_blocks(language_model, spec.depth)
     classifier = SequenceClassifier(
-        language_model, spec.n_classes, spec.pooling, spec.attend_to_padding
+        language_model, spec.n_classes, spec.pooling, spec.attend_to_padding, spec.concat_depths
     )
     if spec.lora is not None:
         apply_lora(language_model, **spec.lora)

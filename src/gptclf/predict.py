@@ -22,11 +22,11 @@ from gptclf.classifier import SequenceClassifier
 from gptclf.data.labels import LabelMap
 from gptclf.data.readers import SHOWN_ROWS, listed_rows
 from gptclf.data.streaming import text_chunks
-from gptclf.data.tokenized import frame, template_ids
+from gptclf.data.tokenized import TokenizedTexts, frame, template_ids
 from gptclf.distributed import CPU, LOCAL, DistributedContext, device_scope
 from gptclf.ensemble import Ensemble
 from gptclf.errors import GptclfError
-from gptclf.inference import logits_of
+from gptclf.inference import logits_of, text_logits
 from gptclf.options import at_least, option
 from gptclf.precision import resolve_precision
 from gptclf.run import RunConfig, RunDir, load_run_model
@@ -126,13 +126,14 @@ class Classifier:
     def token_ids(
         self, texts: Sequence[str], where: Callable[[int], str] = lambda i: f"text {i + 1}"
     ) -> list[list[int]]:
-        """Token ids as the model was trained to read them (same truncation side and length);
-        a text without tokens is an error naming it by ``where(index)``."""
+        """Each text's token ids as ``probabilities_of_ids`` takes them: cut as the model was
+        trained to read them (same truncation side and length), or whole where it reads texts
+        in chunks; a text without tokens is an error naming it by ``where(index)``."""
         ids = self._encoded(texts)
         empty = next((i for i, x in enumerate(ids) if not x), None)
         if empty is not None:
             raise GptclfError(f"{where(empty)}: {NO_TEXT}")
-        return self._framed(ids)
+        return self._cut(ids)
 
     def probabilities_or_none(
         self,
@@ -147,7 +148,7 @@ class Classifier:
         empty = next((i for i, x in enumerate(ids) if not x), None)
         if empty is not None and on_empty == "error":
             raise GptclfError(f"{where(empty)}: {NO_TEXT}; {ON_EMPTY_HINT}")
-        computed = self.probabilities_of_ids(self._framed([x for x in ids if x]), batch_size)
+        computed = self.probabilities_of_ids(self._cut([x for x in ids if x]), batch_size)
         found = iter(self.combined([t for t, x in zip(texts, ids, strict=True) if x], computed))
         return [next(found) if x else None for x in ids]
 
@@ -156,9 +157,14 @@ class Classifier:
             raise TypeError("predict takes a list of texts; use classify() for one text")
         return self.tokenizer.encode_batch(list(texts))
 
-    def _framed(self, ids: list[list[int]]) -> list[list[int]]:
+    def _cut(self, ids: list[list[int]]) -> list[list[int]]:
+        return ids if self.config.recipe.chunks else self._framed(ids).ids
+
+    def _framed(self, ids: list[list[int]]) -> TokenizedTexts:
         around = template_ids(self.tokenizer, self.config.template)
-        return frame(ids, self.config.tokens_kept, self.config.recipe.truncate, around).ids
+        recipe = self.config.recipe
+        chunks = recipe.chunks is not None
+        return frame(ids, self.config.tokens_kept, recipe.truncate, around, chunks)
 
     def combined(self, texts: Sequence[str], probabilities: np.ndarray) -> np.ndarray:
         """The network's ``probabilities`` of ``texts``, blended with the baseline's where the
@@ -168,20 +174,25 @@ class Classifier:
         return self.ensemble.combine(list(texts), probabilities)
 
     def probabilities_of_ids(self, ids: list[list[int]], batch_size: int = 32) -> np.ndarray:
-        """The network's class probabilities (n, n_classes), columns in label-id order (see
-        ``combined`` for those of a run blended with the baseline)."""
+        """The network's class probabilities (n, n_classes) of texts as ``token_ids`` gives
+        them, columns in label-id order (see ``combined`` for those of a run blended with the
+        baseline); a text read in chunks gets the mean or maximum of its chunks' logits."""
         if not ids:
             return np.zeros((0, len(self.labels)), dtype=np.float32)
+        chunks = self.config.recipe.chunks
+        tokens = self._framed(ids) if chunks else None
         precision = resolve_precision(self.config.recipe.precision, self.device.type)
         with device_scope(self.device, precision):
             logits = logits_of(
                 self.network,
-                ids,
+                ids if tokens is None else tokens.ids,
                 self.tokenizer.pad_id,
                 precision,
                 batch_size=batch_size,
                 pad_to=self.config.pad_to,
             )
+        if tokens is not None:
+            logits = text_logits(logits, torch.as_tensor(tokens.owners), chunks)
         return logits.softmax(-1).numpy()
 
     def predict_proba(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:

@@ -22,6 +22,7 @@ model_option = partial(option, group="model")
 optimisation_option = partial(option, group="optimisation")
 output_option = partial(option, group="evaluation and output")
 DEFAULT_MAX_LENGTH = 512
+CHUNKS = ("mean", "max")  # how the logits of a text's chunks combine
 
 
 def _shell_text(text: str) -> str:
@@ -46,6 +47,12 @@ class TrainConfig:
         None,
         "read the features after the bottom N blocks; the blocks above never run (default: all)",
         **at_least(1),
+    )
+    concat_depths: tuple[int, ...] | None = model_option(
+        None,
+        "also read the features after these bottom blocks, side by side with the top's "
+        "(blocks from the lowest up run every epoch)",
+        metavar="N",
     )
     trainable: str = model_option(
         "last-block",
@@ -100,6 +107,12 @@ class TrainConfig:
     )
     truncate: str = optimisation_option(
         "head", "which part of a too-long text to keep", choices=TRUNCATE_SIDES
+    )
+    chunks: str | None = optimisation_option(
+        None,
+        "read a too-long text whole instead, in chunks that overlap by a quarter, and combine "
+        "the chunks' class logits by their mean or maximum",
+        choices=(None, *CHUNKS),
     )
     template: str | None = optimisation_option(
         None,
@@ -160,7 +173,14 @@ class TrainConfig:
         """The classifier this recipe builds for ``n_classes`` (its LoRA adapters left out
         where they are already merged into the weights)."""
         lora = self.lora() if with_lora else None
-        return ClassifierSpec(n_classes, self.pooling, self.attend_to_padding, lora, self.depth)
+        return ClassifierSpec(
+            n_classes,
+            self.pooling,
+            self.attend_to_padding,
+            lora,
+            self.depth,
+            self.concat_depths or (),
+        )
 
     def lora(self) -> dict | None:
         """``apply_lora``'s settings where LoRA trains (its blocks counted from the top; None:

@@ -1,4 +1,8 @@
+import itertools
+
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from gptclf.data.tokenized import encode_cached, frame, template_ids, tokenize
 from gptclf.errors import GptclfError
@@ -95,3 +99,30 @@ def test_head_and_tail_truncation_cuts_the_text_inside_the_template():
     # Room for 3 text tokens: the first 2 and the last 1; the 3-token text fits as it is.
     assert framed.ids == [[100, 101, 1, 2, 7, 102], [100, 101, 8, 9, 10, 102]]
     assert framed.n_truncated == 1
+
+
+@given(
+    st.lists(st.lists(st.integers(0, 99), min_size=1, max_size=60), min_size=1, max_size=5),
+    st.integers(4, 16),
+)
+def test_chunks_cover_each_text_in_order_each_fitting_and_overlapping_by_a_quarter(texts, room):
+    tokens = frame(texts, room, chunks=True)
+    assert tokens.n_truncated == 0 and all(len(c) <= room for c in tokens.ids)
+    for text, ids in enumerate(texts):
+        chunks = [c for c, owner in zip(tokens.ids, tokens.owners, strict=True) if owner == text]
+        if len(ids) <= room:
+            assert chunks == [ids]
+            continue
+        assert all(len(c) == room for c in chunks)
+        assert chunks[0] == ids[:room] and chunks[-1] == ids[-room:]
+        overlap = room - max(1, room - room // 4)
+        for before, after in itertools.pairwise(chunks[:-1]):
+            assert before[-overlap:] == after[:overlap] if overlap else True
+        joined = [t for c in chunks[:-1] for t in c[: room - overlap]]
+        assert joined + ids[len(joined) :] == ids and len(ids) - len(joined) <= room
+
+
+def test_chunks_each_have_the_template_around_them():
+    tokens = frame([[1, 2, 3, 4, 5, 6, 7, 8, 9]], 6, around=([100], [200]), chunks=True)
+    assert tokens.ids == [[100, 1, 2, 3, 4, 200], [100, 4, 5, 6, 7, 200], [100, 6, 7, 8, 9, 200]]
+    assert tokens.owners.tolist() == [0, 0, 0]

@@ -265,13 +265,18 @@ def test_classifier_is_importable_from_the_package_root(tiny_gpt2, topic_data, t
     assert prediction.probability == max(prediction.probabilities.values())
 
 
+@pytest.mark.parametrize(
+    ("trainable", "concat_depths", "cached_blocks"),
+    [("last-block", None, 1), ("head", (1,), 1)],  # the head alone: 2 blocks, but block 1 is read
+)
 def test_frozen_prefix_cache_gives_the_metrics_of_the_uncached_path(
-    tiny_gpt2, topic_data, tmp_path
+    tiny_gpt2, topic_data, tmp_path, trainable, concat_depths, cached_blocks
 ):
     _, folder = tiny_gpt2
-    settings = dict(trainable="last-block", epochs=2, precision="fp32")
+    settings = dict(trainable=trainable, epochs=2, precision="fp32", concat_depths=concat_depths)
     cached = run(folder, topic_data, tmp_path / "cached", **settings)
     uncached = run(folder, topic_data, tmp_path / "uncached", cache=False, **settings)
+    assert cached["frozen_prefix_blocks"] == cached_blocks
     for split in ("validation", "test"):
         assert cached[split]["accuracy"] == uncached[split]["accuracy"]
         assert cached[split]["confusion_matrix"] == uncached[split]["confusion_matrix"]
@@ -332,3 +337,27 @@ def test_texts_cut_to_the_longest_training_text_are_framed_as_prediction_frames_
     assert classifier.tokenizer.decode(predicted[0]).endswith("more words Answer:")
     trained = prepare(config, source, RunDir(tmp_path / "again")).datasets["test"].ids
     assert [list(ids) for ids in trained] == predicted
+
+
+def long_topic_data(folder):
+    """The topic texts behind a long run of filler words: only their end tells the class."""
+    for name, (n, seed) in {"train": (40, 0), "validation": (10, 1), "test": (10, 2)}.items():
+        texts, labels = topic_texts(n, seed)
+        write_labelled(folder / f"{name}.csv", ["well " * 30 + text for text in texts], labels)
+    return DataSource(**{n: folder / f"{n}.csv" for n in ("train", "validation", "test")})
+
+
+@pytest.mark.parametrize("how", ["mean", "max"])
+def test_chunks_read_the_end_of_a_long_text_that_truncation_cuts_off(tiny_gpt2, tmp_path, how):
+    _, folder = tiny_gpt2
+    source = long_topic_data(tmp_path)
+    settings = dict(max_length=16, ensemble="none", trainable="last-block", epochs=4)
+    cut = run(folder, source, tmp_path / "cut", **settings)
+    chunked = run(folder, source, tmp_path / "chunked", chunks=how, **settings)
+    assert cut["test"]["accuracy"] < 0.6 and chunked["test"]["accuracy"] >= 0.9
+    assert sum(map(sum, chunked["test"]["confusion_matrix"])) == 30  # texts, not chunks
+    classifier = Classifier.from_pretrained(tmp_path / "chunked")
+    texts, labels = topic_texts(10, 2)
+    predicted = [p.label for p in classifier.predict(["well " * 30 + t for t in texts])]
+    accuracy = sum(p == y for p, y in zip(predicted, labels, strict=True)) / len(labels)
+    assert accuracy == chunked["test"]["accuracy"]

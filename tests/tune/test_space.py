@@ -18,7 +18,9 @@ def test_the_search_starts_with_the_base_recipe_and_ends_with_lora(truncated):
     assert all(c.changes for c in space[1:])  # every other candidate changes something
     assert len({c.name for c in space}) == len(space)
     head_tail = [c for c in space if c.changes.get("truncate") == "head+tail"]
+    chunked = {c.changes["chunks"] for c in space if "chunks" in c.changes}
     assert len(head_tail) == (1 if truncated else 0)
+    assert chunked == ({"mean", "max"} if truncated else set())
 
 
 def test_a_candidates_recipe_is_the_base_with_its_changes_keeping_the_last_epoch():
@@ -45,8 +47,17 @@ def test_combined_joins_the_changes_that_do_not_touch_the_same_option():
         Candidate("depth 10", {"depth": 10}),  # conflicts with the first: left out
         Candidate("smoothing", {"label_smoothing": 0.1}),
     ]
-    joined = combined(BASE, better)
+    joined = combined(BASE, better, 12)
     assert joined == Candidate("depth 8 + smoothing", {"depth": 8, "label_smoothing": 0.1})
+
+
+def test_combined_leaves_out_a_change_the_model_cannot_take_with_the_others():
+    better = [
+        Candidate("depth 8", {"depth": 8}),
+        Candidate("features at depth 8", {"concat_depths": (8,)}),  # not below depth 8
+        Candidate("smoothing", {"label_smoothing": 0.1}),
+    ]
+    assert combined(BASE, better, 12).changes == {"depth": 8, "label_smoothing": 0.1}
 
 
 @pytest.mark.parametrize(
@@ -58,7 +69,7 @@ def test_combined_joins_the_changes_that_do_not_touch_the_same_option():
     ],
 )
 def test_combined_is_none_with_fewer_than_two_changes_to_join(better):
-    assert combined(BASE, better) is None
+    assert combined(BASE, better, 12) is None
 
 
 @pytest.mark.parametrize(
@@ -72,11 +83,15 @@ def test_combined_is_none_with_fewer_than_two_changes_to_join(better):
         ({"trainable": "last-block", "depth": 8}, 7, 3),
         ({"trainable": "head", "depth": 8}, 8, 0.75),
         ({"trainable": "lora", "depth": 8}, 0, 24),
-        ({"trainable": "last-block", "cache": False}, 0, 36),
+        ({"trainable": "last-block", "cache": False}, 0, 14),  # 11 frozen blocks forward: 11/3
         ({"trainable": "last-block", "epochs": 2, "depth": 6}, 5, 2),
+        ({"trainable": "last-block", "concat_depths": (8,)}, 8, 6),  # blocks 8-10 forward: 1
+        ({"trainable": "head", "concat_depths": (6, 9)}, 6, 6),
     ],
 )
-def test_prefix_depth_and_cost_of_head_last_block_lora_and_depth_recipes(changes, depth, units):
+def test_prefix_depth_and_cost_of_head_last_block_lora_depth_and_concat_recipes(
+    changes, depth, units
+):
     config = Candidate("c", changes).config(BASE)
     assert prefix_depth(config, n_blocks=12) == depth
-    assert cost_units(config, n_blocks=12) == units
+    assert cost_units(config, n_blocks=12) == pytest.approx(units)

@@ -3,6 +3,7 @@ attention mask, and a length-bucketing batch sampler so short texts travel with 
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -15,32 +16,59 @@ from torch.utils.data import Dataset, Sampler
 class Batch:
     inputs: torch.Tensor  # (batch, seq) token ids or (batch, seq, dim) hidden states, right-padded
     attention_mask: torch.Tensor  # (batch, seq) long: 1 for tokens, 0 for padding
-    labels: torch.Tensor | None  # (batch,) long
+    labels: torch.Tensor | None  # (batch,) long; of each text where rows are its chunks
+    owners: torch.Tensor | None = None  # (batch,) the text of each row, where texts are chunked
 
 
 class TokenDataset(Dataset):
     """Examples as (token ids, label id or None); ids may also be (seq, dim) tensors of hidden
-    states cached for each token."""
+    states cached for each token. Where texts are read in chunks, each chunk is an example with
+    its text's label: ``owners`` names the text of each (in order), ``labels`` are the texts'."""
 
     def __init__(
         self,
         ids: Sequence[Sequence[int]] | Sequence[torch.Tensor],
         labels: Sequence[int] | None = None,
+        owners: np.ndarray | None = None,
     ):
-        if labels is not None and len(labels) != len(ids):
+        n_texts = len(ids) if owners is None else (int(owners[-1]) + 1 if len(owners) else 0)
+        if labels is not None and len(labels) != n_texts:
             raise ValueError("ids and labels differ in length")
         self.ids = ids
         self.labels = labels
+        self.owners = owners
 
     def __len__(self) -> int:
         return len(self.ids)
 
     def __getitem__(self, index: int) -> tuple[Sequence[int], int | None]:
-        return self.ids[index], None if self.labels is None else self.labels[index]
+        if self.labels is None:
+            return self.ids[index], None
+        text = index if self.owners is None else int(self.owners[index])
+        return self.ids[index], self.labels[text]
 
     @property
     def lengths(self) -> np.ndarray:
         return np.array([len(x) for x in self.ids], dtype=np.int64)
+
+    def text_rows(self) -> list[np.ndarray]:
+        """The examples (chunks) of each text, in text order."""
+        if not len(self.owners):
+            return []
+        bounds = np.searchsorted(self.owners, np.arange(int(self.owners[-1]) + 2))
+        return [np.arange(a, b) for a, b in itertools.pairwise(bounds)]
+
+
+def text_batches(data: TokenDataset, collate: Collator, size: int) -> Iterator[Batch]:
+    """Batches of ``size`` whole texts of chunked ``data``, similar in length: a row per chunk,
+    a label per text, and ``owners`` naming each row's text within the batch."""
+    rows = data.text_rows()
+    tokens = np.array([int(data.lengths[r].sum()) for r in rows])
+    for texts in LengthBucketSampler(tokens, size, shuffle=False):
+        batch = collate([(data.ids[i], None) for t in texts for i in rows[t]])
+        labels = None if data.labels is None else torch.tensor([data.labels[t] for t in texts])
+        owners = torch.repeat_interleave(torch.tensor([len(rows[t]) for t in texts]))
+        yield Batch(batch.inputs, batch.attention_mask, labels, owners)
 
 
 class Collator:

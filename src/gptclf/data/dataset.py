@@ -153,10 +153,11 @@ def tokenize_splits(
     max_length: int,
     side: str = "head",
     template: str | None = None,
+    chunks: bool = False,
 ) -> tuple[dict[str, TokenizedTexts], list[SplitSummary]]:
     """Token ids of every split (cached) and the summary shown before training."""
     tokens = {
-        name: tokenize(tokenizer, part.texts, max_length, side, template)
+        name: tokenize(tokenizer, part.texts, max_length, side, template, chunks=chunks)
         for name, part in splits.parts.items()
     }
     for name, part in splits.parts.items():

@@ -17,17 +17,20 @@ from gptclf.home import home_dir
 from gptclf.tokenizers import Tokenizer
 
 TRUNCATE_SIDES = ("head", "tail", "head+tail")
+CHUNK_OVERLAP = 0.25  # the share of a chunk that the next chunk reads again
 TEXT_SLOT = "{text}"
 
 
 @dataclass
 class TokenizedTexts:
-    """What the model reads for each text, cut to at most ``max_length`` tokens."""
+    """The sequences the model reads, each at most ``max_length`` tokens: one per text, or with
+    chunks several per text, in text order (``owners``)."""
 
     ids: list[list[int]]
     text_lengths: np.ndarray  # token count of each text alone, before truncation
     max_length: int
     overhead: int = 0  # template tokens put around every text
+    owners: np.ndarray | None = None  # the text each sequence reads (None: sequence i, text i)
 
     @property
     def full_lengths(self) -> np.ndarray:
@@ -35,10 +38,13 @@ class TokenizedTexts:
 
     @property
     def lengths(self) -> np.ndarray:
-        return np.minimum(self.full_lengths, self.max_length)
+        return np.array([len(x) for x in self.ids], dtype=np.int64)
 
     @property
     def n_truncated(self) -> int:
+        """Texts cut short (none when they are read in chunks)."""
+        if self.owners is not None:
+            return 0
         return int((self.full_lengths > self.max_length).sum())
 
 
@@ -94,10 +100,12 @@ def frame(
     max_length: int,
     side: str = "head",
     around: tuple[list[int], list[int]] = ([], []),
+    chunks: bool = False,
 ) -> TokenizedTexts:
     """Cut each text to fit ``max_length`` with the template's tokens ``around`` it, keeping its
     first (``head``), last (``tail``) or first and last (``head+tail``, half each) tokens, then
-    put the template around it."""
+    put the template around it. With ``chunks``, a longer text is read whole instead, in
+    overlapping chunks that each fit and each have the template around them."""
     if side not in TRUNCATE_SIDES:
         raise GptclfError(f"--truncate must be one of {', '.join(TRUNCATE_SIDES)}, not {side!r}")
     before, after = around
@@ -108,9 +116,25 @@ def frame(
             f"(the template takes {len(before) + len(after)})"
         )
     text_lengths = np.array([len(x) for x in ids], dtype=np.int64)
-    cut = [_cut(x, room, side) for x in ids]
+    owners = None
+    if chunks:
+        pieces = [_chunks(x, room) for x in ids]
+        owners = np.repeat(np.arange(len(ids)), [len(p) for p in pieces])
+        cut = [chunk for p in pieces for chunk in p]
+    else:
+        cut = [_cut(x, room, side) for x in ids]
     framed = [before + x + after for x in cut] if before or after else cut
-    return TokenizedTexts(framed, text_lengths, max_length, len(before) + len(after))
+    return TokenizedTexts(framed, text_lengths, max_length, len(before) + len(after), owners)
+
+
+def _chunks(ids: list[int], room: int) -> list[list[int]]:
+    """``ids`` in windows of ``room`` tokens, each reading the last ``CHUNK_OVERLAP`` of the one
+    before again, the last ending with the text (a text that fits: itself alone)."""
+    if len(ids) <= room:
+        return [ids]
+    stride = max(1, room - int(room * CHUNK_OVERLAP))
+    starts = [*range(0, len(ids) - room, stride), len(ids) - room]
+    return [ids[start : start + room] for start in starts]
 
 
 def _cut(ids: list[int], room: int, side: str) -> list[int]:
@@ -132,7 +156,9 @@ def tokenize(
     side: str = "head",
     template: str | None = None,
     cache_folder: Path | None = None,
+    chunks: bool = False,
 ) -> TokenizedTexts:
-    """Cached tokenization, truncation to ``max_length`` and the optional template."""
+    """Cached tokenization, truncation to ``max_length`` (or chunks of it) and the optional
+    template."""
     ids = encode_cached(tokenizer, texts, cache_folder)
-    return frame(ids, max_length, side, template_ids(tokenizer, template))
+    return frame(ids, max_length, side, template_ids(tokenizer, template), chunks)

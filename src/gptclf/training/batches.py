@@ -14,6 +14,7 @@ from gptclf.data.batching import (
     Collator,
     LengthBucketSampler,
     TokenDataset,
+    text_batches,
 )
 
 
@@ -52,7 +53,9 @@ class BucketBatches:
         return (self.collate([self.data[i] for i in batch]) for batch in sampler)
 
     def evaluation(self, data: TokenDataset) -> Iterator[Batch]:
-        """Batches of ``data`` to measure it by."""
+        """Batches of ``data`` to measure it by (of whole texts, where they are chunked)."""
+        if data.owners is not None:
+            return text_batches(data, self.collate, self.size)
         sampler = LengthBucketSampler(data.lengths, self.size, shuffle=False)
         return (self.collate([data[i] for i in batch]) for batch in sampler)
 
@@ -72,4 +75,6 @@ class BookBatches(BucketBatches):
         return iter(loader)
 
     def evaluation(self, data: TokenDataset) -> Iterator[Batch]:
+        if data.owners is not None:
+            return super().evaluation(data)
         return iter(DataLoader(data, batch_size=self.size, collate_fn=self.collate))

@@ -67,12 +67,11 @@ def prepare_loaded(
     classifier); frozen-prefix states come from ``store`` where one is given."""
     model, tokenizer = pretrained.model, pretrained.tokenizer
     max_length = max_length_within(config.max_length, model.context_length)
-    tokens, summaries = tokenize_splits(
-        splits, tokenizer, max_length, config.truncate, config.template
-    )
+    reading = (config.truncate, config.template, config.chunks is not None)
+    tokens, summaries = tokenize_splits(splits, tokenizer, max_length, *reading)
     pad_to = int(tokens["train"].lengths.max()) if config.pad_to == "longest" else None
     if pad_to:  # the book cuts every text to the longest training text, as prediction does
-        tokens, _ = tokenize_splits(splits, tokenizer, pad_to, config.truncate, config.template)
+        tokens, _ = tokenize_splits(splits, tokenizer, pad_to, *reading)
     torch.manual_seed(config.seed)  # the class head and adapters are initialised under the seed
     classifier = build_classifier(model, config.classifier_spec(len(splits.labels)))
     set_trainable(classifier, config.trainable)
@@ -88,7 +87,9 @@ def prepare_loaded(
             for name, ids in inputs.items()
         }
     datasets = {
-        name: TokenDataset(inputs[name], splits.labels.ids(part.labels, part.source))
+        name: TokenDataset(
+            inputs[name], splits.labels.ids(part.labels, part.source), tokens[name].owners
+        )
         for name, part in splits.parts.items()
     }
     summary = format_summary(summaries)

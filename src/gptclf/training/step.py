@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from gptclf.classifier import SequenceClassifier
 from gptclf.data.batching import Batch, TokenDataset
 from gptclf.distributed import LOCAL, DistributedContext, device_scope
-from gptclf.inference import batch_logits, logits_of
+from gptclf.inference import batch_logits, logits_of, text_logits
 from gptclf.metrics import macro_f1
 
 
@@ -35,6 +35,7 @@ class TrainingStep:
         label_smoothing: float = 0.0,
         max_grad_norm: float | None = None,
         grad_accumulation: int = 1,
+        chunks: str | None = None,
         tuned_kernel: bool = True,
         dist: DistributedContext = LOCAL,
     ):
@@ -45,6 +46,7 @@ class TrainingStep:
         self.precision, self.start_block = precision, start_block
         self.class_weights, self.label_smoothing = class_weights, label_smoothing
         self.max_grad_norm, self.grad_accumulation = max_grad_norm, grad_accumulation
+        self.chunks = chunks  # how a chunked text's logits combine: "mean" or "max"
         self.tuned_kernel, self.dist = tuned_kernel, dist
 
     def logits_of_batch(self, batch: Batch, network: torch.nn.Module) -> torch.Tensor:
@@ -96,11 +98,14 @@ class TrainingStep:
 
     @torch.inference_mode()
     def measure(self, batches: Iterable[Batch], limit: int | None) -> tuple[float, float, float]:
-        """Mean batch loss, accuracy and macro-F1 over (the first ``limit``) batches."""
+        """Mean batch loss, accuracy and macro-F1 over (the first ``limit``) batches, of whole
+        texts where they are chunked."""
         self.classifier.eval()
         losses, predicted, truth = [], [], []
         for batch in islice(batches, limit):
             logits = self._sharded_logits(batch)
+            if batch.owners is not None:
+                logits = text_logits(logits, batch.owners, self.chunks)
             losses.append(self.loss(logits, batch.labels).item())
             predicted.append(logits.argmax(-1))
             truth.append(batch.labels)
@@ -110,8 +115,9 @@ class TrainingStep:
         return float(np.mean(losses)), accuracy, macro_f1(truth.numpy(), predicted.numpy())
 
     def logits(self, data: TokenDataset, pad_id: int, pad_to: int | None) -> torch.Tensor:
-        """Class logits of every example, in dataset order, on the CPU; with several ranks each
-        computes its share and every rank gets them all."""
+        """Class logits of every text, in dataset order (of its chunks combined, where texts are
+        chunked), on the CPU; with several ranks each computes its share and every rank gets
+        them all."""
         ids = list(data.ids)
 
         def compute(positions: slice) -> torch.Tensor:
@@ -125,15 +131,18 @@ class TrainingStep:
                     start_block=self.start_block,
                 )
 
-        return self.dist.gather_shards(compute)
+        logits = self.dist.gather_shards(compute)
+        if data.owners is None:
+            return logits
+        return text_logits(logits, torch.as_tensor(data.owners), self.chunks)
 
     def _sharded_logits(self, batch: Batch) -> torch.Tensor:
         """Class logits of a whole batch, on the CPU; with several ranks each computes its rows
         and every rank gets them all."""
 
         def compute(rows: slice) -> torch.Tensor:
-            share = _rows(batch, rows)
-            if len(share.labels) == 0:
+            share = Batch(batch.inputs[rows], batch.attention_mask[rows], None)
+            if len(share.inputs) == 0:
                 return torch.empty(0, self.classifier.head.out_features)
             share = _to(share, self.dist.device)
             return self.logits_of_batch(share, self.classifier).cpu()
@@ -161,4 +170,5 @@ def _rows(batch: Batch, rows: slice) -> Batch:
 
 
 def _to(batch: Batch, device: torch.device) -> Batch:
-    return Batch(batch.inputs.to(device), batch.attention_mask.to(device), batch.labels.to(device))
+    labels = None if batch.labels is None else batch.labels.to(device)
+    return Batch(batch.inputs.to(device), batch.attention_mask.to(device), labels)

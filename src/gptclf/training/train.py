@@ -144,6 +144,7 @@ def build_trainer(
         label_smoothing=config.label_smoothing,
         max_grad_norm=config.max_grad_norm,
         grad_accumulation=config.grad_accumulation,
+        chunks=config.chunks,
         tuned_kernel=mechanics.tuned_kernel,
         dist=dist,
     )

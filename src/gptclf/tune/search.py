@@ -91,7 +91,8 @@ class _Search:
             self._try(candidate, entries)
         base_entry = entries[0]
         better = [e for e in entries[1:] if e.measured and e.rank_key() < base_entry.rank_key()]
-        joined = combined(self.base, [e.candidate for e in sorted(better, key=Entry.rank_key)])
+        ranked = [e.candidate for e in sorted(better, key=Entry.rank_key)]
+        joined = combined(self.base, ranked, self.n_blocks)
         if joined is not None:
             self._try(joined, entries)
         self._blend_with_baseline(entries)
@@ -146,16 +147,16 @@ class _Search:
         base, model, tokenizer = self.base, self.pretrained.model, self.pretrained.tokenizer
         max_length = max_length_within(base.max_length, model.context_length)
         texts = self.pooled.parts["train"].texts
-        return tokenize(tokenizer, texts, max_length, base.truncate, base.template)
+        chunks = base.chunks is not None
+        return tokenize(tokenizer, texts, max_length, base.truncate, base.template, chunks=chunks)
 
     def _fill_store(self, ids: list[list[int]], space: list[Candidate]) -> None:
         """The frozen-prefix states of ``ids`` that every candidate reading them as the base
-        does (same truncation and precision) needs, from one pass."""
+        does (same truncation, chunks and precision) needs, from one pass."""
         began, base = time.perf_counter(), self.base
+        reading = (base.truncate, base.chunks, base.precision)
         configs = [c.config(base) for c in space]
-        same_reading = [
-            c for c in configs if (c.truncate, c.precision) == (base.truncate, base.precision)
-        ]
+        same_reading = [c for c in configs if (c.truncate, c.chunks, c.precision) == reading]
         depths = {prefix_depth(c, self.n_blocks) for c in same_reading} - {0}
         precision = resolve_precision(base.precision, "cpu")
         self.store.fill(

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from gptclf.errors import GptclfError
 from gptclf.options import as_plain
-from gptclf.recipe import TrainConfig, recipe
+from gptclf.recipe import CHUNKS, TrainConfig, recipe
 from gptclf.trainable import trainable_blocks
 
 # What every candidate is measured with: its last epoch's weights, and the model alone.
@@ -30,20 +30,14 @@ class Candidate:
         """The base recipe with this candidate's changes. Cross-validation keeps the last
         epoch's weights, since its held-out fold may not choose them, and measures the model
         alone unless the candidate is a blend with the baseline."""
-        fixed = {
-            "keep": "last",
-            "early_stopping": None,
-            "ensemble": "none",
-            "ensemble_weight": None,
-        }
-        return recipe(**{**as_plain(base), **fixed, **self.changes})
+        return recipe(**{**as_plain(base), **MEASURED_ALONE, **self.changes})
 
 
 def candidates(base: TrainConfig, n_blocks: int, texts_truncated: bool) -> list[Candidate]:
     """The search space, in the order it is tried: the base recipe first (so that the winner is
     never worse in cross-validation than what was asked for), then single changes that change
-    something, the cheap and promising first; head+tail, tail or head truncation only where
-    some text is truncated; LoRA on every block last (the dearest)."""
+    something, the cheap and promising first; head+tail, tail or head truncation and chunks
+    only where some text is truncated; LoRA on every block last (the dearest)."""
     upper, middle = round(n_blocks * 5 / 6), round(n_blocks * 2 / 3)
     slower = {"epochs": base.epochs * 2, "lr": base.lr / 2}
     space = [
@@ -65,6 +59,7 @@ def candidates(base: TrainConfig, n_blocks: int, texts_truncated: bool) -> list[
         Candidate(f"depth {middle}", {"depth": middle}),
         Candidate("twice the epochs at half the rate", slower),
         Candidate("last 2 blocks", {"trainable": "last-blocks:2", "lr": base.lr / 2}),
+        Candidate(f"features at depth {middle} beside the top's", {"concat_depths": (middle,)}),
     ]
     if texts_truncated:
         space += [
@@ -72,6 +67,7 @@ def candidates(base: TrainConfig, n_blocks: int, texts_truncated: bool) -> list[
             for side in ("head+tail", "tail", "head")
             if side != base.truncate
         ]
+        space += [Candidate(f"chunks, {how} of their logits", {"chunks": how}) for how in CHUNKS]
     space.append(
         Candidate(
             "LoRA on every block (bf16)",
@@ -84,22 +80,26 @@ def candidates(base: TrainConfig, n_blocks: int, texts_truncated: bool) -> list[
 
 
 def _fits(config: TrainConfig, n_blocks: int) -> bool:
-    """Whether the model has the blocks the recipe trains (above its depth)."""
+    """Whether the model has the blocks the recipe trains (above its depth) and reads below it."""
+    used = config.depth or n_blocks
     try:
-        trainable_blocks(config.trainable, config.depth or n_blocks)
+        trainable_blocks(config.trainable, used)
     except GptclfError:
         return False
-    return True
+    return all(1 <= d < used for d in config.concat_depths or ())
 
 
-def combined(base: TrainConfig, better: list[Candidate]) -> Candidate | None:
+def combined(base: TrainConfig, better: list[Candidate], n_blocks: int) -> Candidate | None:
     """One candidate joining the single changes that beat the base recipe, where they do not
-    conflict (a later change to the same option is left out); None for fewer than two."""
+    conflict (a later change to the same option, or one the model cannot take with the others,
+    is left out); None for fewer than two."""
     changes: dict = {}
     joined = []
     for candidate in better:
-        if not set(candidate.changes) & set(changes):
-            changes.update(candidate.changes)
+        together = {**changes, **candidate.changes}
+        fits = _fits(Candidate("", together).config(base), n_blocks)
+        if fits and not set(candidate.changes) & set(changes):
+            changes = together
             joined.append(candidate.name)
     if len(joined) < 2:
         return None
@@ -111,14 +111,17 @@ def prefix_depth(config: TrainConfig, n_blocks: int) -> int:
     if not config.caches_prefix() or config.trainable == "lora":
         return 0
     used = config.depth or n_blocks
-    return used - trainable_blocks(config.trainable, used)
+    return min([used - trainable_blocks(config.trainable, used), *(config.concat_depths or ())])
 
 
 HEAD_ONLY_UNITS = 0.25  # an epoch of the head alone (the final norm and a linear layer), in blocks
+FORWARD_UNITS = 1 / 3  # a frozen block run every epoch: its forward pass, without the backward
 
 
 def cost_units(config: TrainConfig, n_blocks: int) -> float:
     """A training run's cost relative to others: epochs times the blocks run with gradients
-    (a head alone counting as a quarter of a block)."""
+    (a head alone counting as a quarter of a block, a frozen block above the cache as a third)."""
     used = config.depth or n_blocks
-    return config.epochs * max(HEAD_ONLY_UNITS, used - prefix_depth(config, n_blocks))
+    trained = trainable_blocks(config.trainable, used) if config.trainable != "lora" else used
+    run_frozen = used - prefix_depth(config, n_blocks) - trained
+    return config.epochs * max(HEAD_ONLY_UNITS, trained + FORWARD_UNITS * max(run_frozen, 0))
