@@ -103,7 +103,7 @@ class SequenceClassifier(nn.Module):
             if depth < start_block:  # frozen_prefix keeps the depths read above the cache
                 raise ValueError(f"the states after block {depth} are not computed")
             x = lm.run_blocks(x, mask, start=start_block, stop=depth)
-            features.append(self._pooled(lm.final_norm(x), attention_mask, at))
+            features.append(self._pooled(x, attention_mask, at))
             start_block = depth
         if self.top_block_reads_all and at is not None:
             hidden = rows_at(lm.run_blocks(x, mask, start=start_block), at)
@@ -116,10 +116,10 @@ class SequenceClassifier(nn.Module):
     def _pooled(
         self, hidden: torch.Tensor, attention_mask: torch.Tensor, at: torch.Tensor | None
     ) -> torch.Tensor:
-        """The features (batch, width * dim) of every position's hidden states."""
+        """The final-norm features (batch, width * dim) of every position's hidden states."""
         if at is None:
-            return pool_all(hidden, attention_mask, self.pooling)
-        return rows_at(hidden, at)[:, 0]
+            return pool_all(self.language_model.final_norm(hidden), attention_mask, self.pooling)
+        return self.language_model.final_norm(rows_at(hidden, at)[:, 0])
 
     def frozen_prefix(self) -> int:
         """How many bottom blocks give the same output every time, so it can be cached: nothing

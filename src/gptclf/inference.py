@@ -36,7 +36,7 @@ def text_logits(logits: torch.Tensor, owners: torch.Tensor, how: str) -> torch.T
     """Each text's class logits (n_texts, n_classes) from those of its chunks (rows of
     ``logits`` whose ``owners`` name it, texts numbered from 0): their mean or maximum."""
     n_texts = int(owners.max()) + 1 if len(owners) else 0
-    index = owners.to(logits.device).unsqueeze(1).expand_as(logits)
+    index = owners.to(logits.device, torch.long).unsqueeze(1).expand_as(logits)
     out = logits.new_zeros(n_texts, logits.shape[1])
     reduce = {"mean": "mean", "max": "amax"}[how]
     return out.scatter_reduce(0, index, logits, reduce, include_self=False)

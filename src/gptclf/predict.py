@@ -124,15 +124,27 @@ class Classifier:
         return self
 
     def token_ids(
-        self, texts: Sequence[str], where: Callable[[int], str] = lambda i: f"text {i + 1}"
+        self,
+        texts: Sequence[str],
+        where: Callable[[int], str] = lambda i: f"text {i + 1}",
+        max_chunks: int | None = None,
     ) -> list[list[int]]:
         """Each text's token ids as ``probabilities_of_ids`` takes them: cut as the model was
         trained to read them (same truncation side and length), or whole where it reads texts
-        in chunks; a text without tokens is an error naming it by ``where(index)``."""
+        in chunks; a text without tokens, or of more than ``max_chunks`` chunks, is an error
+        naming it by ``where(index)``."""
         ids = self._encoded(texts)
         empty = next((i for i, x in enumerate(ids) if not x), None)
         if empty is not None:
             raise GptclfError(f"{where(empty)}: {NO_TEXT}")
+        if max_chunks is not None and self.config.recipe.chunks:
+            counts = np.bincount(self._framed(ids).owners, minlength=len(ids))
+            over = next((i for i, n in enumerate(counts) if n > max_chunks), None)
+            if over is not None:
+                raise GptclfError(
+                    f"{where(over)}: {counts[over]} chunks of {self.config.tokens_kept} tokens, "
+                    f"more than the {max_chunks} allowed"
+                )
         return self._cut(ids)
 
     def probabilities_or_none(

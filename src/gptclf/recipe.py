@@ -52,6 +52,8 @@ class TrainConfig:
         None,
         "also read the features after these bottom blocks, side by side with the top's "
         "(blocks from the lowest up run every epoch)",
+        valid=lambda depths: all(d >= 1 for d in depths),
+        rule="block counts of 1 or more",
         metavar="N",
     )
     trainable: str = model_option(

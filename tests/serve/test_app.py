@@ -166,3 +166,32 @@ def test_serve_with_bad_input_exits_2_with_one_line(argv, message, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and message in err
+
+
+@pytest.fixture(scope="module")
+def chunked_run(spam_data, tiny_gpt2_base, tmp_path_factory):
+    """A run folder whose model reads texts in chunks of 4 tokens (most texts need several)."""
+    from conftest import TRAINED_RUN_OPTIONS, split_options
+
+    run_dir = tmp_path_factory.mktemp("chunked") / "run"
+    options = [*split_options(spam_data), f"--model={tiny_gpt2_base}", *TRAINED_RUN_OPTIONS]
+    chunking = ["--max-length=4", "--chunks=max"]
+    assert main(["train", *options, *chunking, f"--out={run_dir}", "--quiet"]) == 0
+    return run_dir
+
+
+def test_a_model_reading_chunks_answers_as_predict_and_refuses_a_text_of_too_many(chunked_run):
+    from gptclf.predict import Classifier
+
+    classifier = Classifier.from_pretrained(chunked_run)
+    texts = [SPAM[0], HAM[1]]
+    assert all(len(classifier.token_ids([t])[0]) > 4 for t in texts)  # each read in chunks
+    with TestClient(create_app(classifier, LIMITS)) as client:
+        response = client.post("/v1/classify", json={"texts": texts})
+        assert response.json() == {"predictions": expected_predictions(classifier, texts)}
+        long = {"texts": [HAM[0], " ".join([SPAM[0]] * 4)]}
+        response = client.post("/v1/classify", json=long)
+    assert response.status_code == 422
+    assert (
+        "texts[1]" in response.json()["error"] and "chunks of 4 tokens" in response.json()["error"]
+    )

@@ -20,9 +20,9 @@ QUICK = ["--epochs=1", "--batch-size=32", "--folds=2", "--precision=fp32", "--qu
 TWO = ("base recipe", "decay matrices only")
 
 
-def two_candidates(base, n_blocks, texts_truncated) -> list[Candidate]:
+def two_candidates(base, n_blocks, texts_long) -> list[Candidate]:
     """The base recipe and decay of matrices only (which wins here)."""
-    return [c for c in candidates(base, n_blocks, texts_truncated) if c.name in TWO]
+    return [c for c in candidates(base, n_blocks, texts_long) if c.name in TWO]
 
 
 def tune(data: Path, model: Path, out: Path, *options: str, space=None) -> int:
@@ -92,7 +92,7 @@ def test_a_budget_for_one_candidate_lists_every_later_candidate_as_skipped(
     assert tune(spam_data, tiny_gpt2_base, out, "--budget=0.01s", "--max-length=6") == 0
     board = leaderboard(out)
     base = recipe(**board["search"]["base_recipe"])
-    names = [c.name for c in candidates(base, n_blocks=2, texts_truncated=True)]
+    names = [c.name for c in candidates(base, n_blocks=2, texts_long=True)]
     assert "head+tail truncation" in names
     measured = [row for row in board["ranked"] if row["status"] == "measured"]
     skipped = [row for row in board["ranked"] if row["status"] != "measured"]

@@ -12,15 +12,22 @@ BASE = recipe(model="m", epochs=3, lr=1e-3)
 
 @pytest.mark.parametrize("truncated", [False, True])
 def test_the_search_starts_with_the_base_recipe_and_ends_with_lora(truncated):
-    space = candidates(BASE, n_blocks=12, texts_truncated=truncated)
+    space = candidates(BASE, n_blocks=12, texts_long=truncated)
     assert space[0] == Candidate("base recipe", {})
     assert space[-1].changes["trainable"] == "lora"
     assert all(c.changes for c in space[1:])  # every other candidate changes something
     assert len({c.name for c in space}) == len(space)
     head_tail = [c for c in space if c.changes.get("truncate") == "head+tail"]
-    chunked = {c.changes["chunks"] for c in space if "chunks" in c.changes}
+    chunked = {c.changes["chunks"] for c in space if c.changes.get("chunks")}
     assert len(head_tail) == (1 if truncated else 0)
     assert chunked == ({"mean", "max"} if truncated else set())
+
+
+def test_a_base_reading_chunks_tries_the_other_combination_and_each_truncation_instead():
+    space = candidates(recipe(model="m", chunks="mean"), n_blocks=12, texts_long=True)
+    readings = {(c.config(BASE).truncate, c.changes.get("chunks", "mean")) for c in space}
+    assert {("head", "max"), ("head", None), ("tail", None), ("head+tail", None)} <= readings
+    assert not any(c.changes.get("chunks") == "mean" for c in space)
 
 
 def test_a_candidates_recipe_is_the_base_with_its_changes_keeping_the_last_epoch():

@@ -51,6 +51,13 @@ class TokenDataset(Dataset):
     def lengths(self) -> np.ndarray:
         return np.array([len(x) for x in self.ids], dtype=np.int64)
 
+    @property
+    def example_labels(self) -> list[int]:
+        """The label of each example: its text's."""
+        if self.owners is None:
+            return list(self.labels)
+        return [self.labels[text] for text in self.owners.tolist()]
+
     def text_rows(self) -> list[np.ndarray]:
         """The examples (chunks) of each text, in text order."""
         if not len(self.owners):
@@ -59,16 +66,34 @@ class TokenDataset(Dataset):
         return [np.arange(a, b) for a, b in itertools.pairwise(bounds)]
 
 
-def text_batches(data: TokenDataset, collate: Collator, size: int) -> Iterator[Batch]:
-    """Batches of ``size`` whole texts of chunked ``data``, similar in length: a row per chunk,
-    a label per text, and ``owners`` naming each row's text within the batch."""
+def text_batches(
+    data: TokenDataset, collate: Collator, size: int, by_length: bool = True
+) -> Iterator[Batch]:
+    """Batches of whole texts of chunked ``data`` (similar in length, or in order), at most
+    ``size`` chunks each unless one text has more: a row per chunk, a label per text, and
+    ``owners`` naming each row's text within the batch."""
     rows = data.text_rows()
-    tokens = np.array([int(data.lengths[r].sum()) for r in rows])
-    for texts in LengthBucketSampler(tokens, size, shuffle=False):
-        batch = collate([(data.ids[i], None) for t in texts for i in rows[t]])
-        labels = None if data.labels is None else torch.tensor([data.labels[t] for t in texts])
-        owners = torch.repeat_interleave(torch.tensor([len(rows[t]) for t in texts]))
-        yield Batch(batch.inputs, batch.attention_mask, labels, owners)
+    order = np.arange(len(rows))
+    if by_length:
+        lengths = data.lengths
+        order = order[np.argsort([int(lengths[r].sum()) for r in rows], kind="stable")]
+    texts: list[int] = []
+    for text in order.tolist():
+        if texts and sum(len(rows[t]) for t in texts) + len(rows[text]) > size:
+            yield _text_batch(data, collate, texts, rows)
+            texts = []
+        texts.append(text)
+    if texts:
+        yield _text_batch(data, collate, texts, rows)
+
+
+def _text_batch(
+    data: TokenDataset, collate: Collator, texts: list[int], rows: list[np.ndarray]
+) -> Batch:
+    batch = collate([(data.ids[i], None) for t in texts for i in rows[t]])
+    labels = None if data.labels is None else torch.tensor([data.labels[t] for t in texts])
+    owners = torch.repeat_interleave(torch.tensor([len(rows[t]) for t in texts]))
+    return Batch(batch.inputs, batch.attention_mask, labels, owners)
 
 
 class Collator:

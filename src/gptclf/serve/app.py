@@ -146,7 +146,7 @@ def _add_classify(
         body = parse_classify_request(await request.body(), request.headers.get("content-type"))
         texts, where = checked_texts(body, settings)
         try:
-            ids = await asyncio.to_thread(classifier.token_ids, texts, where)
+            ids = await asyncio.to_thread(classifier.token_ids, texts, where, settings.max_chunks)
         except GptclfError as exc:
             raise HTTPException(422, str(exc)) from exc
         try:

@@ -45,6 +45,9 @@ class ServeSettings:
     batching: bool = option(True, "compute every request alone", flags=("--no-batching",))
     max_texts: int = option(256, "texts per request", **at_least(1))
     max_chars: int = option(10_000, "characters per text", **at_least(1))
+    max_chunks: int = option(
+        8, "chunks per text, where the model reads long texts in chunks (--chunks)", **at_least(1)
+    )
     max_body_bytes: int = option(1_000_000, "request body size", **at_least(1))
     max_queue: int = option(
         512, "texts waiting for the model; more: 503 with Retry-After", **at_least(1)

@@ -18,6 +18,8 @@ from gptclf.distributed import LOCAL, DistributedContext, device_scope
 from gptclf.inference import batch_logits, logits_of, text_logits
 from gptclf.metrics import macro_f1
 
+MEASURED_ROWS = 64  # rows per model call when measuring
+
 
 class TrainingStep:
     """A classifier, what of it trains, its optimizer and schedule, and how its loss is
@@ -137,15 +139,17 @@ class TrainingStep:
         return text_logits(logits, torch.as_tensor(data.owners), self.chunks)
 
     def _sharded_logits(self, batch: Batch) -> torch.Tensor:
-        """Class logits of a whole batch, on the CPU; with several ranks each computes its rows
+        """Class logits of a whole batch, on the CPU, at most ``MEASURED_ROWS`` rows per model
+        call (a text read in many chunks comes whole); with several ranks each computes its rows
         and every rank gets them all."""
 
         def compute(rows: slice) -> torch.Tensor:
             share = Batch(batch.inputs[rows], batch.attention_mask[rows], None)
-            if len(share.inputs) == 0:
-                return torch.empty(0, self.classifier.head.out_features)
-            share = _to(share, self.dist.device)
-            return self.logits_of_batch(share, self.classifier).cpu()
+            logits = [torch.empty(0, self.classifier.head.out_features)]
+            for start in range(0, len(share.inputs), MEASURED_ROWS):
+                piece = _to(_rows(share, slice(start, start + MEASURED_ROWS)), self.dist.device)
+                logits.append(self.logits_of_batch(piece, self.classifier).cpu())
+            return torch.cat(logits)
 
         return self.dist.gather_shards(compute)
 
@@ -166,7 +170,8 @@ def share_of_batch(
 
 
 def _rows(batch: Batch, rows: slice) -> Batch:
-    return Batch(batch.inputs[rows], batch.attention_mask[rows], batch.labels[rows])
+    labels = None if batch.labels is None else batch.labels[rows]
+    return Batch(batch.inputs[rows], batch.attention_mask[rows], labels)
 
 
 def _to(batch: Batch, device: torch.device) -> Batch:

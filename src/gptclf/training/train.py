@@ -140,7 +140,9 @@ def build_trainer(
         scheduler,
         precision=prepared.precision,
         start_block=prepared.start_block,
-        class_weights=balanced_class_weights(train_data.labels, n_classes) if balanced else None,
+        class_weights=(
+            balanced_class_weights(train_data.example_labels, n_classes) if balanced else None
+        ),
         label_smoothing=config.label_smoothing,
         max_grad_norm=config.max_grad_norm,
         grad_accumulation=config.grad_accumulation,

@@ -50,7 +50,8 @@ def tune(
         try:
             splits = load_splits(source, Path(work) / "split")
             pooled = _pooled(splits)
-            search = _Search(base, pooled, options, began, say)
+            n_test = len(splits.parts["test"].texts) if "test" in splits.parts else 0
+            search = _Search(base, pooled, options, began, say, n_test)
             entries = search.run()
         finally:
             run_dir.root.rmdir()  # train() makes it again, for the final run
@@ -68,9 +69,9 @@ def tune(
 class _Search:
     """The candidates tried in order while the budget lasts, on shared folds and states."""
 
-    def __init__(self, base, pooled: Splits, options: TuneOptions, began: float, say):
+    def __init__(self, base, pooled: Splits, options: TuneOptions, began: float, say, n_test: int):
         self.base, self.pooled, self.options = base, pooled, options
-        self.began, self.say = began, say
+        self.began, self.say, self.n_test = began, say, n_test
         self.pretrained = base_model(base)
         self.store = PrefixStore()
         part = pooled.parts["train"]
@@ -80,12 +81,18 @@ class _Search:
         self.n_blocks = len(self.pretrained.model.trf_blocks)
         self.unit_costs: list[float] = []  # seconds per cost unit of each candidate measured
         self.prefix_seconds = self.search_seconds = 0.0
+        self.base_prefix_seconds = 0.0  # the first pass: the base reading, every depth it needs
+        self.filled: set[tuple] = set()  # (reading, depth) held in the store
+        self.base_tokens = self._tokens(base)
         self.baseline: Measured | None = None  # the TF-IDF baseline's out-of-fold figures
 
     def run(self) -> list[Entry]:
-        tokens = self._pooled_tokens()
-        space = candidates(self.base, self.n_blocks, tokens.n_truncated > 0)
-        self._fill_store(tokens.ids, space)
+        tokens = self.base_tokens
+        space = candidates(
+            self.base, self.n_blocks, bool((tokens.full_lengths > tokens.max_length).any())
+        )
+        self._fill_store(self.base, [c.config(self.base) for c in space])
+        self.base_prefix_seconds = self.prefix_seconds
         entries: list[Entry] = []
         for candidate in space:
             self._try(candidate, entries)
@@ -142,42 +149,46 @@ class _Search:
             "base_recipe": as_plain(self.base),
         }
 
-    def _pooled_tokens(self) -> TokenizedTexts:
-        """The pooled texts as the base recipe reads them."""
-        base, model, tokenizer = self.base, self.pretrained.model, self.pretrained.tokenizer
-        max_length = max_length_within(base.max_length, model.context_length)
-        texts = self.pooled.parts["train"].texts
-        chunks = base.chunks is not None
-        return tokenize(tokenizer, texts, max_length, base.truncate, base.template, chunks=chunks)
-
-    def _fill_store(self, ids: list[list[int]], space: list[Candidate]) -> None:
-        """The frozen-prefix states of ``ids`` that every candidate reading them as the base
-        does (same truncation, chunks and precision) needs, from one pass."""
-        began, base = time.perf_counter(), self.base
-        reading = (base.truncate, base.chunks, base.precision)
-        configs = [c.config(base) for c in space]
-        same_reading = [c for c in configs if (c.truncate, c.chunks, c.precision) == reading]
-        depths = {prefix_depth(c, self.n_blocks) for c in same_reading} - {0}
-        precision = resolve_precision(base.precision, "cpu")
-        self.store.fill(
-            self.pretrained.model, ids, depths, self.pretrained.tokenizer.pad_id, precision
+    def _tokens(self, config: TrainConfig) -> TokenizedTexts:
+        """The pooled texts as ``config`` reads them."""
+        model, tokenizer = self.pretrained.model, self.pretrained.tokenizer
+        max_length = max_length_within(config.max_length, model.context_length)
+        texts, chunks = self.pooled.parts["train"].texts, config.chunks is not None
+        return tokenize(
+            tokenizer, texts, max_length, config.truncate, config.template, chunks=chunks
         )
-        self.prefix_seconds = time.perf_counter() - began
-        self.say(f"frozen prefix at depths {sorted(depths)}: {self.prefix_seconds:.0f} s")
+
+    def _fill_store(self, reading: TrainConfig, configs: list[TrainConfig]) -> None:
+        """The frozen-prefix states, in one pass, of the pooled texts as ``reading`` reads them,
+        at every depth that those of ``configs`` reading them the same way need."""
+        began, key = time.perf_counter(), _reading(reading)
+        depths = {prefix_depth(c, self.n_blocks) for c in configs if _reading(c) == key} - {0}
+        depths -= {depth for reading, depth in self.filled if reading == key}
+        if not depths:
+            return
+        ids = self._tokens(reading).ids
+        pad_id = self.pretrained.tokenizer.pad_id
+        self.store.fill(self.pretrained.model, ids, depths, pad_id, key[-1])
+        self.filled |= {(key, depth) for depth in depths}
+        seconds = time.perf_counter() - began
+        self.prefix_seconds += seconds
+        self.say(f"frozen prefix at depths {sorted(depths)}: {seconds:.0f} s")
 
     def _try(self, candidate: Candidate, entries: list[Entry]) -> None:
         """Cross-validate ``candidate`` if it is new and its estimated time fits the budget."""
         config = candidate.config(self.base)
         if any(as_plain(e.config) == as_plain(config) for e in entries):
             return
-        units = cost_units(config, self.n_blocks) * self.options.folds
-        estimate = units * self._seconds_per_unit()
+        scale = self._tokens(config).lengths.sum() / self.base_tokens.lengths.sum()
+        units = cost_units(config, self.n_blocks) * self.options.folds * scale
+        estimate = units * self._seconds_per_unit() + self._prefix_estimate(config, scale)
         final_run = self._final_run_estimate(entries, estimate)
         left = self.options.budget - (time.perf_counter() - self.began) - final_run
         if entries and estimate > left:
             entries.append(Entry(candidate, config, None, f"skipped: ~{estimate:.0f} s > budget"))
             self.say(f"skip {candidate.name}: ~{estimate:.0f} s, {max(left, 0):.0f} s left")
             return
+        self._fill_store(config, [config])
         measured = cross_validate(config, self.pooled, self.pretrained, self.store, self.folds)
         self.unit_costs.append(measured.seconds / units)
         entries.append(Entry(candidate, config, measured, "measured"))
@@ -187,16 +198,32 @@ class _Search:
             f"{measured.seconds:.0f} s"
         )
 
+    def _prefix_estimate(self, config: TrainConfig, scale: float) -> float:
+        """The frozen prefix ``config`` still needs: none where the store holds it, else the
+        base reading's scaled by ``scale``, its share of tokens."""
+        depth = prefix_depth(config, self.n_blocks)
+        if depth == 0 or (_reading(config), depth) in self.filled:
+            return 0.0
+        return self.base_prefix_seconds * scale
+
     def _seconds_per_unit(self) -> float:
         """The median cost of a unit over the candidates measured (0 before the first)."""
         return statistics.median(self.unit_costs) if self.unit_costs else 0.0
 
     def _final_run_estimate(self, entries: list[Entry], estimate: float) -> float:
-        """The final run's training if the dearest candidate so far (or the next, estimated)
-        wins: cross-validation trains k times on (k - 1)/k of the texts, the final run once on
-        all of them."""
+        """The final run if the dearest candidate so far (or the next, estimated) wins: its
+        training (cross-validation trains k times on (k - 1)/k of the texts, the final run once
+        on all of them) and the frozen prefix of the test texts."""
         cv_seconds = [e.measured.seconds for e in entries if e.measured]
-        return max([*cv_seconds, estimate]) / (self.options.folds - 1)
+        test_prefix = self.base_prefix_seconds * self.n_test / self.n_pooled
+        return max([*cv_seconds, estimate]) / (self.options.folds - 1) + test_prefix
+
+
+def _reading(config: TrainConfig) -> tuple[str, str]:
+    """What decides the sequences a recipe's frozen prefix reads (besides the texts, template
+    and length, which every candidate shares): chunks or the truncation side, and precision."""
+    side = "chunks" if config.chunks is not None else config.truncate
+    return side, resolve_precision(config.precision, "cpu")
 
 
 def _pooled(splits: Splits) -> Splits:

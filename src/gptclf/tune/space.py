@@ -33,11 +33,12 @@ class Candidate:
         return recipe(**{**as_plain(base), **MEASURED_ALONE, **self.changes})
 
 
-def candidates(base: TrainConfig, n_blocks: int, texts_truncated: bool) -> list[Candidate]:
+def candidates(base: TrainConfig, n_blocks: int, texts_long: bool) -> list[Candidate]:
     """The search space, in the order it is tried: the base recipe first (so that the winner is
     never worse in cross-validation than what was asked for), then single changes that change
     something, the cheap and promising first; head+tail, tail or head truncation and chunks
-    only where some text is truncated; LoRA on every block last (the dearest)."""
+    only where some text is longer than the maximum length; LoRA on every block last (the
+    dearest)."""
     upper, middle = round(n_blocks * 5 / 6), round(n_blocks * 2 / 3)
     slower = {"epochs": base.epochs * 2, "lr": base.lr / 2}
     space = [
@@ -61,11 +62,10 @@ def candidates(base: TrainConfig, n_blocks: int, texts_truncated: bool) -> list[
         Candidate("last 2 blocks", {"trainable": "last-blocks:2", "lr": base.lr / 2}),
         Candidate(f"features at depth {middle} beside the top's", {"concat_depths": (middle,)}),
     ]
-    if texts_truncated:
+    if texts_long:
         space += [
-            Candidate(f"{side} truncation", {"truncate": side})
+            Candidate(f"{side} truncation", {"truncate": side, "chunks": None})
             for side in ("head+tail", "tail", "head")
-            if side != base.truncate
         ]
         space += [Candidate(f"chunks, {how} of their logits", {"chunks": how}) for how in CHUNKS]
     space.append(
