@@ -88,7 +88,7 @@ class Dataset:
     per_class: dict[str, int] | None = None
     gptclf_flags: tuple[str, ...] = ()
     headline: str = "accuracy"
-    tune_budget: str = "5m"
+    tune_budget: str = "4m"
 
 
 DATASETS = {
@@ -106,7 +106,7 @@ DATASETS = {
         "SpamAssassin emails (subject and body), a stratified subsample of the built-in split",
         sizes=SPAMASSASSIN_SIZES,
         gptclf_flags=LONG_TEXT_FLAGS,
-        tune_budget="8m",
+        tune_budget="6m",
     ),
     "20news": Dataset(
         DataSource(dataset="20news"),
@@ -114,7 +114,7 @@ DATASETS = {
         classes=NEWSGROUPS_CLASSES,
         per_class=NEWSGROUPS_PER_CLASS,
         gptclf_flags=LONG_TEXT_FLAGS,
-        tune_budget="8m",
+        tune_budget="6m",
     ),
 }
 
