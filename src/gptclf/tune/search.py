@@ -84,6 +84,7 @@ class _Search:
         self.base_prefix_seconds = 0.0  # the first pass: the base reading, every depth it needs
         self.filled: set[tuple] = set()  # (reading, depth) held in the store
         self.base_tokens = self._tokens(base)
+        self.token_counts = {_reading(base): int(self.base_tokens.lengths.sum())}  # by reading
         self.baseline: Measured | None = None  # the TF-IDF baseline's out-of-fold figures
 
     def run(self) -> list[Entry]:
@@ -163,7 +164,7 @@ class _Search:
         at every depth that those of ``configs`` reading them the same way need."""
         began, key = time.perf_counter(), _reading(reading)
         depths = {prefix_depth(c, self.n_blocks) for c in configs if _reading(c) == key} - {0}
-        depths -= {depth for reading, depth in self.filled if reading == key}
+        depths -= {depth for held, depth in self.filled if held == key}
         if not depths:
             return
         ids = self._tokens(reading).ids
@@ -179,7 +180,7 @@ class _Search:
         config = candidate.config(self.base)
         if any(as_plain(e.config) == as_plain(config) for e in entries):
             return
-        scale = self._tokens(config).lengths.sum() / self.base_tokens.lengths.sum()
+        scale = self._token_count(config) / self.token_counts[_reading(self.base)]
         units = cost_units(config, self.n_blocks) * self.options.folds * scale
         estimate = units * self._seconds_per_unit() + self._prefix_estimate(config, scale)
         final_run = self._final_run_estimate(entries, estimate)
@@ -197,6 +198,14 @@ class _Search:
             f"({measured.metrics['n_errors']} errors), log loss {measured.log_loss:.4f}, "
             f"{measured.seconds:.0f} s"
         )
+
+    def _token_count(self, config: TrainConfig) -> int:
+        """How many tokens the pooled texts are as ``config`` reads them (counted once per
+        reading)."""
+        key = _reading(config)
+        if key not in self.token_counts:
+            self.token_counts[key] = int(self._tokens(config).lengths.sum())
+        return self.token_counts[key]
 
     def _prefix_estimate(self, config: TrainConfig, scale: float) -> float:
         """The frozen prefix ``config`` still needs: none where the store holds it, else the
