@@ -23,8 +23,8 @@ from quality import DATASETS, prepare_dataset, suite_splits
 
 from gptclf.atomic import write_text_atomic
 from gptclf.ensemble import blend, choose_weight
-from gptclf.inference import PrefixStore
 from gptclf.recipe import recipe
+from gptclf.store import PrefixStore
 from gptclf.training.prepare import base_model
 from gptclf.tune.crossval import baseline_out_of_fold, cross_validate, fold_indices, measured
 from gptclf.tune.search import _pooled
@@ -96,7 +96,8 @@ def main() -> None:
     part = pooled.parts["train"]
     ids = pooled.labels.ids(part.labels, part.source)
     folds = fold_indices(ids, args.folds, base.seed)
-    pretrained, store = base_model(base), PrefixStore()
+    pretrained = base_model(base)
+    store = PrefixStore.on_disk() if base.store else PrefixStore()
     baseline = baseline_out_of_fold(pooled, folds, base.seed)
     path = args.out / f"crossval-{args.dataset}.json"
     earlier = json.loads(path.read_text()) if path.is_file() else {}

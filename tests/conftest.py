@@ -12,6 +12,14 @@ import transformers
 transformers.logging.set_verbosity_error()
 
 
+@pytest.fixture(autouse=True, scope="session")
+def prefix_store_of_the_session(tmp_path_factory):
+    """Runs in the tests keep frozen-prefix states in a folder of this session, not the user's."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("GPTCLF_STORE", str(tmp_path_factory.mktemp("prefix-store")))
+        yield
+
+
 def padded_batch(vocab_size: int, lengths: tuple[int, ...] = (9, 5, 2), seed: int = 0):
     """Right-padded random token ids (batch, max_len) and their 1/0 attention mask."""
     generator = torch.Generator().manual_seed(seed)

@@ -66,3 +66,32 @@ def test_weights_smaller_than_their_tokenizer_are_refused(tmp_path, capsys):
         "the tokenizer has 50257 tokens but the model's embedding only 100"
         in capsys.readouterr().err
     )
+
+
+def test_cache_info_counts_the_prefix_store_and_clear_empties_it(tmp_path, monkeypatch, capsys):
+    import json
+
+    import torch
+
+    from gptclf.models import GPTConfig, GPTModel
+    from gptclf.store import PrefixStore
+
+    monkeypatch.setenv("GPTCLF_STORE", str(tmp_path))
+    monkeypatch.setenv("GPTCLF_STORE_GB", "0.5")
+    torch.manual_seed(0)
+    model = GPTModel(GPTConfig(vocab_size=40, context_length=8, emb_dim=8, n_heads=2, n_layers=2))
+    PrefixStore(tmp_path).states(model.eval(), [[1, 2], [3, 4, 5]], 1, 0, "fp32")
+    assert main(["cache", "info", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["entries"] == 2 and info["bytes"] > 5 * 8 * 4 and info["bound_bytes"] == 5e8
+    assert main(["cache", "info"]) == 0
+    assert "entries: 2" in capsys.readouterr().out
+    assert main(["cache", "clear"]) == 0
+    assert "removed 2 entries" in capsys.readouterr().out
+    assert main(["cache", "info", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["entries"] == 0
+    monkeypatch.setenv("GPTCLF_STORE_GB", "lots")
+    assert main(["cache", "info"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "gptclf: error: GPTCLF_STORE_GB must be a number of gigabytes, not 'lots'"
+    )

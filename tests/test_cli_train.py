@@ -265,3 +265,28 @@ def test_a_run_with_depth_pooling_decay_smoothing_and_head_tail_evaluates_as_it_
         assert evaluated[key] == trained[key], key
     for key in ("accuracy", "macro_f1", "roc_auc", "pr_auc"):
         assert evaluated[key] == pytest.approx(trained[key], abs=1e-6), key
+
+
+def test_eval_reads_the_frozen_prefix_states_its_training_stored(
+    spam_data, tiny_gpt2_base, tmp_path, monkeypatch, capsys
+):
+    from gptclf import store
+
+    monkeypatch.setenv("GPTCLF_STORE", str(tmp_path / "store"))
+    out = tmp_path / "run"
+    options = ["--epochs=2", "--lr=1e-2", "--precision=fp32", "--ensemble=none", "--quiet"]
+    argv = ["train", *split_options(spam_data), f"--model={tiny_gpt2_base}", *options]
+    assert main([*argv, f"--out={out}"]) == 0
+    trained = json.loads((out / "metrics.json").read_text())
+    assert trained["frozen_prefix_blocks"] == 1 and trained["prefix_states"]["computed"] > 0
+
+    def no_pass(*_, **__):
+        raise AssertionError("frozen-prefix states computed again")
+
+    monkeypatch.setattr(store, "states_at_depths", no_pass)
+    capsys.readouterr()
+    assert main(["eval", str(out), "--json"]) == 0
+    evaluated = json.loads(capsys.readouterr().out)
+    for key in ("n", "n_errors", "confusion_matrix"):
+        assert evaluated[key] == trained["test"][key], key
+    assert evaluated["roc_auc"] == pytest.approx(trained["test"]["roc_auc"], abs=1e-6)

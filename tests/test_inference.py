@@ -1,19 +1,11 @@
 """The one path of logits: lists of sequences in bucketed batches, in input order, and the
-frozen-prefix pass whose output continues to the same logits, at several depths in one pass and
-held by a store that computes each sequence once."""
+frozen-prefix pass whose output continues to the same logits, at several depths in one pass."""
 
 import pytest
 import torch
 
-from gptclf import inference
 from gptclf.classifier import SequenceClassifier
-from gptclf.inference import (
-    PrefixStore,
-    logits_of,
-    prefix_states,
-    states_at_depths,
-    text_logits,
-)
+from gptclf.inference import logits_of, states_at_depths, text_logits
 from gptclf.models import GPTConfig, GPTModel
 
 PAD = 0
@@ -44,7 +36,7 @@ def test_logits_come_back_in_input_order_as_each_sequence_alone(classifier):
 
 def test_cached_prefix_states_continue_to_the_logits_of_the_tokens(classifier):
     ids = sequences(seed=1)
-    states = prefix_states(classifier, ids, n_blocks=2, pad_id=PAD, batch_size=3)
+    states = states_at_depths(classifier.language_model, ids, [2], PAD, batch_size=3)[2]
     assert [s.shape for s in states] == [(len(x), 16) for x in ids]
     from_states = logits_of(classifier, states, PAD, batch_size=5, start_block=2)
     from_tokens = logits_of(classifier, ids, PAD, batch_size=5)
@@ -72,59 +64,14 @@ def assert_same_states(actual: list[torch.Tensor], expected: list[torch.Tensor])
         assert got.dtype == want.dtype == torch.float32 and torch.equal(got, want)
 
 
-def test_states_at_several_depths_are_the_prefix_states_of_each_depth(classifier):
+def test_states_at_several_depths_are_those_of_each_depth_alone(classifier):
     ids = sequences(seed=2)
     model = classifier.language_model
     at = states_at_depths(model, ids, [3, 1, 2, 1], PAD, batch_size=4)
     assert sorted(at) == [1, 2, 3]
     for depth, states in at.items():
-        assert_same_states(states, prefix_states(classifier, ids, depth, PAD, batch_size=4))
+        assert_same_states(states, states_at_depths(model, ids, [depth], PAD, batch_size=4)[depth])
         with torch.no_grad():  # and what each sequence gives alone, unbatched
             for x, state in zip(ids, states, strict=True):
                 alone = model.run_blocks(model.embed(torch.tensor([x])), stop=depth)[0]
                 torch.testing.assert_close(state, alone, atol=1e-5, rtol=0)
-
-
-@pytest.fixture
-def passes(monkeypatch) -> list[tuple[int, list[int]]]:
-    """(how many sequences, at which depths) of every pass ``gptclf.inference`` computes."""
-    calls = []
-    compute = inference.states_at_depths
-
-    def counted(model, ids, depths, *args, **kwargs):
-        depths = list(depths)
-        calls.append((len(ids), sorted(depths)))
-        return compute(model, ids, depths, *args, **kwargs)
-
-    monkeypatch.setattr(inference, "states_at_depths", counted)
-    return calls
-
-
-def test_the_prefix_store_computes_each_sequence_once_and_gives_the_prefix_states(
-    classifier, passes
-):
-    ids = sequences(seed=3)
-    model, store = classifier.language_model, PrefixStore()
-    first = store.states(model, [*ids, ids[0]], 2, PAD, "fp32")  # a repeated sequence, once
-    again = store.states(model, ids[::-1], 2, PAD, "fp32")
-    assert passes == [(len(ids), [2])]
-    assert_same_states(first, [*prefix_states(classifier, ids, 2, PAD), first[0]])
-    assert_same_states(again, first[: len(ids)][::-1])
-
-    del passes[:]
-    store.states(model, [*ids, [5, 6, 7]], 2, PAD, "fp32")
-    assert passes == [(1, [2])]  # only the sequence not held yet
-
-
-def test_the_prefix_store_fills_several_depths_in_one_pass_through_the_blocks(classifier, passes):
-    ids = sequences(seed=4)
-    model, store = classifier.language_model, PrefixStore()
-    runs = [0] * len(model.trf_blocks)
-    for index, block in enumerate(model.trf_blocks):
-        block.register_forward_hook(lambda *_, i=index: runs.__setitem__(i, runs[i] + 1))
-    store.fill(model, ids, [1, 3], PAD, "fp32")  # 11 sequences: one batch of 32
-    assert runs == [1, 1, 1] and passes == [(len(ids), [1, 3])]
-    held = {depth: store.states(model, ids, depth, PAD, "fp32") for depth in (1, 3)}
-    assert runs == [1, 1, 1] and len(passes) == 1  # read, not computed again
-    for depth, states in held.items():
-        assert_same_states(states, prefix_states(classifier, ids, depth, PAD))

@@ -82,6 +82,7 @@ class SequenceClassifier(nn.Module):
         self.attend_to_padding = attend_to_padding
         self.concat_depths = sorted(set(concat_depths))
         self.top_block_reads_all = False  # True: the top block computes every position
+        self.cached_depth = 0  # a trained run's: the bottom blocks whose output it cached
 
     @property
     def head(self) -> nn.Linear:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from collections.abc import Sequence
 from contextlib import nullcontext
 from pathlib import Path
@@ -167,6 +168,7 @@ def _cmd_eval(args: argparse.Namespace) -> None:
     from gptclf.plots import plot_confusion_matrix
     from gptclf.predict import Classifier
     from gptclf.run import read_run_config
+    from gptclf.store import PrefixStore
 
     run_dir = RunDir(args.run_dir)
     labels = read_run_config(run_dir).label_map  # bad input fails before the model loads
@@ -175,13 +177,41 @@ def _cmd_eval(args: argparse.Namespace) -> None:
     truth = labels.ids(data.labels, data.source)
     classifier = Classifier.from_pretrained(args.run_dir)
     ids = classifier.token_ids(data.texts, lambda i: f"{data_path}: row {data.rows[i]}")
-    probabilities = classifier.combined(data.texts, classifier.probabilities_of_ids(ids))
+    store = PrefixStore.on_disk(keep=False) if classifier.config.recipe.store else None
+    probabilities = classifier.combined(
+        data.texts, classifier.probabilities_of_ids(ids, store=store)
+    )
     metrics = compute_metrics(truth, probabilities, classifier.labels.names, args.threshold)
     metrics["data"] = str(data_path)
     metrics_path, picture_path = run_dir.evaluation(data_path)
     write_metrics(metrics, metrics_path)
     plot_confusion_matrix(metrics, picture_path)
     print(json.dumps(metrics) if args.json else format_metrics(metrics))
+
+
+def _cmd_cache(args: argparse.Namespace) -> None:
+    from gptclf.store import clear_store, store_folder, store_info
+
+    folder = store_folder()
+    if args.action == "clear":
+        entries, size = clear_store(folder)
+        print(f"{folder}: removed {entries} entries ({size / 1e6:.1f} MB)")
+        return
+    info = store_info(folder)
+    if args.json:
+        print(json.dumps(info))
+        return
+    when = {k: _local_time(info[k]) for k in ("least_recent_use", "most_recent_use")}
+    print(
+        f"folder:  {info['folder']}\n"
+        f"entries: {info['entries']} ({info['bytes'] / 1e6:.1f} MB of "
+        f"{info['bound_bytes'] / 1e9:g} GB; $GPTCLF_STORE_GB sets the bound)\n"
+        f"used:    {when['least_recent_use']} to {when['most_recent_use']}"
+    )
+
+
+def _local_time(seconds: float | None) -> str:
+    return "-" if seconds is None else time.strftime("%Y-%m-%d %H:%M", time.localtime(seconds))
 
 
 def _cmd_predict(args: argparse.Namespace) -> None:
@@ -345,6 +375,11 @@ def build_parser() -> argparse.ArgumentParser:
     baseline.set_defaults(run=_cmd_baseline)
 
     _add_serve_command(commands)
+
+    cache = commands.add_parser("cache", help="the on-disk store of frozen-prefix states")
+    cache.add_argument("action", choices=["info", "clear"], help="show it, or empty it")
+    cache.add_argument("--json", action="store_true", help="info: print one JSON object")
+    cache.set_defaults(run=_cmd_cache)
     return parser
 
 

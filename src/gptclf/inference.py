@@ -68,20 +68,6 @@ def logits_of(
     return out
 
 
-def prefix_states(
-    classifier: SequenceClassifier,
-    sequences: list[list[int]],
-    n_blocks: int,
-    pad_id: int,
-    precision: str = "fp32",
-    batch_size: int = 32,
-) -> list[torch.Tensor]:
-    """Hidden states (len, dim) of each sequence after the bottom ``n_blocks`` blocks, kept in
-    bfloat16 when computed in it: what the frozen-prefix cache holds."""
-    lm = classifier.language_model
-    return states_at_depths(lm, sequences, [n_blocks], pad_id, precision, batch_size)[n_blocks]
-
-
 @torch.inference_mode()
 def states_at_depths(
     language_model: LanguageModel,
@@ -92,7 +78,8 @@ def states_at_depths(
     batch_size: int = 32,
 ) -> dict[int, list[torch.Tensor]]:
     """For each depth, the hidden states (len, dim) of each sequence after the bottom ``depth``
-    blocks, from one pass through the deepest: what ``prefix_states`` gives at each depth."""
+    blocks (kept in bfloat16 when computed in it: what the frozen-prefix store holds), from one
+    pass through the deepest."""
     lm, depths = language_model, sorted(set(depths))
     out = {depth: [torch.empty(0)] * len(sequences) for depth in depths}
     kept = torch.bfloat16 if precision == "bf16" else torch.float32
@@ -111,45 +98,3 @@ def states_at_depths(
             for row, i in enumerate(indices):
                 out[depth][i] = held[row, : len(sequences[i])].clone()
     return out
-
-
-class PrefixStore:
-    """Frozen-prefix states of one base model held in memory by depth, precision and token ids,
-    so that the candidates and folds of a recipe search compute each only once."""
-
-    def __init__(self) -> None:
-        self._held: dict[tuple[int, str, tuple[int, ...]], torch.Tensor] = {}
-
-    def fill(
-        self,
-        language_model: LanguageModel,
-        sequences: list[list[int]],
-        depths: Iterable[int],
-        pad_id: int,
-        precision: str,
-    ) -> None:
-        """Compute, in one pass, the states at each of ``depths`` of the sequences not yet held
-        at all of them."""
-        depths = sorted(set(depths))
-        keys = {tuple(s) for s in sequences}
-        missing = [
-            list(k) for k in keys if any((d, precision, k) not in self._held for d in depths)
-        ]
-        if not missing:
-            return
-        computed = states_at_depths(language_model, missing, depths, pad_id, precision)
-        for depth, states in computed.items():
-            for ids, state in zip(missing, states, strict=True):
-                self._held[(depth, precision, tuple(ids))] = state
-
-    def states(
-        self,
-        language_model: LanguageModel,
-        sequences: list[list[int]],
-        depth: int,
-        pad_id: int,
-        precision: str,
-    ) -> list[torch.Tensor]:
-        """The states of ``sequences`` after the bottom ``depth`` blocks, computed if not held."""
-        self.fill(language_model, sequences, [depth], pad_id, precision)
-        return [self._held[(depth, precision, tuple(s))] for s in sequences]

@@ -30,6 +30,7 @@ from gptclf.inference import logits_of, text_logits
 from gptclf.options import at_least, option
 from gptclf.precision import resolve_precision
 from gptclf.run import RunConfig, RunDir, load_run_model
+from gptclf.store import PrefixStore
 from gptclf.tokenizers import Tokenizer
 
 ON_EMPTY = ("error", "skip", "mark")
@@ -185,23 +186,32 @@ class Classifier:
             return probabilities
         return self.ensemble.combine(list(texts), probabilities)
 
-    def probabilities_of_ids(self, ids: list[list[int]], batch_size: int = 32) -> np.ndarray:
+    def probabilities_of_ids(
+        self, ids: list[list[int]], batch_size: int = 32, store: PrefixStore | None = None
+    ) -> np.ndarray:
         """The network's class probabilities (n, n_classes) of texts as ``token_ids`` gives
         them, columns in label-id order (see ``combined`` for those of a run blended with the
-        baseline); a text read in chunks gets the mean or maximum of its chunks' logits."""
+        baseline); a text read in chunks gets the mean or maximum of its chunks' logits. With
+        ``store``, the states of the bottom blocks that training cached come from it."""
         if not ids:
             return np.zeros((0, len(self.labels)), dtype=np.float32)
         chunks = self.config.recipe.chunks
         tokens = self._framed(ids) if chunks else None
+        sequences = ids if tokens is None else tokens.ids
         precision = resolve_precision(self.config.recipe.precision, self.device.type)
+        pad_id, start = self.tokenizer.pad_id, self.network.cached_depth if store else 0
         with device_scope(self.device, precision):
+            if start:
+                lm = self.network.language_model
+                sequences = store.states(lm, sequences, start, pad_id, precision)
             logits = logits_of(
                 self.network,
-                ids if tokens is None else tokens.ids,
-                self.tokenizer.pad_id,
+                sequences,
+                pad_id,
                 precision,
                 batch_size=batch_size,
                 pad_to=self.config.pad_to,
+                start_block=start,
             )
         if tokens is not None:
             logits = text_logits(logits, torch.as_tensor(tokens.owners), chunks)

@@ -132,6 +132,12 @@ class TrainConfig:
         "run the frozen bottom blocks every epoch instead of caching them",
         flags=("--no-cache",),
     )
+    store: bool = optimisation_option(
+        True,
+        "compute the frozen-prefix states anew instead of reading and keeping them in gptclf's "
+        "on-disk store (see gptclf cache info)",
+        flags=("--no-store",),
+    )
     ensemble: str = output_option(
         "auto",
         "blend the class probabilities with the TF-IDF baseline's (fitted on the training "

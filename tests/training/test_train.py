@@ -74,7 +74,8 @@ def test_three_classes_are_learned_and_reported(tiny_gpt2, topic_data, tmp_path)
 
 
 def drop_timings(results: dict) -> None:
-    for name in ("prepare_seconds", "train_seconds"):
+    """Leave out what differs between equal runs: times, and where the prefix states came from."""
+    for name in ("prepare_seconds", "train_seconds", "prefix_states"):
         results.pop(name)
 
 
@@ -87,6 +88,23 @@ def test_same_seed_gives_the_same_metrics_bit_for_bit(tiny_gpt2, topic_data, tmp
     assert first == second
     records = [(tmp_path / d / "metrics.jsonl").read_text() for d in ("a", "b")]
     assert records[0] == records[1]
+
+
+def test_a_run_reading_the_prefix_store_has_the_metrics_of_the_run_that_filled_it(
+    tiny_gpt2, topic_data, tmp_path, monkeypatch
+):
+    _, folder = tiny_gpt2
+    monkeypatch.setenv("GPTCLF_STORE", str(tmp_path / "store"))
+    filled = run(folder, topic_data, tmp_path / "a", trainable="last-block", epochs=2)
+    read = run(folder, topic_data, tmp_path / "b", trainable="last-block", epochs=2)
+    fresh = run(folder, topic_data, tmp_path / "c", trainable="last-block", epochs=2, store=False)
+    n_texts = filled["prefix_states"]["computed"]
+    assert n_texts > 0 and filled["prefix_states"]["read"] == 0
+    assert read["prefix_states"] == {"read": n_texts, "computed": 0}
+    assert fresh["prefix_states"] == {"read": 0, "computed": n_texts}
+    for results in (filled, read, fresh):
+        drop_timings(results)
+    assert filled == read == fresh
 
 
 def test_resumed_run_ends_with_the_metrics_of_an_uninterrupted_one(

@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from gptclf import inference
+from gptclf import store as prefix_store
 from gptclf.data.dataset import DataSource, load_splits
 from gptclf.data.tokenized import tokenize
-from gptclf.inference import PrefixStore
 from gptclf.metrics import log_loss
 from gptclf.recipe import max_length_within, recipe
+from gptclf.store import PrefixStore
 from gptclf.training.prepare import base_model
 from gptclf.tune.crossval import cross_validate, fold_indices
 
@@ -61,7 +61,7 @@ def test_cross_validation_gives_every_text_a_held_out_probability_and_leaves_the
     def no_pass(*_, **__):
         raise AssertionError("frozen-prefix states computed again")
 
-    monkeypatch.setattr(inference, "states_at_depths", no_pass)
+    monkeypatch.setattr(prefix_store, "states_at_depths", no_pass)
     part = spam_train.parts["train"]
     labels = spam_train.labels.ids(part.labels, part.source)
     measured = cross_validate(

@@ -144,12 +144,13 @@ def load_run_model(run_dir: RunDir) -> tuple[SequenceClassifier, Tokenizer, RunC
         frame([[0]], config.tokens_kept, around=template_ids(tokenizer, config.template))
     except GptclfError as exc:
         raise GptclfError(f"{run_dir.model_config}: {exc}") from exc
+    set_trainable(classifier, config.recipe.trainable)
+    classifier.cached_depth = classifier.frozen_prefix() if config.recipe.caches_prefix() else 0
     if config.standalone:
         expected = set(model.state_dict())
     else:
-        set_trainable(classifier, config.recipe.trainable)
         expected = set(trainable_parameters(classifier))
-        classifier.requires_grad_(False)
+    classifier.requires_grad_(False)
     checks.check_trained_tensors(run_dir.weights, saved, expected)
     _load_saved(model, saved, run_dir.weights, assign=config.standalone)
     merge_lora(model)

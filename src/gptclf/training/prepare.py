@@ -5,7 +5,7 @@ computed once (the frozen-prefix cache)."""
 from __future__ import annotations
 
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -16,12 +16,12 @@ from gptclf.data.dataset import DataSource, Splits, load_splits, tokenize_splits
 from gptclf.data.summary import format_summary
 from gptclf.distributed import LOCAL, DistributedContext, device_scope
 from gptclf.errors import GptclfError
-from gptclf.inference import PrefixStore, prefix_states
 from gptclf.models import FAMILIES
 from gptclf.precision import resolve_precision
 from gptclf.recipe import TrainConfig, max_length_within
 from gptclf.registry import Pretrained, load_pretrained
 from gptclf.run.folder import RunDir
+from gptclf.store import PrefixStore, Tally
 from gptclf.tokenizers import gpt2_tokenizer
 from gptclf.trainable import set_trainable
 
@@ -40,6 +40,7 @@ class Prepared:
     summary: str
     start_block: int  # > 0: datasets hold the hidden states that enter this block
     precision: str  # "bf16" or "fp32"
+    prefix: Tally = field(default_factory=Tally)  # frozen-prefix states read and computed here
 
 
 def prepare(
@@ -64,7 +65,8 @@ def prepare_loaded(
     store: PrefixStore | None = None,
 ) -> Prepared:
     """``prepare`` on data already read and a base model already loaded (which becomes the
-    classifier); frozen-prefix states come from ``store`` where one is given."""
+    classifier); frozen-prefix states come from ``store`` where one is given (else they are
+    computed)."""
     model, tokenizer = pretrained.model, pretrained.tokenizer
     max_length = max_length_within(config.max_length, model.context_length)
     reading = (config.truncate, config.template, config.chunks is not None)
@@ -79,13 +81,13 @@ def prepare_loaded(
     start_block = classifier.frozen_prefix() if config.caches_prefix() else 0
     precision = resolve_precision(config.precision, dist.device.type)
     inputs = {name: t.ids for name, t in tokens.items()}
+    store = store if store is not None else PrefixStore()
+    before = replace(store.tally)
     if start_block:
-        inputs = {
-            name: _prefix_states(classifier, ids, start_block, tokenizer.pad_id, precision, dist)
-            if store is None
-            else store.states(model, ids, start_block, tokenizer.pad_id, precision)
-            for name, ids in inputs.items()
-        }
+        inputs = _prefix_states(
+            classifier, inputs, start_block, tokenizer.pad_id, precision, dist, store
+        )
+    prefix = Tally(store.tally.read - before.read, store.tally.computed - before.computed)
     datasets = {
         name: TokenDataset(
             inputs[name], splits.labels.ids(part.labels, part.source), tokens[name].owners
@@ -104,6 +106,7 @@ def prepare_loaded(
         summary,
         start_block,
         precision,
+        prefix,
     )
 
 
@@ -134,18 +137,24 @@ def _load_data(source: DataSource, run_dir: RunDir) -> Splits:
 
 def _prefix_states(
     classifier: SequenceClassifier,
-    sequences: list[list[int]],
+    sequences: dict[str, list[list[int]]],
     start_block: int,
     pad_id: int,
     precision: str,
     dist: DistributedContext,
-) -> list[torch.Tensor]:
-    """The hidden states entering ``start_block`` of every sequence, on the device: each rank
-    computes those of its share of the sequences, then the ranks exchange them."""
+    store: PrefixStore,
+) -> dict[str, list[torch.Tensor]]:
+    """The hidden states entering ``start_block`` of every sequence of every split, on the
+    device: each rank reads from ``store`` or computes those of its share of the sequences,
+    then the ranks exchange them."""
+    names = list(sequences)
+    pooled = [s for name in names for s in sequences[name]]
+    lm = classifier.language_model
 
     def compute(positions: slice) -> list[torch.Tensor]:
         with device_scope(dist.device, precision):
-            states = prefix_states(classifier, sequences[positions], start_block, pad_id, precision)
+            states = store.states(lm, pooled[positions], start_block, pad_id, precision)
         return [state.cpu() for state in states]
 
-    return [state.to(dist.device) for state in dist.gather_shards(compute)]
+    states = iter(state.to(dist.device) for state in dist.gather_shards(compute))
+    return {name: [next(states) for _ in sequences[name]] for name in names}

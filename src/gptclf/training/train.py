@@ -17,13 +17,13 @@ from gptclf.data.dataset import DataSource
 from gptclf.distributed import LOCAL, DistributedContext
 from gptclf.ensemble import Ensemble, choose_weight
 from gptclf.errors import GptclfError
-from gptclf.inference import PrefixStore
 from gptclf.metrics import compute_metrics, format_metrics, write_metrics
 from gptclf.models import family_of
 from gptclf.options import as_plain
 from gptclf.plots import plot_confusion_matrix, plot_training_curves
 from gptclf.recipe import TrainConfig, write_options
 from gptclf.run import RunConfig, RunDir, save_run_model
+from gptclf.store import PrefixStore
 from gptclf.tokenizers import HFTokenizer
 from gptclf.trainable import count_parameters, trainable_parameters
 from gptclf.training import checkpoint
@@ -62,10 +62,13 @@ def train(
     """Train, evaluate on the test split once, and write the run folder ``out``; returns what
     metrics.json holds. With several ranks (``dist``), every rank trains on its share of each
     global batch and returns the same metrics; only the main rank writes files and prints.
-    Frozen-prefix states held in ``store`` are reused."""
+    Frozen-prefix states come from ``store``, else (unless ``config.store`` is off) from
+    gptclf's on-disk store."""
     run_dir = RunDir(Path(out))
     dist.on_main(lambda: _open(run_dir, config, source, resume))
     began = time.perf_counter()
+    if store is None and config.store:
+        store = PrefixStore.on_disk(keep=False)
     prepared = prepare(config, source, run_dir, dist, store)
     prepare_seconds = time.perf_counter() - began
     blends = _blends(config, prepared)
@@ -204,6 +207,7 @@ def _final_results(
         "epochs_run": trainer.state.epochs_done,
         "prepare_seconds": round(prepare_seconds, 2),  # load, tokenize, run the frozen prefix
         "frozen_prefix_blocks": prepared.start_block,
+        "prefix_states": {"read": prepared.prefix.read, "computed": prepared.prefix.computed},
         "train_seconds": round(trainer.state.train_seconds, 2),
         "trainable_parameters": parameters[0],
         "total_parameters": parameters[1],

@@ -14,10 +14,10 @@ from sklearn.model_selection import StratifiedKFold
 from gptclf.data.dataset import Splits
 from gptclf.data.readers import LabelledTexts
 from gptclf.ensemble import Ensemble
-from gptclf.inference import PrefixStore
 from gptclf.metrics import compute_metrics, log_loss
 from gptclf.recipe import TrainConfig
 from gptclf.registry import Pretrained
+from gptclf.store import PrefixStore
 from gptclf.training.log import Logger
 from gptclf.training.prepare import prepare_loaded
 from gptclf.training.train import build_trainer

@@ -17,11 +17,11 @@ from gptclf.data.readers import LabelledTexts
 from gptclf.data.splits import write_split
 from gptclf.data.tokenized import TokenizedTexts, tokenize
 from gptclf.ensemble import blend, choose_weight
-from gptclf.inference import PrefixStore
 from gptclf.options import as_plain
 from gptclf.precision import resolve_precision
 from gptclf.recipe import TrainConfig, max_length_within, write_options
 from gptclf.run.folder import RunDir
+from gptclf.store import PrefixStore
 from gptclf.training.prepare import base_model
 from gptclf.training.train import train
 from gptclf.tune.crossval import (
@@ -73,7 +73,7 @@ class _Search:
         self.base, self.pooled, self.options = base, pooled, options
         self.began, self.say, self.n_test = began, say, n_test
         self.pretrained = base_model(base)
-        self.store = PrefixStore()
+        self.store = PrefixStore.on_disk() if base.store else PrefixStore()
         part = pooled.parts["train"]
         self.n_pooled = len(part.texts)
         self.labels = pooled.labels.ids(part.labels, part.source)
