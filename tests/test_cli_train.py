@@ -6,9 +6,11 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from gptclf.cli import main
 from gptclf.data.readers import write_labelled
+from gptclf.precision import cpu_has_int8_dot
 from gptclf.recipe import PRESETS, TrainConfig
 
 from conftest import HAM, SPAM, split_options
@@ -290,3 +292,29 @@ def test_eval_reads_the_frozen_prefix_states_its_training_stored(
     for key in ("n", "n_errors", "confusion_matrix"):
         assert evaluated[key] == trained["test"][key], key
     assert evaluated["roc_auc"] == pytest.approx(trained["test"]["roc_auc"], abs=1e-6)
+
+
+@pytest.mark.skipif(not cpu_has_int8_dot(), reason="no VNNI or AMX on this CPU")
+def test_an_int8_run_evaluates_as_it_trained_and_cannot_be_standalone(
+    spam_data, tiny_gpt2_base, tmp_path, capsys
+):
+    from gptclf.precision import Int8Linear
+    from gptclf.predict import Classifier
+
+    out = tmp_path / "run"
+    options = ["--epochs=2", "--lr=1e-2", "--precision=int8", "--ensemble=none", "--quiet"]
+    argv = ["train", *split_options(spam_data), f"--model={tiny_gpt2_base}", *options]
+    assert main([*argv, f"--out={out}"]) == 0
+    trained = json.loads((out / "metrics.json").read_text())["test"]
+    blocks = Classifier.from_pretrained(out).network.language_model.trf_blocks
+    assert isinstance(blocks[0].att.W_query, Int8Linear)  # frozen: int8
+    assert type(blocks[1].att.W_query) is torch.nn.Linear  # trained: as it trained
+    capsys.readouterr()
+    assert main(["eval", str(out), "--json"]) == 0
+    evaluated = json.loads(capsys.readouterr().out)
+    assert evaluated["n_errors"] == trained["n_errors"]
+    assert evaluated["roc_auc"] == pytest.approx(trained["roc_auc"], abs=1e-6)
+
+    assert main([*argv, "--full", f"--out={tmp_path / 'full'}"]) == 2
+    assert "--precision int8 keeps no float copy" in capsys.readouterr().err
+    assert not (tmp_path / "full").exists()

@@ -12,7 +12,7 @@ import torch
 from gptclf.classifier import SequenceClassifier
 from gptclf.data.batching import Batch, Collator, LengthBucketSampler
 from gptclf.models import LanguageModel
-from gptclf.precision import attention_kernel, autocast
+from gptclf.precision import attention_kernel, autocast, kept_dtype
 
 
 def batch_logits(
@@ -82,7 +82,7 @@ def states_at_depths(
     pass through the deepest."""
     lm, depths = language_model, sorted(set(depths))
     out = {depth: [torch.empty(0)] * len(sequences) for depth in depths}
-    kept = torch.bfloat16 if precision == "bf16" else torch.float32
+    kept = kept_dtype(precision)
     collate = Collator(pad_id)
     sampler = LengthBucketSampler([len(s) for s in sequences], batch_size, shuffle=False)
     for indices in sampler:

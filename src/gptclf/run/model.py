@@ -19,6 +19,7 @@ from gptclf.data.tokenized import frame, template_ids
 from gptclf.errors import GptclfError
 from gptclf.lora import merge_lora
 from gptclf.models import FAMILIES, LanguageModel
+from gptclf.precision import frozen_linears, resolve_precision, set_frozen_precision
 from gptclf.recipe import TrainConfig, recipe
 from gptclf.run import checks
 from gptclf.run.folder import RunDir
@@ -101,7 +102,8 @@ def save_run_model(
         merge_lora(classifier.language_model)
     state = classifier.language_model.state_dict()
     names = sorted(state) if config.standalone else sorted(changed)
-    tensors = {name: state[name].detach().contiguous() for name in names}
+    # float32 throughout: frozen layers that ran in bfloat16 hold it exactly
+    tensors = {name: state[name].detach().float().contiguous() for name in names}
     with atomic_path(run_dir.weights) as tmp:
         save_file(tensors, str(tmp), metadata={"format": "pt"})
     if config.standalone and isinstance(tokenizer, HFTokenizer):
@@ -146,6 +148,7 @@ def load_run_model(run_dir: RunDir) -> tuple[SequenceClassifier, Tokenizer, RunC
         raise GptclfError(f"{run_dir.model_config}: {exc}") from exc
     set_trainable(classifier, config.recipe.trainable)
     classifier.cached_depth = classifier.frozen_prefix() if config.recipe.caches_prefix() else 0
+    frozen = frozen_linears(classifier)
     if config.standalone:
         expected = set(model.state_dict())
     else:
@@ -154,6 +157,7 @@ def load_run_model(run_dir: RunDir) -> tuple[SequenceClassifier, Tokenizer, RunC
     checks.check_trained_tensors(run_dir.weights, saved, expected)
     _load_saved(model, saved, run_dir.weights, assign=config.standalone)
     merge_lora(model)
+    set_frozen_precision(classifier, frozen, resolve_precision(config.recipe.precision))
     classifier.eval()
     return classifier, tokenizer, config
 

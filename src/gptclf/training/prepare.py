@@ -17,7 +17,7 @@ from gptclf.data.summary import format_summary
 from gptclf.distributed import LOCAL, DistributedContext, device_scope
 from gptclf.errors import GptclfError
 from gptclf.models import FAMILIES
-from gptclf.precision import resolve_precision
+from gptclf.precision import frozen_linears, resolve_precision, set_frozen_precision
 from gptclf.recipe import TrainConfig, max_length_within
 from gptclf.registry import Pretrained, load_pretrained
 from gptclf.run.folder import RunDir
@@ -80,6 +80,7 @@ def prepare_loaded(
     classifier.to(dist.device)
     start_block = classifier.frozen_prefix() if config.caches_prefix() else 0
     precision = resolve_precision(config.precision, dist.device.type)
+    set_frozen_precision(classifier, frozen_linears(classifier), precision)
     inputs = {name: t.ids for name, t in tokens.items()}
     store = store if store is not None else PrefixStore()
     before = replace(store.tally)

@@ -64,6 +64,11 @@ def train(
     global batch and returns the same metrics; only the main rank writes files and prints.
     Frozen-prefix states come from ``store``, else (unless ``config.store`` is off) from
     gptclf's on-disk store."""
+    if config.precision == "int8" and (config.full or config.init == "random"):
+        raise GptclfError(
+            "--precision int8 keeps no float copy of the frozen weights to write a standalone "
+            "model (--full, --init random): train it in bf16 or fp32"
+        )
     run_dir = RunDir(Path(out))
     dist.on_main(lambda: _open(run_dir, config, source, resume))
     began = time.perf_counter()
