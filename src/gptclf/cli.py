@@ -164,6 +164,7 @@ def _train_settings(args: argparse.Namespace) -> tuple[TrainConfig, DataSource, 
 
 def _cmd_eval(args: argparse.Namespace) -> None:
     from gptclf.data.readers import read_labelled
+    from gptclf.distributed import distributed_context
     from gptclf.metrics import compute_metrics, format_metrics, write_metrics
     from gptclf.plots import plot_confusion_matrix
     from gptclf.predict import Classifier
@@ -175,12 +176,12 @@ def _cmd_eval(args: argparse.Namespace) -> None:
     data_path = args.data or run_dir.test_split()
     data = read_labelled(data_path, **_reading_options(args))
     truth = labels.ids(data.labels, data.source)
-    classifier = Classifier.from_pretrained(args.run_dir)
-    ids = classifier.token_ids(data.texts, lambda i: f"{data_path}: row {data.rows[i]}")
-    store = PrefixStore.on_disk(keep=False) if classifier.config.recipe.store else None
-    probabilities = classifier.combined(
-        data.texts, classifier.probabilities_of_ids(ids, store=store)
-    )
+    with distributed_context(args.device) as dist:  # one process: the device, checked
+        classifier = Classifier.from_pretrained(args.run_dir).to(dist.device)
+        ids = classifier.token_ids(data.texts, lambda i: f"{data_path}: row {data.rows[i]}")
+        store = PrefixStore.on_disk(keep=False) if classifier.config.recipe.store else None
+        model_probabilities = classifier.probabilities_of_ids(ids, store=store)
+    probabilities = classifier.combined(data.texts, model_probabilities)
     metrics = compute_metrics(truth, probabilities, classifier.labels.names, args.threshold)
     metrics["data"] = str(data_path)
     metrics_path, picture_path = run_dir.evaluation(data_path)
@@ -353,6 +354,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--json", action="store_true", help="print one JSON object")
     evaluate.add_argument("--threshold", type=float, help="p(second class) cut-off, two classes")
     add_options(evaluate, DataSource, READING_OPTIONS, keep_defaults=True)
+    _add_device_option(evaluate)
     evaluate.set_defaults(run=_cmd_eval)
 
     predict = commands.add_parser("predict", help="classify texts with a trained classifier")

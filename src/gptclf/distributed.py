@@ -164,8 +164,11 @@ def launched_in_parallel() -> bool:
 @contextmanager
 def distributed_context(device: str = "cpu") -> Iterator[DistributedContext]:
     """This process's context; under torchrun with several processes the process group (gloo
-    on the CPU, nccl on GPUs) lives as long as the block."""
+    on the CPU, nccl on GPUs) lives as long as the block. On GPUs, float32 matrix products may
+    use TF32."""
     context = DistributedContext.from_environment(device)
+    if context.device.type == "cuda":  # float32 products on TF32 tensor cores where there are
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     if not context.is_distributed:
         yield context
         return

@@ -57,14 +57,16 @@ def logits_of(
     ``start_block``), in input order, on the CPU; batches are formed from sequences of similar
     length so little compute goes to padding."""
     was_training = classifier.training
-    classifier.eval()
+    if was_training:  # a walk over every module: not on every call of a serving classifier
+        classifier.eval()
     sampler = LengthBucketSampler([len(s) for s in sequences], batch_size, shuffle=False)
     collate = Collator(pad_id, pad_to)
     out = torch.empty(len(sequences), classifier.head.out_features)
     for indices in sampler:
         batch = collate([(sequences[i], None) for i in indices])
         out[indices] = batch_logits(classifier, batch, precision, start_block).cpu()
-    classifier.train(was_training)
+    if was_training:
+        classifier.train()
     return out
 
 

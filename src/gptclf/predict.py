@@ -118,6 +118,13 @@ class Classifier:
             ensemble = Ensemble.load(arrays, vocabulary, config.ensemble)
         return cls(network, tokenizer, config.label_map, config, ensemble)
 
+    def warm_up(self) -> Classifier:
+        """Classify one short text, so that the one-time costs of a first call (the kernels'
+        set-up, the position tables) are paid before the first real one; returns the
+        classifier."""
+        self.predict_proba(["warm up"])
+        return self
+
     def to(self, device: torch.device | str) -> Classifier:
         """Compute on ``device`` (e.g. ``"cuda:0"``) from now on; returns the classifier."""
         self.device = torch.device(device)

@@ -171,7 +171,7 @@ class PrefixStore:
             return
         try:
             with atomic_path(self._path(key)) as tmp:
-                save_file({"states": states.contiguous()}, tmp, metadata={"format": FORMAT})
+                save_file({"states": states.cpu().contiguous()}, tmp, metadata={"format": FORMAT})
         except OSError as exc:
             raise GptclfError(f"{self.folder}: cannot write the prefix store ({exc})") from exc
 

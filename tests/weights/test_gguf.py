@@ -471,3 +471,29 @@ def test_missing_file_is_named(tmp_path):
 
     with pytest.raises(GptclfError, match=re.escape(f"{path}: file not found")):
         load_gguf(path)
+
+
+def test_a_file_is_converted_once_then_read_back_as_it_was_loaded(
+    tmp_path, monkeypatch, f32_file, vocab
+):
+    monkeypatch.setenv("GPTCLF_CACHE", str(tmp_path / "home"))
+    first, tokenizer = load_gguf(f32_file)
+    (converted,) = (tmp_path / "home" / "converted").glob("*.safetensors")
+
+    def no_parsing(*_):
+        raise AssertionError("the GGUF file was parsed again")
+
+    monkeypatch.setattr(GGUFFile, "__init__", no_parsing)
+    again, tokenizer_again = load_gguf(f32_file)
+    assert again.cfg == first.cfg
+    assert all(torch.equal(t, again.state_dict()[n]) for n, t in first.state_dict().items())
+    text = "the quick brown fox " + " ".join(vocab.tokens[:5])
+    assert tokenizer_again.encode(text) == tokenizer.encode(text)
+    assert (tokenizer_again.eos_id, tokenizer_again.pad_id) == (tokenizer.eos_id, tokenizer.pad_id)
+
+    monkeypatch.undo()
+    monkeypatch.setenv("GPTCLF_CACHE", str(tmp_path / "home"))
+    converted.write_bytes(converted.read_bytes()[:100])  # damaged: converted again
+    repaired, _ = load_gguf(f32_file)
+    assert all(torch.equal(t, repaired.state_dict()[n]) for n, t in first.state_dict().items())
+    assert converted.stat().st_size > 100

@@ -8,6 +8,7 @@ Module names follow the book's Llama chapters (``tok_emb``, ``trf_blocks.N.att.W
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import torch
 import torch.nn.functional as F
@@ -51,14 +52,17 @@ class RMSNorm(nn.Module):
         return F.rms_norm(x.float(), self.weight.shape, eps=self.eps).to(x.dtype) * self.weight
 
 
+@lru_cache(maxsize=256)
 def rotary_angles(cfg: LlamaConfig, seq_len: int, device: torch.device) -> RotaryAngles:
-    """cos/sin tables (seq, head_dim) for rotating query and key channel halves by position."""
+    """cos/sin tables (seq, head_dim) for rotating query and key channel halves by position;
+    computed once per length (outside inference mode, so that training may use them too)."""
     head_dim = cfg.attention_head_dim
-    exponents = torch.arange(0, head_dim, 2, dtype=torch.float64, device=device) / head_dim
-    positions = torch.arange(seq_len, dtype=torch.float64, device=device)
-    angles = torch.outer(positions, 1.0 / cfg.rope_base**exponents)
-    angles = torch.cat([angles, angles], dim=-1)
-    return angles.cos().float(), angles.sin().float()
+    with torch.inference_mode(False):
+        exponents = torch.arange(0, head_dim, 2, dtype=torch.float64, device=device) / head_dim
+        positions = torch.arange(seq_len, dtype=torch.float64, device=device)
+        angles = torch.outer(positions, 1.0 / cfg.rope_base**exponents)
+        angles = torch.cat([angles, angles], dim=-1)
+        return angles.cos().float(), angles.sin().float()
 
 
 def apply_rotary(x: torch.Tensor, angles: RotaryAngles) -> torch.Tensor:

@@ -215,6 +215,6 @@ def _add_open_routes(app: FastAPI) -> None:
 
 
 def app_for_run(run_dir: Path, settings: ServeSettings) -> FastAPI:
-    """The service of the classifier trained in ``run_dir``."""
+    """The service of the classifier trained in ``run_dir``, warmed up."""
     metrics = training_metrics(run_dir)
-    return create_app(Classifier.from_pretrained(run_dir), settings, metrics)
+    return create_app(Classifier.from_pretrained(run_dir).warm_up(), settings, metrics)

@@ -1,5 +1,7 @@
 """GGUF files (llama.cpp's format) through the ``gguf`` package: architecture settings and the
-tokenizer from the metadata, tensors dequantised to float32.
+tokenizer from the metadata, tensors dequantised to float32. Parsing and dequantising take
+seconds, so a file is converted once: its float32 tensors, architecture and tokenizer are kept in
+gptclf's folder under the file's SHA-256 (``converted/``) and read back from there.
 
 llama.cpp's converter permutes the rows of the query and key projections so that rotary
 embeddings rotate interleaved channel pairs; we undo it to get back the Hugging Face layout that
@@ -8,6 +10,8 @@ our ``RotaryEmbedding`` (which rotates the two halves of each head) expects.
 
 from __future__ import annotations
 
+import json
+from dataclasses import asdict
 from functools import partial
 from pathlib import Path
 
@@ -15,8 +19,14 @@ import numpy as np
 import torch
 from gguf import GGMLQuantizationType, GGUFReader
 from gguf.quants import dequantize
+from safetensors import safe_open
+from safetensors.torch import save_file
+from tokenizers import Tokenizer as HFTokenizerBackend
 
+from gptclf.assets import sha256_of
+from gptclf.atomic import atomic_path
 from gptclf.errors import GptclfError
+from gptclf.home import home_dir
 from gptclf.models import LlamaConfig, LlamaModel
 from gptclf.tokenizers import HFTokenizer, byte_level_bpe_tokenizer
 from gptclf.weights.common import Rule, empty_model, load_by_rules, rules_of, stack_rules
@@ -139,11 +149,58 @@ def load_gguf_tokenizer(path: Path) -> tuple[HFTokenizer, int]:
     return gguf_tokenizer(gguf), llama_config(gguf).context_length
 
 
+CONVERTED_FORMAT = "gptclf-gguf-converted-1"
+
+
 def load_gguf(path: Path) -> tuple[LlamaModel, HFTokenizer]:
-    """A Llama model and its tokenizer from a GGUF file."""
+    """A Llama model and its tokenizer from a GGUF file (from its conversion, once made)."""
+    if not path.is_file():
+        raise GptclfError(f"{path}: file not found")
+    converted = home_dir("converted", f"{sha256_of(path)}.safetensors")
+    loaded = read_converted(converted)
+    if loaded is not None:
+        return loaded
     gguf = GGUFFile(path)
     cfg = llama_config(gguf)
     tokenizer = gguf_tokenizer(gguf)
     model = empty_model(LlamaModel, cfg)
     load_by_rules(model, llama_rules(cfg), gguf.tensors(), str(path))
+    write_converted(converted, model, tokenizer)
+    return model, tokenizer
+
+
+def write_converted(path: Path, model: LlamaModel, tokenizer: HFTokenizer) -> None:
+    """Keep a converted model: its tensors, and its architecture and tokenizer as metadata (a
+    folder that cannot be written only means converting again next time)."""
+    special = {"eos_id": tokenizer.eos_id, "bos_id": tokenizer.bos_id, "pad_id": tokenizer.pad_id}
+    metadata = {
+        "format": CONVERTED_FORMAT,
+        "config": json.dumps(asdict(model.cfg)),
+        "tokenizer": tokenizer.backend.to_str(),
+        "special_ids": json.dumps(special),
+    }
+    tensors = {name: t.detach().contiguous() for name, t in model.state_dict().items()}
+    try:
+        with atomic_path(path) as tmp:
+            save_file(tensors, str(tmp), metadata=metadata)
+    except OSError:
+        pass
+
+
+def read_converted(path: Path) -> tuple[LlamaModel, HFTokenizer] | None:
+    """A model and tokenizer that ``write_converted`` kept; None where there is none (or what
+    is there is damaged or of another format, to be converted again)."""
+    try:
+        with safe_open(str(path), framework="pt") as file:
+            metadata = file.metadata() or {}
+            if metadata.get("format") != CONVERTED_FORMAT:
+                return None
+            tensors = {name: file.get_tensor(name) for name in file.keys()}  # noqa: SIM118
+        cfg = LlamaConfig(**json.loads(metadata["config"]))
+        backend = HFTokenizerBackend.from_str(metadata["tokenizer"])
+        tokenizer = HFTokenizer(backend, **json.loads(metadata["special_ids"]))
+        model = empty_model(LlamaModel, cfg)
+        model.load_state_dict(tensors, strict=True, assign=True)
+    except Exception:  # missing, damaged or foreign: whichever way it fails, convert again
+        return None
     return model, tokenizer
