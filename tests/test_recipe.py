@@ -94,10 +94,10 @@ def test_options_written_for_a_run_read_back_to_the_same_recipe_and_data(tmp_pat
 def test_a_run_options_file_with_a_wrong_value_is_an_error_naming_it(tmp_path):
     path = tmp_path / "run.yaml"
     write_options(path, recipe(), DataSource(train=Path("t.csv")))
-    path.write_text(path.read_text().replace("epochs: 8", "epochs: 8.5"))
+    path.write_text(path.read_text().replace("epochs: 4", "epochs: 4.5"))
     with pytest.raises(GptclfError) as error:
         options_of_run(path)
-    assert str(error.value) == f"{path}: epochs = 8.5 is not an integer"
+    assert str(error.value) == f"{path}: epochs = 4.5 is not an integer"
 
 
 @pytest.mark.parametrize(

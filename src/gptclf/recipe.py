@@ -73,7 +73,7 @@ class TrainConfig:
     attend_to_padding: bool = model_option(
         False, "no attention mask on padded batches (the book's way)"
     )
-    epochs: int = optimisation_option(8, "passes over the training data", **at_least(1))
+    epochs: int = optimisation_option(4, "passes over the training data", **at_least(1))
     batch_size: int = optimisation_option(8, "texts per batch", **at_least(1))
     grad_accumulation: int = optimisation_option(1, "batches per optimizer step", **at_least(1))
     lr: float = optimisation_option(
