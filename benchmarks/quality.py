@@ -126,6 +126,8 @@ GPTCLF_ROWS: dict[str, tuple[str, tuple[str, ...]]] = {
     # the recipe of `gptclf train` before issue 14, spelled out as flags
     "gptclf-old-default": ("train", ("--pooling", "last-token", "--ensemble", "none")),
     "gptclf-default": ("train", ()),
+    # the default recipe with the frozen layers multiplying in int8 (issue 15)
+    "gptclf-int8": ("train", ("--precision", "int8")),
     "gptclf-tune": ("tune", ("--folds", "3")),
     # LoRA on every linear layer of every block, in bf16: what it costs (SMS book only)
     "gptclf-lora-all": (
