@@ -85,14 +85,17 @@ def matmul_peak(dtype: torch.dtype, seconds_per_try: float = 1.0) -> float:
 
 
 class FlopCounter:
-    """FLOPs of every linear layer call, whichever implementation: 2 x weights x rows forward,
-    6 x when the layer's weight trains under autograd (forward + backward). Layers whose weights
+    """FLOPs (int8 operations for int8 layers) of every linear layer call, whichever
+    implementation: 2 x weights x rows forward, 6 x when the layer's weight trains under autograd
+    (forward + backward). Layers whose weights
     train are counted apart from frozen ones."""
 
     def __init__(self):
         from transformers.pytorch_utils import Conv1D  # transformers' GPT-2 linear layers
 
-        self.layer_types = (nn.Linear, Conv1D)
+        from gptclf.precision import Int8Linear
+
+        self.layer_types = (nn.Linear, Conv1D, Int8Linear)
         self.frozen = 0
         self.trained_forward = 0
         self.trained_with_grad = 0
@@ -102,8 +105,11 @@ class FlopCounter:
         if not isinstance(module, self.layer_types):
             return
         rows = args[0].numel() // args[0].shape[-1]
-        flops = 2 * module.weight.numel() * rows
-        if not module.weight.requires_grad:
+        weight = getattr(module, "weight", None)
+        if weight is None:  # an int8 layer: its weight is int8 and frozen
+            weight = module.weight_t
+        flops = 2 * weight.numel() * rows
+        if not weight.requires_grad:
             self.frozen += flops
         elif torch.is_grad_enabled():
             self.trained_with_grad += 3 * flops
