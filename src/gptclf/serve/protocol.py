@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 from typing import Any
 
 import h11
@@ -25,7 +26,13 @@ class GuardedH11Protocol(H11Protocol):
         self._header_deadline: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        """Take the connection, unless there are too many; its headers are now awaited."""
+        """Take the connection, unless there are too many; its headers are now awaited. Small
+        writes go out at once (TCP_NODELAY: asyncio sets it only on sockets made with an
+        explicit TCP protocol number, which the listening socket is not): otherwise an answer's
+        body waits for the client's delayed acknowledgement of its headers, some 40 ms."""
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         super().connection_made(transport)
         if len(self.connections) > self.max_connections:
             self._answer_and_close(503, "too many connections; try again later")
