@@ -78,15 +78,15 @@ class Tally:
 
 
 class PrefixStore:
-    """Frozen-prefix states on disk (``folder``, bounded to ``bound`` bytes), and those read
-    or computed in this process also held in memory when ``keep`` (for the folds and candidates
-    of a recipe search). ``folder=None`` keeps them in memory only."""
+    """Frozen-prefix states on disk (``folder``, bounded to ``bound`` bytes; None: unbounded),
+    and those read or computed in this process also held in memory when ``keep`` (for the folds
+    and candidates of a recipe search). ``folder=None`` keeps them in memory only."""
 
     def __init__(
         self, folder: Path | None = None, bound: int | None = None, keep: bool = True
     ) -> None:
         self.folder = folder
-        self.bound = store_bound() if bound is None else bound
+        self.bound = bound
         self.keep = keep
         self.tally = Tally()
         self._held: dict[str, torch.Tensor] = {}
@@ -94,7 +94,7 @@ class PrefixStore:
     @classmethod
     def on_disk(cls, keep: bool = True) -> PrefixStore:
         """The store in ``store_folder()``, bounded by ``store_bound()``."""
-        return cls(store_folder(), keep=keep)
+        return cls(store_folder(), store_bound(), keep)
 
     def fill(
         self,
@@ -123,11 +123,14 @@ class PrefixStore:
         )
         for depth in depths:
             by_ids = dict(zip(unique, computed[depth], strict=True))
+            written = set()
             for i in missing:
                 if found[depth][i] is None:
                     found[depth][i] = by_ids[tuple(sequences[i])]
-                    self._write(keys[depth][i], found[depth][i])
                     self.tally.computed += 1
+                    if keys[depth][i] not in written:  # a repeated sequence: one file
+                        self._write(keys[depth][i], found[depth][i])
+                        written.add(keys[depth][i])
         self.evict()
         return found
 
@@ -177,6 +180,8 @@ class PrefixStore:
 
     def evict(self) -> None:
         """Remove the least recently used entries until the store is within its bound."""
+        if self.bound is None:
+            return
         entries = sorted(store_entries(self.folder), key=lambda e: e[1])
         total = sum(size for _, _, size in entries)
         for path, _, size in entries:
