@@ -1,11 +1,13 @@
 """Which attention kernel is fastest on this CPU, by sequence length: PyTorch's flash attention
-for the CPU against the plain (math) kernel, forward alone (inference, the frozen prefix) and
-forward + backward (training), in bfloat16 with the offline default model's heads (9 query heads
-sharing 3 key/value heads of 64 channels), a causal mask and a batch of about 4,096 tokens.
+for the CPU, its plain (math) kernel and gptclf's blocked kernel, forward alone (inference, the
+frozen prefix) and forward + backward (training), in bfloat16 with the offline default model's
+heads (9 query heads sharing 3 key/value heads of 64 channels), a causal mask and a batch of
+about 4,096 tokens.
 
     .venv/bin/python benchmarks/attention.py [--out benchmarks/results]
 
-``gptclf.precision.attention_kernel`` follows these figures. Writes ``attention.md``/``.json``.
+``gptclf.models.attention.causal_attention`` follows these figures. Writes ``attention.md`` and
+``attention.json``.
 """
 
 from __future__ import annotations
@@ -19,12 +21,28 @@ import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from gptclf.models.attention import blocked_attention
+
 LENGTHS = (32, 64, 128, 256, 512, 1024, 2048)
 HEADS, KV_HEADS, HEAD_DIM, TOKENS = 9, 3, 64, 4096
-KERNELS = {"flash": SDPBackend.FLASH_ATTENTION, "math": SDPBackend.MATH}
 
 
-def seconds_per_call(length: int, kernel: SDPBackend, backward: bool) -> float:
+def pytorch_kernel(backend: SDPBackend):
+    def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        with sdpa_kernel(backend):
+            return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
+
+    return attend
+
+
+KERNELS = {
+    "flash": pytorch_kernel(SDPBackend.FLASH_ATTENTION),
+    "math": pytorch_kernel(SDPBackend.MATH),
+    "blocked": lambda q, k, v: blocked_attention(q, k, v, None),
+}
+
+
+def seconds_per_call(length: int, kernel, backward: bool) -> float:
     """The best of 3 timings of one attention call (and its backward) on a batch of the length."""
     batch = max(1, TOKENS // length)
     shape = (batch, HEADS, length, HEAD_DIM)
@@ -36,8 +54,8 @@ def seconds_per_call(length: int, kernel: SDPBackend, backward: bool) -> float:
     grad = torch.randn(shape, dtype=torch.bfloat16)
 
     def call() -> None:
-        with sdpa_kernel(kernel), torch.set_grad_enabled(backward):
-            out = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
+        with torch.set_grad_enabled(backward):
+            out = kernel(q, k, v)
             if backward:
                 out.backward(grad)
 
@@ -66,14 +84,15 @@ def main() -> None:
         f"# Attention kernels on this CPU ({torch.get_num_threads()} threads, bfloat16, "
         f"{HEADS} heads / {KV_HEADS} key-value heads of {HEAD_DIM}, ~{TOKENS} tokens a batch)",
         "",
-        "| pass | tokens | flash | math | fastest |",
-        "| --- | ---: | ---: | ---: | --- |",
+        "| pass | tokens | " + " | ".join(KERNELS) + " | fastest |",
+        "| --- | ---: | " + "---: | " * len(KERNELS) + "--- |",
     ]
     for row in rows:
         fastest = min(KERNELS, key=lambda name: row[name])
         lines.append(
             f"| {'forward + backward' if row['backward'] else 'forward'} | {row['length']} | "
-            f"{row['flash'] * 1e3:.2f} ms | {row['math'] * 1e3:.2f} ms | {fastest} |"
+            + "".join(f"{row[name] * 1e3:.2f} ms | " for name in KERNELS)
+            + f"{fastest} |"
         )
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "attention.json").write_text(json.dumps(rows, indent=1) + "\n")

@@ -12,7 +12,8 @@ import torch
 from gptclf.classifier import SequenceClassifier
 from gptclf.data.batching import Batch, Collator, LengthBucketSampler
 from gptclf.models import LanguageModel
-from gptclf.precision import attention_kernel, autocast, kept_dtype
+from gptclf.models.attention import stock_attention
+from gptclf.precision import autocast, kept_dtype
 
 
 def batch_logits(
@@ -24,10 +25,9 @@ def batch_logits(
 ) -> torch.Tensor:
     """Class logits (batch, n_classes), float32, of a batch on the classifier's device (or of
     the cached hidden states entering ``start_block``). ``classifier`` may be a DDP wrapper.
-    ``tuned_kernel``: the attention kernel measured fastest (else PyTorch's own choice)."""
+    ``tuned_kernel``: the attention kernels measured fastest (else PyTorch's own choice)."""
     device = batch.inputs.device.type
-    kernel = attention_kernel(batch.inputs.shape[1], device) if tuned_kernel else nullcontext()
-    with autocast(precision, device), kernel:
+    with autocast(precision, device), nullcontext() if tuned_kernel else stock_attention():
         logits = classifier(batch.inputs, batch.attention_mask, start_block)
     return logits.float()
 

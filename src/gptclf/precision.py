@@ -1,7 +1,7 @@
 """How the arithmetic runs: bfloat16 autocast where the processor computes it natively, else
 float32 (weights and optimizer state stay float32; only the matrix products run in bfloat16);
 with ``int8``, the frozen linear layers multiply in int8 on CPUs with integer dot products (VNNI,
-AMX); and which attention kernel runs fastest."""
+AMX)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from gptclf.errors import GptclfError
 
@@ -56,25 +55,6 @@ def autocast(precision: str, device: str = "cpu") -> Iterator[None]:
     ``fp32``."""
     if precision in ("bf16", "int8"):
         with torch.autocast(device_type=device, dtype=torch.bfloat16):
-            yield
-    else:
-        yield
-
-
-# Measured by benchmarks/attention.py on this project's 2-core CPU (bf16, ~4,096 tokens a batch,
-# the default model's heads): forward + backward, the plain (math) kernel takes 19-36 ms at 32-128
-# tokens against flash attention's 36-49 ms, and flash wins from 256 tokens on (50 against 99 ms;
-# 167 against 780 ms at 2,048); forward alone, flash wins at every length from 32 to 2,048.
-MATH_ATTENTION_UP_TO = 128
-
-
-@contextlib.contextmanager
-def attention_kernel(length: int, device: str = "cpu") -> Iterator[None]:
-    """While gradients are on, the plain attention kernel for sequences of up to
-    ``MATH_ATTENTION_UP_TO`` tokens on CPU, where PyTorch's flash-attention backward has a large
-    fixed cost; otherwise PyTorch's own choice."""
-    if device == "cpu" and torch.is_grad_enabled() and length <= MATH_ATTENTION_UP_TO:
-        with sdpa_kernel(SDPBackend.MATH):
             yield
     else:
         yield

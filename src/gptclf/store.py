@@ -26,7 +26,7 @@ from gptclf.home import home_dir
 from gptclf.inference import states_at_depths
 from gptclf.models import LanguageModel
 
-FORMAT = "gptclf-prefix-1"
+FORMAT = "gptclf-prefix-2"
 FOLDER_VARIABLE = "GPTCLF_STORE"
 SIZE_VARIABLE = "GPTCLF_STORE_GB"
 DEFAULT_GB = 8.0

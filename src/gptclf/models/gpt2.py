@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gptclf.models.attention import causal_attention
 from gptclf.models.family import Family, LanguageModel, lora_targets
 from gptclf.models.stack import rows_at
 
@@ -87,14 +88,7 @@ class MultiHeadAttention(nn.Module):
             split_heads(self.W_key(x)),
             split_heads(self.W_value(x)),
         )
-        context = F.scaled_dot_product_attention(
-            q,
-            k,
-            v,
-            attn_mask=mask,
-            is_causal=mask is None,
-            dropout_p=self.dropout if self.training else 0.0,
-        )
+        context = causal_attention(q, k, v, mask, self.dropout if self.training else 0.0)
         return self.out_proj(context.transpose(1, 2).reshape(b, -1, d))
 
 

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gptclf.models.attention import causal_attention
 from gptclf.models.family import Family, LanguageModel, lora_targets
 from gptclf.models.stack import rows_at
 
@@ -98,9 +99,7 @@ class GroupedQueryAttention(nn.Module):
         q = apply_rotary(split_heads(self.W_query(queries), self.n_heads), query_angles)
         k = apply_rotary(split_heads(self.W_key(x), self.n_kv_groups), angles)
         v = split_heads(self.W_value(x), self.n_kv_groups)
-        context = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, is_causal=mask is None, enable_gqa=True
-        )
+        context = causal_attention(q, k, v, mask)
         return self.out_proj(context.transpose(1, 2).reshape(b, q.shape[2], -1))
 
 
