@@ -95,7 +95,8 @@ class SequenceClassifier(nn.Module):
         > 0, from the hidden states (batch, seq, dim) that enter that block. Where one position
         is read, the last block computes that position only."""
         lm = self.language_model
-        without_padding = self.attend_to_padding or bool(attention_mask.all())
+        exported = torch.compiler.is_exporting()  # a graph's inputs may be padded: always masked
+        without_padding = self.attend_to_padding or (not exported and bool(attention_mask.all()))
         mask = None if without_padding else attention_mask
         x = lm.embed(inputs) if start_block == 0 else inputs.float()
         at = read_positions(attention_mask, self.pooling)

@@ -232,7 +232,7 @@ def _cmd_predict(args: argparse.Namespace) -> None:
     with distributed_context(args.device) as dist:
 
         def load() -> Classifier:
-            return Classifier.from_pretrained(args.run_dir).to(dist.device)
+            return Classifier.from_pretrained(args.run_dir, options.runtime).to(dist.device)
 
         if args.input:
             tally = predict_file(

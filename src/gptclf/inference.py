@@ -4,7 +4,7 @@ of similar length. The frozen-prefix pass runs the same way."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from contextlib import nullcontext
 
 import torch
@@ -54,19 +54,38 @@ def logits_of(
     start_block: int = 0,
 ) -> torch.Tensor:
     """Class logits (n, n_classes) of token sequences (or of cached hidden states entering
-    ``start_block``), in input order, on the CPU; batches are formed from sequences of similar
-    length so little compute goes to padding."""
+    ``start_block``), in input order, on the CPU, by :func:`in_length_batches`."""
     was_training = classifier.training
     if was_training:  # a walk over every module: not on every call of a serving classifier
         classifier.eval()
-    sampler = LengthBucketSampler([len(s) for s in sequences], batch_size, shuffle=False)
-    collate = Collator(pad_id, pad_to)
-    out = torch.empty(len(sequences), classifier.head.out_features)
-    for indices in sampler:
-        batch = collate([(sequences[i], None) for i in indices])
-        out[indices] = batch_logits(classifier, batch, precision, start_block).cpu()
+    out = in_length_batches(
+        sequences,
+        lambda batch: batch_logits(classifier, batch, precision, start_block),
+        classifier.head.out_features,
+        pad_id,
+        batch_size,
+        pad_to,
+    )
     if was_training:
         classifier.train()
+    return out
+
+
+def in_length_batches(
+    sequences: list[list[int]] | list[torch.Tensor],
+    logits: Callable[[Batch], torch.Tensor],
+    n_classes: int,
+    pad_id: int,
+    batch_size: int = 32,
+    pad_to: int | None = None,
+) -> torch.Tensor:
+    """``logits(batch)`` of every sequence (n, n_classes), in input order, on the CPU; batches
+    are formed from sequences of similar length so little compute goes to padding."""
+    sampler = LengthBucketSampler([len(s) for s in sequences], batch_size, shuffle=False)
+    collate = Collator(pad_id, pad_to)
+    out = torch.empty(len(sequences), n_classes)
+    for indices in sampler:
+        out[indices] = logits(collate([(sequences[i], None) for i in indices])).cpu()
     return out
 
 

@@ -19,6 +19,7 @@ import torch
 
 from gptclf.atomic import atomic_path, check_writable
 from gptclf.classifier import SequenceClassifier
+from gptclf.data.batching import Batch
 from gptclf.data.labels import LabelMap
 from gptclf.data.readers import SHOWN_ROWS, listed_rows
 from gptclf.data.streaming import text_chunks
@@ -26,7 +27,8 @@ from gptclf.data.tokenized import TokenizedTexts, frame, template_ids
 from gptclf.distributed import CPU, LOCAL, DistributedContext, device_scope
 from gptclf.ensemble import Ensemble
 from gptclf.errors import GptclfError
-from gptclf.inference import logits_of, text_logits
+from gptclf.inference import in_length_batches, logits_of, text_logits
+from gptclf.onnx_runtime import RUNTIMES, OnnxNetwork, cached_graph, runtime_option
 from gptclf.options import at_least, option
 from gptclf.precision import resolve_precision
 from gptclf.run import RunConfig, RunDir, load_run_model
@@ -54,6 +56,7 @@ class PredictOptions:
     )
     batch_size: int = option(32, "texts per model call", **at_least(1))
     chunk_rows: int = option(1024, "rows of --input read and classified at once", **at_least(1))
+    runtime: str = runtime_option()
 
 
 @dataclass(frozen=True)
@@ -100,23 +103,33 @@ class Classifier:
         labels: LabelMap,
         config: RunConfig,
         ensemble: Ensemble | None = None,
+        graph: OnnxNetwork | None = None,
     ):
         self.network = network
         self.tokenizer = tokenizer
         self.labels = labels
         self.config = config
         self.ensemble = ensemble
+        self.graph = graph  # computes the logits in place of ``network`` where given
         self.device = CPU
 
     @classmethod
-    def from_pretrained(cls, run_dir: str | Path) -> Classifier:
+    def from_pretrained(cls, run_dir: str | Path, runtime: str = "torch") -> Classifier:
+        """The classifier of a run folder, computed by PyTorch or (``runtime`` "onnx") by ONNX
+        Runtime on the run's int8 graph (exported once; see ``gptclf.onnx_runtime``)."""
+        if runtime not in RUNTIMES:
+            raise GptclfError(f"--runtime must be one of {', '.join(RUNTIMES)}, not {runtime!r}")
         folder = RunDir(Path(run_dir))
-        network, tokenizer, config = load_run_model(folder)
+        onnx = runtime == "onnx"
+        network, tokenizer, config = load_run_model(folder, "fp32" if onnx else None)
+        graph = None
+        if onnx:
+            graph = OnnxNetwork(cached_graph(folder.model_config.read_bytes(), network))
         ensemble = None
         if config.ensemble is not None:
             arrays, vocabulary = folder.baseline_arrays, folder.baseline_vocabulary
             ensemble = Ensemble.load(arrays, vocabulary, config.ensemble)
-        return cls(network, tokenizer, config.label_map, config, ensemble)
+        return cls(network, tokenizer, config.label_map, config, ensemble, graph)
 
     def warm_up(self) -> Classifier:
         """Classify one short text, so that the one-time costs of a first call (the kernels'
@@ -127,6 +140,8 @@ class Classifier:
 
     def to(self, device: torch.device | str) -> Classifier:
         """Compute on ``device`` (e.g. ``"cuda:0"``) from now on; returns the classifier."""
+        if self.graph is not None and torch.device(device).type != "cpu":
+            raise GptclfError("--runtime onnx computes on the CPU; use --runtime torch on a GPU")
         self.device = torch.device(device)
         self.network.to(self.device)
         return self
@@ -207,22 +222,31 @@ class Classifier:
         sequences = ids if tokens is None else tokens.ids
         precision = resolve_precision(self.config.recipe.precision, self.device.type)
         pad_id, start = self.tokenizer.pad_id, self.network.cached_depth if store else 0
-        with device_scope(self.device, precision):
-            if start:
-                lm = self.network.language_model
-                sequences = store.states(lm, sequences, start, pad_id, precision)
-            logits = logits_of(
-                self.network,
-                sequences,
-                pad_id,
-                precision,
-                batch_size=batch_size,
-                pad_to=self.config.pad_to,
-                start_block=start,
+        if self.graph is not None and not start:
+            width = len(self.labels)
+            logits = in_length_batches(
+                sequences, self._graph_logits, width, pad_id, batch_size, self.config.pad_to
             )
+        else:
+            with device_scope(self.device, precision):
+                if start:
+                    lm = self.network.language_model
+                    sequences = store.states(lm, sequences, start, pad_id, precision)
+                logits = logits_of(
+                    self.network,
+                    sequences,
+                    pad_id,
+                    precision,
+                    batch_size=batch_size,
+                    pad_to=self.config.pad_to,
+                    start_block=start,
+                )
         if tokens is not None:
             logits = text_logits(logits, torch.as_tensor(tokens.owners), chunks)
         return logits.softmax(-1).numpy()
+
+    def _graph_logits(self, batch: Batch) -> torch.Tensor:
+        return self.graph(batch.inputs, batch.attention_mask)
 
     def predict_proba(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
         """Class probabilities (n_texts, n_classes), columns in label-id order."""

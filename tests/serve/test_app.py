@@ -195,3 +195,29 @@ def test_a_model_reading_chunks_answers_as_predict_and_refuses_a_text_of_too_man
     assert (
         "texts[1]" in response.json()["error"] and "chunks of 4 tokens" in response.json()["error"]
     )
+
+
+def test_served_model_is_loaded_and_computes_in_one_thread(trained_run, monkeypatch):
+    from gptclf.predict import Classifier
+    from gptclf.serve import app_for_run
+
+    threads = []
+    load, compute = Classifier.from_pretrained.__func__, Classifier.probabilities_of_ids
+
+    def loading(cls, *args):
+        threads.append(("load", threading.current_thread()))
+        return load(cls, *args)
+
+    def computing(self, *args, **kwargs):
+        threads.append(("compute", threading.current_thread()))
+        return compute(self, *args, **kwargs)
+
+    monkeypatch.setattr(Classifier, "from_pretrained", classmethod(loading))
+    monkeypatch.setattr(Classifier, "probabilities_of_ids", computing)
+    with TestClient(app_for_run(trained_run, ServeSettings())) as client:
+        for text in (SPAM[0], HAM[0]):
+            assert client.post("/v1/classify", json={"text": text}).status_code == 200
+    kinds = [kind for kind, _ in threads]
+    assert kinds == ["load", "compute", "compute", "compute"]  # the warm-up, then two requests
+    assert len({thread for _, thread in threads}) == 1
+    assert threads[0][1] is not threading.main_thread()

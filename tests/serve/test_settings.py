@@ -13,7 +13,7 @@ from gptclf.serve import ServeSettings
 TODAY = ServeSettings(
     max_batch=64,
     max_batch_tokens=512,
-    max_wait_ms=5.0,
+    max_wait_ms=0.0,
     batching=True,
     max_texts=256,
     max_chars=10_000,
@@ -37,6 +37,7 @@ def parser_of_serve_options() -> argparse.ArgumentParser:
 def test_the_flags_and_their_help_are_those_of_gptclf_serve():
     actions = [a for a in parser_of_serve_options()._actions if a.dest != "help"]
     assert [(a.option_strings, a.dest) for a in actions] == [
+        (["--runtime"], "runtime"),
         (["--max-batch"], "max_batch"),
         (["--max-batch-tokens"], "max_batch_tokens"),
         (["--max-wait-ms"], "max_wait_ms"),
@@ -53,9 +54,11 @@ def test_the_flags_and_their_help_are_those_of_gptclf_serve():
         (["--allowed-hosts"], "allowed_hosts"),
     ]
     helps = [
+        "onnx: ONNX Runtime on the run's int8 graph (exported on first use, then cached)",
         "texts per model call",
         "padded tokens per model call (texts times the longest); more are split into turns",
-        "how long a batch waits to fill",
+        "how long a batch waits to fill (0: it starts when the model is free, and requests that "
+        "arrive while it computes form the next batch)",
         "compute every request alone",
         "texts per request",
         "characters per text",

@@ -44,8 +44,8 @@ def causal_attention(
     multiple of groups (each group's keys serve heads/groups query heads). ``mask`` is boolean
     (b, 1, t_q, t), True where a query may see a key; None means causal without padding."""
     length, grad = k.shape[2], torch.is_grad_enabled()
-    tuned = _tuned.get() and q.device.type == "cpu" and dropout == 0.0
-    if tuned and not grad and q.shape[2] == length >= BLOCKED_FROM:
+    tuned = not torch.compiler.is_exporting() and _tuned.get() and q.device.type == "cpu"
+    if tuned and not grad and dropout == 0.0 and q.shape[2] == length >= BLOCKED_FROM:
         return blocked_attention(q, k, v, mask)
     math_kernel = tuned and grad and length <= MATH_UP_TO
     with sdpa_kernel(SDPBackend.MATH) if math_kernel else contextlib.nullcontext():

@@ -53,17 +53,22 @@ class RMSNorm(nn.Module):
         return F.rms_norm(x.float(), self.weight.shape, eps=self.eps).to(x.dtype) * self.weight
 
 
+def rotary_table(cfg: LlamaConfig, seq_len: int, device: torch.device) -> RotaryAngles:
+    """cos/sin tables (seq, head_dim) for rotating query and key channel halves by position."""
+    head_dim = cfg.attention_head_dim
+    exponents = torch.arange(0, head_dim, 2, dtype=torch.float64, device=device) / head_dim
+    positions = torch.arange(seq_len, dtype=torch.float64, device=device)
+    angles = torch.outer(positions, 1.0 / cfg.rope_base**exponents)
+    angles = torch.cat([angles, angles], dim=-1)
+    return angles.cos().float(), angles.sin().float()
+
+
 @lru_cache(maxsize=256)
 def rotary_angles(cfg: LlamaConfig, seq_len: int, device: torch.device) -> RotaryAngles:
-    """cos/sin tables (seq, head_dim) for rotating query and key channel halves by position;
-    computed once per length (outside inference mode, so that training may use them too)."""
-    head_dim = cfg.attention_head_dim
+    """:func:`rotary_table`, computed once per length (outside inference mode, so that
+    training may use them too)."""
     with torch.inference_mode(False):
-        exponents = torch.arange(0, head_dim, 2, dtype=torch.float64, device=device) / head_dim
-        positions = torch.arange(seq_len, dtype=torch.float64, device=device)
-        angles = torch.outer(positions, 1.0 / cfg.rope_base**exponents)
-        angles = torch.cat([angles, angles], dim=-1)
-        return angles.cos().float(), angles.sin().float()
+        return rotary_table(cfg, seq_len, device)
 
 
 def apply_rotary(x: torch.Tensor, angles: RotaryAngles) -> torch.Tensor:
@@ -147,8 +152,10 @@ class LlamaModel(LanguageModel):
         return self.tok_emb(input_ids)
 
     def block_inputs(self, x: torch.Tensor) -> tuple:
-        """The rotary tables of x's positions."""
-        return (rotary_angles(self.cfg, x.shape[1], x.device),)
+        """The rotary tables of x's positions (computed in the graph when exported: its length
+        varies)."""
+        tables = rotary_table if torch.compiler.is_exporting() else rotary_angles
+        return (tables(self.cfg, x.shape[1], x.device),)
 
 
 LLAMA = Family(

@@ -134,10 +134,12 @@ def read_run_config(run_dir: RunDir) -> RunConfig:
         raise GptclfError(f"{path}: {exc}") from exc
 
 
-def load_run_model(run_dir: RunDir) -> tuple[SequenceClassifier, Tokenizer, RunConfig]:
+def load_run_model(
+    run_dir: RunDir, precision: str | None = None
+) -> tuple[SequenceClassifier, Tokenizer, RunConfig]:
     """The classifier of a run folder, on its base weights unless it is standalone, once the
     config and the weights are shown to be what training wrote; LoRA adapters are merged into
-    the weights."""
+    the weights; its frozen layers set to ``precision`` (default: the run's)."""
     config = read_run_config(run_dir)
     saved = checks.verified_weights(run_dir.weights, config.weights)
     model, tokenizer = _base(run_dir, config)
@@ -157,7 +159,9 @@ def load_run_model(run_dir: RunDir) -> tuple[SequenceClassifier, Tokenizer, RunC
     checks.check_trained_tensors(run_dir.weights, saved, expected)
     _load_saved(model, saved, run_dir.weights, assign=config.standalone)
     merge_lora(model)
-    set_frozen_precision(classifier, frozen, resolve_precision(config.recipe.precision))
+    set_frozen_precision(
+        classifier, frozen, resolve_precision(precision or config.recipe.precision)
+    )
     classifier.eval()
     return classifier, tokenizer, config
 

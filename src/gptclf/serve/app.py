@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
@@ -19,7 +20,7 @@ from starlette.types import Receive
 from gptclf.errors import GptclfError
 from gptclf.predict import Classifier
 from gptclf.run.folder import RunDir
-from gptclf.serve.batcher import MicroBatcher, QueueFull
+from gptclf.serve.batcher import MicroBatcher, QueueFull, model_thread
 from gptclf.serve.guards import ApiKeyGuard
 from gptclf.serve.limits import (
     BodySizeLimit,
@@ -86,12 +87,16 @@ def _model_info(classifier: Classifier, metrics: dict | None) -> ModelInfo:
 
 
 def create_app(
-    classifier: Classifier, settings: ServeSettings, metrics: dict | None = None
+    classifier: Classifier,
+    settings: ServeSettings,
+    metrics: dict | None = None,
+    thread: ThreadPoolExecutor | None = None,
 ) -> FastAPI:
     """The HTTP service of ``classifier``; ``metrics`` are the training figures shown by
-    ``GET /v1/model``. The batcher is ``app.state.batcher``, the settings
-    ``app.state.settings``. The API key is checked from the headers before any body is read;
-    then the body is read within the size and time limits."""
+    ``GET /v1/model``; ``thread``, the one the classifier was loaded in, computes its batches.
+    The batcher is ``app.state.batcher``, the settings ``app.state.settings``. The API key is
+    checked from the headers before any body is read; then the body is read within the size and
+    time limits."""
     batcher = MicroBatcher(
         lambda ids: classifier.probabilities_of_ids(ids, settings.max_batch),
         settings.max_batch,
@@ -99,6 +104,7 @@ def create_app(
         settings.batching,
         settings.max_queue,
         settings.max_batch_tokens,
+        thread,
     )
     app = FastAPI(
         title="gptclf",
@@ -215,6 +221,9 @@ def _add_open_routes(app: FastAPI) -> None:
 
 
 def app_for_run(run_dir: Path, settings: ServeSettings) -> FastAPI:
-    """The service of the classifier trained in ``run_dir``, warmed up."""
+    """The service of the classifier trained in ``run_dir``, loaded and warmed up in the thread
+    that computes its batches."""
     metrics = training_metrics(run_dir)
-    return create_app(Classifier.from_pretrained(run_dir).warm_up(), settings, metrics)
+    thread = model_thread()
+    load = thread.submit(lambda: Classifier.from_pretrained(run_dir, settings.runtime).warm_up())
+    return create_app(load.result(), settings, metrics, thread)

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from gptclf import options
 from gptclf.errors import GptclfError
+from gptclf.onnx_runtime import runtime_option
 from gptclf.options import at_least, option
 
 API_KEY_ENV = "GPTCLF_API_KEY"
@@ -35,13 +36,19 @@ class ServeSettings:
     """How the service batches, what it accepts and how long it waits. Every option but
     ``api_key`` is a flag of ``gptclf serve``; the key comes from ``$GPTCLF_API_KEY``."""
 
+    runtime: str = runtime_option()
     max_batch: int = option(64, "texts per model call", **at_least(1))
     max_batch_tokens: int = option(
         512,
         "padded tokens per model call (texts times the longest); more are split into turns",
         **at_least(1),
     )
-    max_wait_ms: float = option(5.0, "how long a batch waits to fill", **at_least(0))
+    max_wait_ms: float = option(
+        0.0,
+        "how long a batch waits to fill (0: it starts when the model is free, and requests that "
+        "arrive while it computes form the next batch)",
+        **at_least(0),
+    )
     batching: bool = option(True, "compute every request alone", flags=("--no-batching",))
     max_texts: int = option(256, "texts per request", **at_least(1))
     max_chars: int = option(10_000, "characters per text", **at_least(1))
