@@ -29,12 +29,14 @@ each with ``--no-store`` (every run computes the frozen prefix: the path before 
 an empty store (cold) and again on the same data (warm); the demo also with ``--precision int8``.
 
 **inference**: the demo trained reading the last token without the TF-IDF blend (what the
-pipeline can express), in bfloat16 and in int8, on the 300 test messages against the
+pipeline can express), in bfloat16 and in int8, and the bfloat16 run computed by ONNX Runtime
+on its int8 graph (``--runtime onnx``), on the 300 test messages against the
 ``transformers`` text-classification pipeline over the same weights, in float32 and in its best
 CPU setting (bfloat16 weights, under ``torch.inference_mode`` as pipelines run): messages/s at
 batch 8 and 64, accuracy beside each, and the latency of single messages through
-``Classifier.predict`` and the pipeline; then the latency of the default demo (bfloat16 and
-int8) through ``Classifier.predict`` and ``gptclf serve`` over HTTP.
+``Classifier.predict`` and the pipeline; then the latency of the default demo (bfloat16, int8,
+ONNX Runtime) through ``Classifier.predict`` and ``gptclf serve`` over HTTP, and under
+``torch.compile`` (its compile time beside it).
 
 Writes ``speed.md`` and ``speed.json``.
 """
@@ -359,16 +361,16 @@ def latency(one, texts: list[str]) -> dict:
     return {"p50_ms": percentile_ms(seconds, 50), "p99_ms": percentile_ms(seconds, 99)}
 
 
-def served_latency(run_dir: str, texts: list[str]) -> dict:
-    """Latency of single texts posted to ``gptclf serve`` (one kept-alive connection), from
-    the request's sending to its answer's reading."""
+def served_latency(run_dir: str, texts: list[str], flags: tuple[str, ...] = ()) -> dict:
+    """Latency of single texts posted to ``gptclf serve`` (one kept-alive connection, serve's
+    ``flags``), from the request's sending to its answer's reading."""
     import http.client
     import socket
 
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    command = [sys.executable, "-m", "gptclf", "serve", run_dir, "--port", str(port)]
+    command = [sys.executable, "-m", "gptclf", "serve", run_dir, "--port", str(port), *flags]
     server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
@@ -396,12 +398,15 @@ def served_latency(run_dir: str, texts: list[str]) -> dict:
 
 
 def phase_infer(spec: dict, work: Path) -> dict:
-    """Messages/s on the test split and single-message latency: gptclf's bf16 and int8 runs
-    against the pipeline in float32 and bfloat16, with the accuracy of each."""
+    """Messages/s on the test split and single-message latency: gptclf's bf16 and int8 runs,
+    and its bf16 run computed by ONNX Runtime (int8 graph), against the pipeline in float32 and
+    bfloat16, with the accuracy of each; the default recipe's latency also under
+    ``torch.compile``."""
     from gptclf import Classifier
 
     peak = peaks_here()
     ours = {name: Classifier.from_pretrained(path) for name, path in spec["runs"].items()}
+    ours["ONNX Runtime int8"] = Classifier.from_pretrained(spec["runs"]["bf16"], "onnx")
     data = book_split("smollm2-135m", work)[0]["test"]
     texts, truth = data[0][:TEST_MESSAGES], np.array(data[2][:TEST_MESSAGES])
     names = next(iter(ours.values())).labels.names
@@ -446,14 +451,24 @@ def phase_infer(spec: dict, work: Path) -> dict:
         )
     for name, pipe in theirs.items():
         results["latency"][name] = latency(lambda t, p=pipe: p(t, truncation=True), ones)
-    for name, path in spec["default_runs"].items():
-        default = Classifier.from_pretrained(path).warm_up()
+    defaults = {**spec["default_runs"], "ONNX Runtime int8": spec["default_runs"]["bf16"]}
+    for name, path in defaults.items():
+        runtime = "onnx" if name == "ONNX Runtime int8" else "torch"
+        default = Classifier.from_pretrained(path, runtime).warm_up()
         results["latency"][f"gptclf default recipe ({name}), Classifier.predict"] = latency(
             lambda t, c=default: c.predict([t]), ones
         )
         results["latency"][f"gptclf default recipe ({name}), serve over HTTP"] = served_latency(
-            path, ones
+            path, ones, ("--runtime", runtime)
         )
+    compiled = Classifier.from_pretrained(spec["default_runs"]["bf16"])
+    compiled.network = torch.compile(compiled.network, dynamic=True)
+    began = time.perf_counter()
+    compiled.warm_up()
+    results["compile_s"] = time.perf_counter() - began
+    results["latency"]["gptclf default recipe (bf16, torch.compile), Classifier.predict"] = latency(
+        lambda t: compiled.predict([t]), ones
+    )
     results["peak_rss_mb"] = peak_rss_mb()
     return results
 
@@ -700,9 +715,10 @@ def inference_table(part: dict) -> str:
     rows = part["throughput"].values()
     for row in rows:
         base = next(r for r in rows if r["batch"] == row["batch"] and r["row"] == "pipeline (fp32)")
+        gflops = f"{row['gflops']:.0f}" if row["gflops"] else "-"  # ONNX Runtime's: not counted
         lines.append(
             f"| {row['batch']} | {row['row']} | {row['messages_per_s']:.1f} | "
-            f"{row['messages_per_s'] / base['messages_per_s']:.1f}x | {row['gflops']:.0f} | "
+            f"{row['messages_per_s'] / base['messages_per_s']:.1f}x | {gflops} | "
             f"{row['accuracy']:.2%} |"
         )
     lines += [
@@ -714,6 +730,8 @@ def inference_table(part: dict) -> str:
     ]
     for name, row in part["latency"].items():
         lines.append(f"| {name} | {row['p50_ms']:.1f} ms | {row['p99_ms']:.1f} ms |")
+    if "compile_s" in part:
+        lines += ["", f"`torch.compile` took {part['compile_s']:.0f} s before its first answer."]
     return "\n".join(lines)
 
 
