@@ -226,4 +226,9 @@ def app_for_run(run_dir: Path, settings: ServeSettings) -> FastAPI:
     metrics = training_metrics(run_dir)
     thread = model_thread()
     load = thread.submit(lambda: Classifier.from_pretrained(run_dir, settings.runtime).warm_up())
-    return create_app(load.result(), settings, metrics, thread)
+    try:
+        classifier = load.result()
+    except BaseException:
+        thread.shutdown()
+        raise
+    return create_app(classifier, settings, metrics, thread)
