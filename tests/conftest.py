@@ -115,6 +115,51 @@ def save_tiny_llama(folder: Path, tie_embeddings: bool) -> transformers.LlamaFor
     return model
 
 
+LLAMA_LIKE_COMMON = dict(
+    vocab_size=101,
+    hidden_size=48,
+    intermediate_size=80,
+    num_hidden_layers=2,
+    num_attention_heads=6,
+    num_key_value_heads=2,
+    max_position_embeddings=64,
+    rms_norm_eps=1e-5,
+    tie_word_embeddings=False,
+    bos_token_id=1,
+    eos_token_id=2,
+)
+# model_type: what sets it apart, made to matter on 9-token sequences
+LLAMA_LIKE_MODELS = {
+    "llama3": (
+        "Llama",
+        {
+            "rope_parameters": {
+                "rope_type": "llama3",
+                "rope_theta": 10_000.0,
+                "factor": 8.0,
+                "low_freq_factor": 1.0,
+                "high_freq_factor": 4.0,
+                "original_max_position_embeddings": 16,
+            }
+        },
+    ),
+    "qwen2": ("Qwen2", {}),
+    "qwen3": ("Qwen3", {"head_dim": 16}),
+    "mistral": ("Mistral", {"sliding_window": 4}),
+}
+
+
+def save_llama_like(kind: str, folder) -> tuple:
+    """A tiny random model of ``kind`` saved by ``transformers``, and its sequence classifier
+    class."""
+    prefix, extra = LLAMA_LIKE_MODELS[kind]
+    torch.manual_seed(0)
+    config = getattr(transformers, f"{prefix}Config")(**LLAMA_LIKE_COMMON, **extra)
+    model = getattr(transformers, f"{prefix}ForCausalLM")(config).eval()
+    model.save_pretrained(folder)
+    return model, getattr(transformers, f"{prefix}ForSequenceClassification")
+
+
 @pytest.fixture(params=[True, False], ids=["tied", "untied"])
 def tiny_llama(request, tmp_path: Path):
     """A random tiny ``LlamaForCausalLM`` (grouped-query attention) saved to disk."""
@@ -124,6 +169,18 @@ def tiny_llama(request, tmp_path: Path):
 
 SPAM = ["WIN a FREE prize now, call 0800", "Free entry: text WIN to 8007", "URGENT! cash prize"]
 HAM = ["see you at lunch", "are you home yet?", "ok thanks, talk later"]
+
+
+def byte_tokenizer_json() -> str:
+    """A byte-level tokenizer with 101 ids (the tiny Llama's vocabulary): bytes 0-99 + eos."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+
+    alphabet = pre_tokenizers.ByteLevel.alphabet()
+    vocab = {ch: i for i, ch in enumerate(sorted(alphabet)[:100])}
+    tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token=None))
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    return tokenizer.to_str()
 
 
 def split_options(folder: Path) -> list[str]:

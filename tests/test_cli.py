@@ -4,14 +4,15 @@ import sys
 import pytest
 
 from gptclf.cli import main
+from gptclf.registry import MODELS
 
 
 def test_models_lists_every_registered_model_and_whether_it_is_here(capsys):
     assert main(["models"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    rows = {line.split()[0]: line.split() for line in lines[1:6]}
-    assert set(rows) == {"smollm2-135m", "gpt2-small", "gpt2-medium", "gpt2-large", "gpt2-xl"}
-    assert rows["smollm2-135m"][3] == "yes"
+    rows = {line.split()[0]: line.split() for line in lines[1 : 1 + len(MODELS)]}
+    assert set(rows) == set(MODELS) >= {"smollm2-135m", "qwen3-0.6b", "llama3.2-1b", "gpt2-xl"}
+    assert rows["smollm2-135m"][2:4] == ["135M", "yes"]
     assert rows["gpt2-xl"][2] == "1558M"
 
 

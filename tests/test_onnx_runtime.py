@@ -1,4 +1,5 @@
 import builtins
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -8,7 +9,7 @@ from gptclf import onnx_runtime
 from gptclf.classifier import SequenceClassifier
 from gptclf.errors import GptclfError
 from gptclf.models.gpt2 import GPTConfig, GPTModel
-from gptclf.onnx_runtime import OnnxNetwork, export_graph, quantize_graph
+from gptclf.onnx_runtime import OnnxNetwork, export_graph, int8_layers, quantize_graph
 from gptclf.predict import Classifier
 from gptclf.weights.huggingface import load_hf_llama
 
@@ -39,6 +40,14 @@ def test_exported_graph_gives_the_networks_logits_at_any_batch_size_and_length(
         with torch.no_grad():
             expected = network(ids, mask)
         torch.testing.assert_close(graph(ids, mask), expected, atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("pooling", ["last-token+mean", "last-token"])
+def test_int8_layers_are_all_but_the_down_projections_and_the_head(pooling, tmp_path):
+    network = tiny_network("llama", pooling, tmp_path)
+    linears = {n for n, m in network.named_modules() if isinstance(m, torch.nn.Linear)}
+    kept = {"language_model.out_head", *(n for n in linears if n.endswith("ff.fc3"))}
+    assert len(kept) == 3 and int8_layers(network) == linears - kept
 
 
 def test_quantized_graph_makes_int8_the_layers_reading_the_model_width_not_down_or_head(tmp_path):
@@ -79,12 +88,40 @@ def test_onnx_classifier_answers_as_the_torch_one_and_exports_once(
     again = Classifier.from_pretrained(trained_run, "onnx").predict_proba(texts)
     np.testing.assert_array_equal(again, actual)
     [graph] = graph_cache.glob("*/classifier.onnx")
+    assert not list(graph_cache.glob("tmp*"))
     graph.write_bytes(b"damaged")
     monkeypatch.undo()
     monkeypatch.setenv("GPTCLF_CACHE", str(graph_cache.parent))
     rebuilt = Classifier.from_pretrained(trained_run, "onnx").predict_proba(texts)
     np.testing.assert_array_equal(rebuilt, actual)
-    assert [p.name for p in graph_cache.iterdir()] == [graph.parent.name]  # no leftovers
+    assert {p.name for p in graph_cache.iterdir()} == {
+        graph.parent.name,
+        f"{graph.parent.name}.lock",
+    }
+
+
+def test_processes_loading_one_run_at_once_export_it_once(trained_run, graph_cache, monkeypatch):
+    exports = []
+    export = onnx_runtime.export_graph
+
+    def counted(*args):
+        exports.append(args)
+        export(*args)
+
+    monkeypatch.setattr(onnx_runtime, "export_graph", counted)
+    with ThreadPoolExecutor(2) as pool:
+        loads = [pool.submit(Classifier.from_pretrained, trained_run, "onnx") for _ in range(2)]
+        answers = [load.result().predict_proba([SPAM[0], HAM[0]]) for load in loads]
+    assert len(exports) == 1
+    np.testing.assert_array_equal(*answers)
+
+
+def test_onnx_runtime_on_a_gpu_is_refused_before_any_export(trained_run, graph_cache, capsys):
+    from gptclf.cli import main
+
+    assert main(["predict", str(trained_run), "--runtime", "onnx", "--device", "cuda", "x"]) == 2
+    assert "--runtime onnx computes on the CPU" in capsys.readouterr().err
+    assert not graph_cache.exists()
 
 
 def test_onnx_runtime_without_its_extra_is_an_error_naming_it(trained_run, monkeypatch):

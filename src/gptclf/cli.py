@@ -217,6 +217,7 @@ def _local_time(seconds: float | None) -> str:
 
 def _cmd_predict(args: argparse.Namespace) -> None:
     from gptclf.distributed import distributed_context
+    from gptclf.onnx_runtime import require_cpu
     from gptclf.predict import Classifier, check_texts, predict_file, predict_texts, text_line
 
     options = build(PredictOptions, given(args, PredictOptions))
@@ -229,6 +230,8 @@ def _cmd_predict(args: argparse.Namespace) -> None:
     if launched_in_parallel() and not args.input:
         raise GptclfError("under torchrun, predict classifies files: give --input and --output")
     check_texts(args.texts, options.on_empty, lambda i: f"text {i + 1}")
+    if options.runtime == "onnx":
+        require_cpu(args.device)
     with distributed_context(args.device) as dist:
 
         def load() -> Classifier:

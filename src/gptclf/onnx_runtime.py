@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
-import shutil
 import sys
 import tempfile
 import warnings
@@ -22,6 +21,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from filelock import FileLock
 from torch import nn
 
 from gptclf.classifier import SequenceClassifier
@@ -38,6 +38,12 @@ def runtime_option() -> Any:
     """The ``runtime`` option of the commands that classify with a trained run."""
     help_text = "onnx: ONNX Runtime on the run's int8 graph (exported on first use, then cached)"
     return option("torch", help_text, choices=RUNTIMES)
+
+
+def require_cpu(device: str | torch.device) -> None:
+    """ONNX Runtime computes here on the CPU only."""
+    if torch.device(device).type != "cpu":
+        raise GptclfError("--runtime onnx computes on the CPU; use --runtime torch on a GPU")
 
 
 def _onnxruntime():
@@ -81,25 +87,32 @@ def export_graph(network: SequenceClassifier, path: Path) -> None:
         )
 
 
-def quantize_graph(source: Path, target: Path, network: SequenceClassifier) -> None:
-    """``source`` with int8 weights (per output channel; inputs quantized as they come) in the
-    matrix products of ``network``'s linear layers that read vectors of the model's width (not
-    the feed-forward's down projection, which reads its wide activations, nor the class head)."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
+def int8_layers(network: SequenceClassifier) -> set[str]:
+    """The names of ``network``'s linear layers whose weights the graph holds in int8: those
+    reading vectors of the model's width (not the feed-forward's down projection, which reads
+    its wide activations, nor the class head)."""
     width = network.language_model.cfg.emb_dim
-    narrow_input = {
+    return {
         name
         for name, module in network.named_modules()
-        if isinstance(module, nn.Linear) and module.in_features <= width and name != "head"
+        if isinstance(module, nn.Linear)
+        and module.in_features <= width
+        and module is not network.head
     }
+
+
+def quantize_graph(source: Path, target: Path, network: SequenceClassifier) -> None:
+    """``source`` with int8 weights (per output channel; inputs quantized as they come) in the
+    matrix products of :func:`int8_layers`."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
     with _quiet():
         quantize_dynamic(
             source,
             target,
             weight_type=QuantType.QInt8,
             per_channel=True,
-            nodes_to_quantize=_nodes_of(source, narrow_input),
+            nodes_to_quantize=_nodes_of(source, int8_layers(network)),
             use_external_data_format=True,
         )
 
@@ -123,32 +136,33 @@ def _nodes_of(path: Path, modules: set[str]) -> list[str]:
 
 def graph_key(config_bytes: bytes) -> str:
     """What a run's graph depends on: the run's config (its weights' SHA-256, base model,
-    recipe), this module's format and the ONNX Runtime version."""
+    recipe), this module's ``FORMAT`` (raise it when the graph's making changes) and the ONNX
+    Runtime version."""
     version = _onnxruntime().__version__
     return hashlib.sha256(f"{FORMAT}\0{version}\0".encode() + config_bytes).hexdigest()
 
 
-def cached_graph(config_bytes: bytes, network: SequenceClassifier) -> Path:
-    """The int8 graph of the run whose config is ``config_bytes`` and whose float32 network is
-    ``network``: read from the cache, or exported, quantized and written there whole."""
+def cached_graph(config_bytes: bytes, network: SequenceClassifier) -> OnnxNetwork:
+    """A session on the int8 graph of the run whose config is ``config_bytes`` and whose
+    float32 network is ``network``: read from the cache, or exported, quantized and written
+    there whole (one process at a time; the others wait and read it)."""
     folder = home_dir("onnx", graph_key(config_bytes))
-    if _loads(folder / GRAPH):
-        return folder / GRAPH
     folder.parent.mkdir(parents=True, exist_ok=True)
-    print(f"gptclf: making the ONNX graph of this run, once, in {folder}", file=sys.stderr)
-    with tempfile.TemporaryDirectory(dir=folder.parent) as work:
-        exported, built = Path(work, "float32", GRAPH), Path(work, "int8", GRAPH)
-        exported.parent.mkdir()
-        built.parent.mkdir()
-        export_graph(network, exported)
-        quantize_graph(exported, built, network)
-        shutil.rmtree(folder, ignore_errors=True)  # a damaged graph
-        try:
+    with FileLock(folder.with_suffix(".lock")):
+        graph = _session_or_none(folder / GRAPH)
+        if graph is not None:
+            return graph
+        print(f"gptclf: making the ONNX graph of this run, once, in {folder}", file=sys.stderr)
+        with tempfile.TemporaryDirectory(dir=folder.parent) as work:
+            exported, built = Path(work, "float32", GRAPH), Path(work, "int8", GRAPH)
+            exported.parent.mkdir()
+            built.parent.mkdir()
+            export_graph(network, exported)
+            quantize_graph(exported, built, network)
+            if folder.exists():  # a damaged graph: moved into the work folder, removed with it
+                folder.rename(Path(work, "damaged"))
             built.parent.rename(folder)
-        except OSError:  # another process wrote it meanwhile
-            if not _loads(folder / GRAPH):
-                raise
-    return folder / GRAPH
+        return OnnxNetwork(folder / GRAPH)
 
 
 @contextlib.contextmanager
@@ -164,15 +178,15 @@ def _quiet() -> Iterator[None]:
             logging.disable(logging.NOTSET)
 
 
-def _loads(path: Path) -> bool:
-    """Whether ONNX Runtime takes the graph at ``path``."""
+def _session_or_none(path: Path) -> OnnxNetwork | None:
+    """A session on the graph at ``path``, or None where there is none that ONNX Runtime
+    takes."""
     if not path.is_file():
-        return False
+        return None
     try:
-        OnnxNetwork(path)
-    except Exception:
-        return False
-    return True
+        return OnnxNetwork(path)
+    except Exception:  # damaged or foreign, whatever ONNX Runtime says of it
+        return None
 
 
 class OnnxNetwork:

@@ -28,7 +28,13 @@ from gptclf.distributed import CPU, LOCAL, DistributedContext, device_scope
 from gptclf.ensemble import Ensemble
 from gptclf.errors import GptclfError
 from gptclf.inference import in_length_batches, logits_of, text_logits
-from gptclf.onnx_runtime import RUNTIMES, OnnxNetwork, cached_graph, runtime_option
+from gptclf.onnx_runtime import (
+    RUNTIMES,
+    OnnxNetwork,
+    cached_graph,
+    require_cpu,
+    runtime_option,
+)
 from gptclf.options import at_least, option
 from gptclf.precision import resolve_precision
 from gptclf.run import RunConfig, RunDir, load_run_model
@@ -122,9 +128,7 @@ class Classifier:
         folder = RunDir(Path(run_dir))
         onnx = runtime == "onnx"
         network, tokenizer, config = load_run_model(folder, "fp32" if onnx else None)
-        graph = None
-        if onnx:
-            graph = OnnxNetwork(cached_graph(folder.model_config.read_bytes(), network))
+        graph = cached_graph(folder.model_config.read_bytes(), network) if onnx else None
         ensemble = None
         if config.ensemble is not None:
             arrays, vocabulary = folder.baseline_arrays, folder.baseline_vocabulary
@@ -140,8 +144,8 @@ class Classifier:
 
     def to(self, device: torch.device | str) -> Classifier:
         """Compute on ``device`` (e.g. ``"cuda:0"``) from now on; returns the classifier."""
-        if self.graph is not None and torch.device(device).type != "cpu":
-            raise GptclfError("--runtime onnx computes on the CPU; use --runtime torch on a GPU")
+        if self.graph is not None:
+            require_cpu(device)
         self.device = torch.device(device)
         self.network.to(self.device)
         return self

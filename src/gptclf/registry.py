@@ -12,10 +12,10 @@ from gptclf.assets import package_dir, sha256_of, verified_file
 from gptclf.errors import GptclfError
 from gptclf.models import GPT2_PRESETS, LanguageModel
 from gptclf.tokenizers import Tokenizer, gpt2_tokenizer
-from gptclf.weights import load_local
-from gptclf.weights.files import hub_snapshot, is_hub_cached
+from gptclf.weights import folder_tokenizer, load_local
+from gptclf.weights.files import hub_snapshot, is_hub_cached, read_config
 from gptclf.weights.gguf import load_gguf_tokenizer
-from gptclf.weights.huggingface import load_hf_gpt2
+from gptclf.weights.huggingface import llama_config
 
 DEFAULT_MODEL = "smollm2-135m"
 
@@ -72,19 +72,28 @@ def _load_smollm2() -> tuple[LanguageModel, Tokenizer, Path]:
     return model, tokenizer, path
 
 
-def _gpt2_entry(name: str, repo_id: str, parameters: str) -> ModelEntry:
+def _hub_entry(name: str, repo_id: str, family: str, parameters: str) -> ModelEntry:
+    """A checkpoint of the Hugging Face Hub: read from the local cache, downloaded when online."""
+
     def load() -> tuple[LanguageModel, Tokenizer, Path]:
         folder = hub_snapshot(repo_id)
-        return load_hf_gpt2(folder), gpt2_tokenizer(), folder
+        model, tokenizer = load_local(folder)
+        return model, tokenizer, folder
+
+    def load_tokenizer() -> tuple[Tokenizer, int]:
+        if family == "gpt2":
+            return gpt2_tokenizer(), GPT2_PRESETS[name].context_length
+        folder = hub_snapshot(repo_id)
+        return folder_tokenizer(folder), llama_config(read_config(folder), repo_id).context_length
 
     return ModelEntry(
         name=name,
-        family="gpt2",
+        family=family,
         parameters=parameters,
         source=f"Hugging Face {repo_id} (downloaded when online)",
         is_available=lambda: is_hub_cached(repo_id),
         load=load,
-        load_tokenizer=lambda: (gpt2_tokenizer(), GPT2_PRESETS[name].context_length),
+        load_tokenizer=load_tokenizer,
     )
 
 
@@ -100,10 +109,17 @@ MODELS: dict[str, ModelEntry] = {
             load=_load_smollm2,
             load_tokenizer=lambda: load_gguf_tokenizer(_smollm2_path()),
         ),
-        _gpt2_entry("gpt2-small", "openai-community/gpt2", "124M"),
-        _gpt2_entry("gpt2-medium", "openai-community/gpt2-medium", "355M"),
-        _gpt2_entry("gpt2-large", "openai-community/gpt2-large", "774M"),
-        _gpt2_entry("gpt2-xl", "openai-community/gpt2-xl", "1558M"),
+        _hub_entry("smollm2-360m", "HuggingFaceTB/SmolLM2-360M", "llama", "362M"),
+        _hub_entry("smollm2-1.7b", "HuggingFaceTB/SmolLM2-1.7B", "llama", "1.7B"),
+        _hub_entry("qwen2.5-0.5b", "Qwen/Qwen2.5-0.5B", "qwen2", "494M"),
+        _hub_entry("qwen2.5-1.5b", "Qwen/Qwen2.5-1.5B", "qwen2", "1.5B"),
+        _hub_entry("qwen3-0.6b", "Qwen/Qwen3-0.6B-Base", "qwen3", "596M"),
+        _hub_entry("qwen3-1.7b", "Qwen/Qwen3-1.7B-Base", "qwen3", "1.7B"),
+        _hub_entry("llama3.2-1b", "meta-llama/Llama-3.2-1B", "llama", "1.2B"),
+        _hub_entry("gpt2-small", "openai-community/gpt2", "gpt2", "124M"),
+        _hub_entry("gpt2-medium", "openai-community/gpt2-medium", "gpt2", "355M"),
+        _hub_entry("gpt2-large", "openai-community/gpt2-large", "gpt2", "774M"),
+        _hub_entry("gpt2-xl", "openai-community/gpt2-xl", "gpt2", "1558M"),
     ]
 }
 

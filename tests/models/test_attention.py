@@ -1,6 +1,9 @@
+from contextlib import nullcontext
+
 import pytest
 import torch
 import torch.nn.functional as F
+from torch.nn.attention import SDPBackend
 
 from gptclf.models import attention
 from gptclf.models.attention import blocked_attention, causal_attention, stock_attention
@@ -58,3 +61,16 @@ def test_long_sequences_without_gradients_take_the_blocked_kernel_unless_stock(m
             causal_attention(*long, None)
     causal_attention(*long, None)  # gradients on
     assert len(calls) == 1
+
+
+def test_short_sequences_with_gradients_take_the_math_kernel(monkeypatch):
+    backends = []
+    monkeypatch.setattr(
+        attention, "sdpa_kernel", lambda backend: backends.append(backend) or nullcontext()
+    )
+    q, k, v = qkv(1, 6, 2, attention.MATH_UP_TO, grad=True)
+    causal_attention(q, k, v, None)
+    with torch.no_grad():
+        causal_attention(q, k, v, None)
+    causal_attention(*qkv(1, 6, 2, attention.MATH_UP_TO + 1, grad=True), None)
+    assert backends == [SDPBackend.MATH]

@@ -67,7 +67,8 @@ def running(app: FastAPI) -> Iterator[tuple[str, uvicorn.Server]]:
 
 
 def expected_predictions(classifier: Classifier, texts: list[str]) -> list[dict]:
-    return [asdict(p) for p in classifier.predict(texts, batch_size=LIMITS.max_batch)]
+    predictions = classifier.predict(texts, batch_size=LIMITS.max_batch)
+    return [{**asdict(p), "score": p.probability} for p in predictions]
 
 
 def assert_same_predictions(got: list[dict], expected: list[dict]) -> None:

@@ -14,6 +14,8 @@ from gptclf.predict import Classifier
 from gptclf.recipe import recipe
 from gptclf.training import train
 
+from conftest import LLAMA_LIKE_MODELS, byte_tokenizer_json, save_llama_like
+
 TOPICS = {
     "sports": ["goal", "match", "team", "coach", "league", "score"],
     "politics": ["vote", "senate", "law", "party", "election", "minister"],
@@ -171,7 +173,7 @@ def test_full_model_loads_without_its_base(tiny_gpt2, topic_data, tmp_path):
 
 def test_lora_trains_adapters_and_merges_them_for_inference(tiny_llama, topic_data, tmp_path):
     _, folder = tiny_llama
-    (folder / "tokenizer.json").write_text(_byte_tokenizer_json())
+    (folder / "tokenizer.json").write_text(byte_tokenizer_json())
     results = run(
         folder,
         topic_data,
@@ -196,16 +198,24 @@ def test_lora_trains_adapters_and_merges_them_for_inference(tiny_llama, topic_da
     assert accuracy == pytest.approx(results["test"]["accuracy"])
 
 
-def _byte_tokenizer_json() -> str:
-    """A byte-level tokenizer with 101 ids (the tiny Llama's vocabulary): bytes 0-99 + eos."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-
-    alphabet = pre_tokenizers.ByteLevel.alphabet()
-    vocab = {ch: i for i, ch in enumerate(sorted(alphabet)[:100])}
-    tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token=None))
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tokenizer.decoder = decoders.ByteLevel()
-    return tokenizer.to_str()
+@pytest.mark.parametrize("kind", LLAMA_LIKE_MODELS)
+@pytest.mark.parametrize("trainable", ["last-block", "lora"])
+def test_every_llama_like_model_trains_and_predicts_what_training_measured(
+    kind, trainable, topic_data, tmp_path
+):
+    folder = tmp_path / kind
+    save_llama_like(kind, folder)
+    (folder / "tokenizer.json").write_text(byte_tokenizer_json())
+    options = {"pooling": "last-token", "lr": 5e-3, "epochs": 2, "trainable": trainable}
+    results = run(folder, topic_data, tmp_path / "run", **options)
+    if trainable == "last-block":  # the bottom block's output came from the prefix cache
+        assert results["prefix_states"]["computed"] > 0
+    classifier = Classifier.from_pretrained(tmp_path / "run")
+    texts, labels = topic_texts(10, 2)
+    probabilities = classifier.predict_proba(texts)
+    truth = classifier.labels.ids(labels, "test")
+    accuracy = float((probabilities.argmax(1) == truth).mean())
+    assert accuracy == pytest.approx(results["test"]["accuracy"])
 
 
 def test_book_preset_logs_like_the_chapter(tiny_gpt2, topic_data, tmp_path, capsys):

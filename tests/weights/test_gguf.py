@@ -58,10 +58,13 @@ def tiny_vocabulary() -> Vocabulary:
     return Vocabulary(tokens, MERGES, token_types)
 
 
-def tiny_hf_llama(vocab_size: int, tie_embeddings: bool) -> LlamaForCausalLM:
-    """A small random float32 Llama with every weight (norms included) drawn at random."""
+def tiny_hf_llama(vocab_size: int, tie_embeddings: bool, kind: str = "Llama", **extra):
+    """A small random float32 Llama (or ``kind``: Qwen2, Qwen3) with every weight (norms and
+    biases included) drawn at random."""
+    import transformers
+
     torch.manual_seed(0)
-    config = LlamaConfig(
+    config = getattr(transformers, f"{kind}Config")(
         vocab_size=vocab_size,
         hidden_size=64,
         intermediate_size=128,
@@ -72,8 +75,9 @@ def tiny_hf_llama(vocab_size: int, tie_embeddings: bool) -> LlamaForCausalLM:
         rope_theta=50_000.0,
         rms_norm_eps=1e-5,
         tie_word_embeddings=tie_embeddings,
+        **extra,
     )
-    model = LlamaForCausalLM(config).float().eval()
+    model = getattr(transformers, f"{kind}ForCausalLM")(config).float().eval()
     with torch.no_grad():
         for name, param in model.named_parameters():
             if name.endswith("norm.weight"):
@@ -92,8 +96,14 @@ def llama_cpp_rotary_permutation(w: np.ndarray, n_head: int) -> np.ndarray:
     )
 
 
-def llama_cpp_tensors(model: LlamaForCausalLM) -> dict[str, np.ndarray]:
-    """The model's weights under llama.cpp's tensor names and in its layout."""
+def llama_cpp_tensors(model, permute: bool = True) -> dict[str, np.ndarray]:
+    """The model's weights under llama.cpp's tensor names and in its layout: query and key rows
+    permuted for Llama (``permute``), as they are for Qwen; Qwen2's biases, Qwen3's norms."""
+    keep = (
+        (lambda w, heads: llama_cpp_rotary_permutation(w, heads))
+        if permute
+        else (lambda w, heads: w)
+    )
     cfg = model.config
     weights = {k: v.detach().numpy().copy() for k, v in model.state_dict().items()}
     tensors = {
@@ -106,10 +116,10 @@ def llama_cpp_tensors(model: LlamaForCausalLM) -> dict[str, np.ndarray]:
         hf = f"model.layers.{i}"
         tensors |= {
             f"blk.{i}.attn_norm.weight": weights[f"{hf}.input_layernorm.weight"],
-            f"blk.{i}.attn_q.weight": llama_cpp_rotary_permutation(
+            f"blk.{i}.attn_q.weight": keep(
                 weights[f"{hf}.self_attn.q_proj.weight"], cfg.num_attention_heads
             ),
-            f"blk.{i}.attn_k.weight": llama_cpp_rotary_permutation(
+            f"blk.{i}.attn_k.weight": keep(
                 weights[f"{hf}.self_attn.k_proj.weight"], cfg.num_key_value_heads
             ),
             f"blk.{i}.attn_v.weight": weights[f"{hf}.self_attn.v_proj.weight"],
@@ -119,6 +129,12 @@ def llama_cpp_tensors(model: LlamaForCausalLM) -> dict[str, np.ndarray]:
             f"blk.{i}.ffn_up.weight": weights[f"{hf}.mlp.up_proj.weight"],
             f"blk.{i}.ffn_down.weight": weights[f"{hf}.mlp.down_proj.weight"],
         }
+        extras = {"q_proj.bias": "attn_q.bias", "k_proj.bias": "attn_k.bias"}
+        extras |= {"v_proj.bias": "attn_v.bias", "q_norm.weight": "attn_q_norm.weight"}
+        extras |= {"k_norm.weight": "attn_k_norm.weight"}
+        for theirs, ours in extras.items():
+            if f"{hf}.self_attn.{theirs}" in weights:
+                tensors[f"blk.{i}.{ours}"] = weights[f"{hf}.self_attn.{theirs}"]
     return tensors
 
 
@@ -150,7 +166,10 @@ def write_llama_gguf(
     writer.add_head_count_kv(cfg.num_key_value_heads)
     writer.add_rope_freq_base(cfg.rope_parameters["rope_theta"])
     writer.add_layer_norm_rms_eps(cfg.rms_norm_eps)
-    writer.add_rope_dimension_count(cfg.hidden_size // cfg.num_attention_heads)
+    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+    writer.add_rope_dimension_count(head_dim)
+    writer.add_key_length(head_dim)
+    writer.add_value_length(head_dim)
     writer.add_tokenizer_model("gpt2")
     writer.add_tokenizer_pre("smollm")
     writer.add_token_list(vocab.tokens)
@@ -230,6 +249,22 @@ def test_f32_file_gives_the_hugging_face_logits(tmp_path, vocab, tie_embeddings)
     ours = logits_at_real_positions(model, len(vocab.tokens))
     theirs = logits_at_real_positions(hf_model, len(vocab.tokens))
     assert ours.shape == (19, len(vocab.tokens))
+    assert (ours - theirs).abs().max() < 1e-4
+
+
+@pytest.mark.parametrize(("kind", "extra"), [("Qwen2", {}), ("Qwen3", {"head_dim": 32})])
+def test_qwen_files_give_the_hugging_face_logits(tmp_path, vocab, kind, extra):
+    hf_model = tiny_hf_llama(len(vocab.tokens), True, kind, **extra)
+    tensors = llama_cpp_tensors(hf_model, permute=False)
+    path = write_llama_gguf(
+        tmp_path / "tiny.gguf", hf_model.config, vocab, tensors, architecture=kind.lower()
+    )
+
+    model, _ = load_gguf(path)
+
+    assert (model.cfg.qkv_bias, model.cfg.qk_norm) == (kind == "Qwen2", kind == "Qwen3")
+    ours = logits_at_real_positions(model, len(vocab.tokens))
+    theirs = logits_at_real_positions(hf_model, len(vocab.tokens))
     assert (ours - theirs).abs().max() < 1e-4
 
 

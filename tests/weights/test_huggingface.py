@@ -1,3 +1,4 @@
+import json
 import shutil
 
 import pytest
@@ -6,10 +7,16 @@ from safetensors.torch import load_file, save_file
 
 from gptclf.errors import GptclfError
 from gptclf.models import GPTModel, LlamaModel
-from gptclf.registry import load_pretrained
+from gptclf.registry import MODELS, load_pretrained
 from gptclf.weights.huggingface import load_hf_gpt2, load_hf_llama
 
-from conftest import max_diff_on_real_tokens, padded_batch
+from conftest import (
+    LLAMA_LIKE_MODELS,
+    byte_tokenizer_json,
+    max_diff_on_real_tokens,
+    padded_batch,
+    save_llama_like,
+)
 
 
 def logits_gap(ours, theirs) -> float:
@@ -126,3 +133,71 @@ def test_registered_gpt2_missing_offline_is_a_clear_error(tmp_path, monkeypatch)
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
     with pytest.raises(GptclfError, match="openai-community/gpt2-medium is not in the local"):
         load_pretrained("gpt2-medium")
+
+
+@pytest.mark.parametrize("kind", LLAMA_LIKE_MODELS)
+def test_llama_like_logits_match_transformers_on_a_padded_batch(kind, tmp_path):
+    reference, _ = save_llama_like(kind, tmp_path)
+    model = load_hf_llama(tmp_path)
+    ids, mask = padded_batch(reference.config.vocab_size, lengths=(9, 5, 2, 9))
+    with torch.no_grad():
+        expected = reference(input_ids=ids, attention_mask=mask).logits
+        actual = model(ids, mask)
+    assert max_diff_on_real_tokens(actual, expected, mask) < 1e-4
+
+
+@pytest.mark.parametrize("kind", LLAMA_LIKE_MODELS)
+def test_llama_like_last_token_classifier_matches_transformers(kind, tmp_path):
+    from gptclf.classifier import SequenceClassifier
+
+    _, classifier_class = save_llama_like(kind, tmp_path)
+    pad_id = 100  # never drawn as a real token below
+    theirs = classifier_class.from_pretrained(tmp_path, num_labels=3, pad_token_id=pad_id).eval()
+    ours = SequenceClassifier(load_hf_llama(tmp_path), n_classes=3, pooling="last-token").eval()
+    with torch.no_grad():
+        ours.head.weight.copy_(theirs.score.weight)
+        ours.head.bias.zero_()
+    ids, mask = padded_batch(pad_id, lengths=(9, 5, 2, 9))
+    ids = torch.where(mask.bool(), ids, pad_id)
+    with torch.no_grad():
+        expected = theirs(input_ids=ids, attention_mask=mask).logits
+        actual = ours(ids, mask)
+    torch.testing.assert_close(actual, expected, atol=1e-4, rtol=0)
+
+
+def test_registered_qwen3_loads_from_the_hugging_face_cache_offline(tmp_path, monkeypatch):
+    folder = tmp_path / "saved"
+    reference, _ = save_llama_like("qwen3", folder)
+    (folder / "tokenizer.json").write_text(byte_tokenizer_json())
+    files = [folder / name for name in ("config.json", "model.safetensors", "tokenizer.json")]
+    fake_hub_cache(tmp_path / "hub", "Qwen/Qwen3-0.6B-Base", files)
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
+    pretrained = load_pretrained("qwen3-0.6b")
+    assert pretrained.model.cfg.qk_norm and pretrained.model.cfg.head_dim == 16
+    assert logits_gap(pretrained.model, reference) < 1e-4
+    assert MODELS["qwen3-0.6b"].is_available()
+
+
+def test_layers_with_their_own_sliding_windows_are_refused(tmp_path):
+    save_llama_like("qwen2", tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    config.update(use_sliding_window=True, sliding_window=4, max_window_layers=1)
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(GptclfError, match="sliding windows in some layers only"):
+        load_hf_llama(tmp_path)
+
+
+def test_folder_tokenizer_takes_end_and_pad_tokens_from_the_other_config_files(tmp_path):
+    from gptclf.weights import folder_tokenizer
+
+    (tmp_path / "tokenizer.json").write_text(byte_tokenizer_json())
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "qwen3"}))
+    (tmp_path / "generation_config.json").write_text(json.dumps({"eos_token_id": [7, 9]}))
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"pad_token": {"content": "!"}}))
+    tokenizer = folder_tokenizer(tmp_path)
+    assert tokenizer.eos_id == 7
+    assert tokenizer.pad_id == tokenizer.backend.token_to_id("!") != 7
+    (tmp_path / "generation_config.json").unlink()
+    with pytest.raises(GptclfError, match="no end-of-text token"):
+        folder_tokenizer(tmp_path)

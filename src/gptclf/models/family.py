@@ -32,6 +32,11 @@ class LanguageModel(nn.Module):
     def dropout_rate(self) -> float:
         return 0.0
 
+    @property
+    def attention_window(self) -> int | None:
+        """How many of the latest keys a query sees, itself included (None: all before it)."""
+        return None
+
     def embedding_layers(self) -> list[nn.Module]:
         """The layers ``embed`` reads: nothing in them may train for their output to be cached."""
         return [self.tok_emb]
@@ -55,7 +60,8 @@ class LanguageModel(nn.Module):
         """Blocks ``start`` to ``stop`` (default: to the end) on hidden states x (b, t, d); with
         ``at`` (b,) only the states at those positions, (b, 1, d) (see ``run_stack``)."""
         blocks = self.trf_blocks[start:stop]
-        return run_stack(blocks, x, attention_mask, at, *self.block_inputs(x))
+        window = self.attention_window
+        return run_stack(blocks, x, attention_mask, at, *self.block_inputs(x), window=window)
 
     def hidden_states(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None

@@ -1,5 +1,9 @@
-"""The Llama family (enough for SmolLM2): RMSNorm, rotary position embeddings, grouped-query
-attention, a SwiGLU feed-forward and, optionally, an output head tied to the token embeddings.
+"""The Llama family: RMSNorm, rotary position embeddings, grouped-query attention, a SwiGLU
+feed-forward and, optionally, an output head tied to the token embeddings. The models built on
+it differ in a few config fields: Llama 3.x slows the rotation of long wavelengths
+(``rope_factor``), Qwen2 adds biases to the query, key and value projections (``qkv_bias``),
+Qwen3 normalises each query and key head (``qk_norm``), Mistral lets a query see only its latest
+keys (``sliding_window``); SmolLM2 and Llama 2 use none of them.
 
 Module names follow the book's Llama chapters (``tok_emb``, ``trf_blocks.N.att.W_query``,
 ``ff.fc1`` for the gate, ``ff.fc2`` for the up projection, ``ff.fc3`` for the down projection).
@@ -37,6 +41,13 @@ class LlamaConfig:
     rms_norm_eps: float = 1e-5
     tie_embeddings: bool = True
     head_dim: int | None = None  # defaults to emb_dim // n_heads
+    qkv_bias: bool = False  # Qwen2
+    qk_norm: bool = False  # Qwen3: RMSNorm over each query and key head, before the rotation
+    sliding_window: int | None = None  # Mistral: the latest keys a query sees, itself included
+    rope_factor: float | None = None  # Llama 3.x ("llama3" rope scaling), with the three below
+    rope_low_freq_factor: float = 1.0
+    rope_high_freq_factor: float = 4.0
+    rope_original_context: int = 8192
 
     @property
     def attention_head_dim(self) -> int:
@@ -57,10 +68,28 @@ def rotary_table(cfg: LlamaConfig, seq_len: int, device: torch.device) -> Rotary
     """cos/sin tables (seq, head_dim) for rotating query and key channel halves by position."""
     head_dim = cfg.attention_head_dim
     exponents = torch.arange(0, head_dim, 2, dtype=torch.float64, device=device) / head_dim
+    frequencies = 1.0 / cfg.rope_base**exponents
+    if cfg.rope_factor is not None:
+        frequencies = llama3_frequencies(frequencies, cfg)
     positions = torch.arange(seq_len, dtype=torch.float64, device=device)
-    angles = torch.outer(positions, 1.0 / cfg.rope_base**exponents)
+    angles = torch.outer(positions, frequencies)
     angles = torch.cat([angles, angles], dim=-1)
     return angles.cos().float(), angles.sin().float()
+
+
+def llama3_frequencies(frequencies: Tensor, cfg: LlamaConfig) -> Tensor:
+    """Llama 3.x's rotation frequencies: wavelengths longer than the original context over
+    ``rope_low_freq_factor`` turn ``rope_factor`` times slower, those shorter than it over
+    ``rope_high_freq_factor`` keep their speed, and those between blend the two smoothly."""
+    wavelengths = 2 * torch.pi / frequencies
+    slowed = frequencies / cfg.rope_factor
+    blend = (cfg.rope_original_context / wavelengths - cfg.rope_low_freq_factor) / (
+        cfg.rope_high_freq_factor - cfg.rope_low_freq_factor
+    )
+    between = (1 - blend) * slowed + blend * frequencies
+    long = wavelengths > cfg.rope_original_context / cfg.rope_low_freq_factor
+    short = wavelengths < cfg.rope_original_context / cfg.rope_high_freq_factor
+    return torch.where(long, slowed, torch.where(short, frequencies, between))
 
 
 @lru_cache(maxsize=256)
@@ -85,10 +114,12 @@ class GroupedQueryAttention(nn.Module):
         self.n_heads = cfg.n_heads
         self.n_kv_groups = cfg.n_kv_groups
         self.head_dim = cfg.attention_head_dim
-        self.W_query = nn.Linear(cfg.emb_dim, cfg.n_heads * self.head_dim, bias=False)
-        self.W_key = nn.Linear(cfg.emb_dim, cfg.n_kv_groups * self.head_dim, bias=False)
-        self.W_value = nn.Linear(cfg.emb_dim, cfg.n_kv_groups * self.head_dim, bias=False)
+        self.W_query = nn.Linear(cfg.emb_dim, cfg.n_heads * self.head_dim, bias=cfg.qkv_bias)
+        self.W_key = nn.Linear(cfg.emb_dim, cfg.n_kv_groups * self.head_dim, bias=cfg.qkv_bias)
+        self.W_value = nn.Linear(cfg.emb_dim, cfg.n_kv_groups * self.head_dim, bias=cfg.qkv_bias)
         self.out_proj = nn.Linear(cfg.n_heads * self.head_dim, cfg.emb_dim, bias=False)
+        norm = (lambda: RMSNorm(self.head_dim, cfg.rms_norm_eps)) if cfg.qk_norm else nn.Identity
+        self.q_norm, self.k_norm = norm(), norm()
 
     def forward(self, x: Tensor, mask: Mask, angles: RotaryAngles, at: Positions = None) -> Tensor:
         """(b, t, d) -> (b, t, d); with ``at`` (b,) only the queries at those positions: (b, 1, d)
@@ -101,8 +132,9 @@ class GroupedQueryAttention(nn.Module):
         def split_heads(y: torch.Tensor, heads: int) -> torch.Tensor:  # -> (b, heads, t, head_dim)
             return y.view(b, -1, heads, self.head_dim).transpose(1, 2)
 
-        q = apply_rotary(split_heads(self.W_query(queries), self.n_heads), query_angles)
-        k = apply_rotary(split_heads(self.W_key(x), self.n_kv_groups), angles)
+        q = self.q_norm(split_heads(self.W_query(queries), self.n_heads))
+        k = self.k_norm(split_heads(self.W_key(x), self.n_kv_groups))
+        q, k = apply_rotary(q, query_angles), apply_rotary(k, angles)
         v = split_heads(self.W_value(x), self.n_kv_groups)
         context = causal_attention(q, k, v, mask)
         return self.out_proj(context.transpose(1, 2).reshape(b, q.shape[2], -1))
@@ -150,6 +182,10 @@ class LlamaModel(LanguageModel):
     def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
         """Token embeddings (batch, seq, emb_dim): the input of the first block."""
         return self.tok_emb(input_ids)
+
+    @property
+    def attention_window(self) -> int | None:
+        return self.cfg.sliding_window
 
     def block_inputs(self, x: torch.Tensor) -> tuple:
         """The rotary tables of x's positions (computed in the graph when exported: its length

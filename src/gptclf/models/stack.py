@@ -9,31 +9,42 @@ import torch
 from torch import nn
 
 
-def causal_padding_mask(attention_mask: torch.Tensor | None, seq_len: int) -> torch.Tensor | None:
+def causal_padding_mask(
+    attention_mask: torch.Tensor | None, seq_len: int, window: int | None = None
+) -> torch.Tensor | None:
     """Boolean (batch, 1, seq, seq) mask: True where a query may attend to a key.
 
-    A query sees itself and earlier keys that are not padding. ``attention_mask`` is (batch, seq)
-    with 1 for real tokens and 0 for padding. Every query always sees itself, so padding rows never
-    produce NaNs. ``None`` means no padding: the caller uses the cheaper ``is_causal`` path.
+    A query sees itself and earlier keys that are not padding; with ``window``, only the
+    ``window`` latest of them (itself included). ``attention_mask`` is (batch, seq) with 1 for real
+    tokens and 0 for padding. Every query always sees itself, so padding rows never produce NaNs.
+    ``None`` means no padding: the caller uses the cheaper ``is_causal`` path.
     """
     if attention_mask is None:
         return None
     device = attention_mask.device
-    causal = torch.ones(seq_len, seq_len, dtype=torch.bool, device=device).tril()
-    allowed = causal & attention_mask.bool()[:, None, None, :]
+    positions = torch.arange(seq_len, device=device)
+    seen = _seen_keys(positions, positions[:, None], window)  # (seq, seq)
+    allowed = seen & attention_mask.bool()[:, None, None, :]
     return allowed | torch.eye(seq_len, dtype=torch.bool, device=device)
 
 
 def query_row_mask(
-    attention_mask: torch.Tensor | None, seq_len: int, at: torch.Tensor
+    attention_mask: torch.Tensor | None, seq_len: int, at: torch.Tensor, window: int | None = None
 ) -> torch.Tensor:
     """The rows of :func:`causal_padding_mask` for one query per sequence, at positions ``at``
     (batch,): boolean (batch, 1, 1, seq). Without ``attention_mask`` every earlier key is seen."""
     keys = torch.arange(seq_len, device=at.device)
-    allowed = keys <= at[:, None]
+    allowed = _seen_keys(keys, at[:, None], window)
     if attention_mask is not None:
         allowed &= attention_mask.bool()
     return (allowed | (keys == at[:, None]))[:, None, None, :]
+
+
+def _seen_keys(keys: torch.Tensor, queries: torch.Tensor, window: int | None) -> torch.Tensor:
+    """Whether each query position sees each key position: the key is not later and, with
+    ``window``, fewer than ``window`` positions earlier."""
+    seen = keys <= queries
+    return seen if window is None else seen & (keys > queries - window)
 
 
 def rows_at(x: torch.Tensor, at: torch.Tensor) -> torch.Tensor:
@@ -47,18 +58,22 @@ def run_stack(
     attention_mask: torch.Tensor | None,
     at: torch.Tensor | None,
     *extra: object,
+    window: int | None = None,
 ) -> torch.Tensor:
     """Each block called as ``block(x, mask, *extra)`` on hidden states x (b, t, d). With ``at``
     (b,) the result is (b, 1, d), the states at those positions only, and the last block computes
-    nothing else: a classifier reads one position, so most of its work is skipped."""
+    nothing else: a classifier reads one position, so most of its work is skipped. With
+    ``window``, a query sees only the ``window`` latest keys (see ``causal_padding_mask``)."""
     seq_len = x.shape[1]
     blocks = list(blocks)
     top = blocks.pop() if at is not None and blocks else None
-    mask = causal_padding_mask(attention_mask, seq_len)
+    if window is not None and attention_mask is None:  # the window needs an explicit mask
+        attention_mask = torch.ones(x.shape[:2], dtype=torch.long, device=x.device)
+    mask = causal_padding_mask(attention_mask, seq_len, window)
     for block in blocks:
         x = block(x, mask, *extra)
     if at is None:
         return x
     if top is None:
         return rows_at(x, at)
-    return top(x, query_row_mask(attention_mask, seq_len, at), *extra, at)
+    return top(x, query_row_mask(attention_mask, seq_len, at, window), *extra, at)

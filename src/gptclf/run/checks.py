@@ -4,6 +4,7 @@ every tensor's name and shape) and holds every tensor the recipe trains."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import typing
 from collections.abc import Mapping
@@ -34,8 +35,11 @@ def check_architecture(family: Family, architecture: object) -> None:
     if not isinstance(architecture, dict):
         raise GptclfError(f"architecture must be a mapping, not {architecture!r}")
     hints = typing.get_type_hints(family.config)
+    required = [
+        f.name for f in dataclasses.fields(family.config) if f.default is dataclasses.MISSING
+    ]
     unknown = sorted(set(architecture) - set(hints))
-    missing = sorted(name for name in hints if name not in architecture)
+    missing = sorted(name for name in required if name not in architecture)
     if unknown or missing:
         raise GptclfError(
             f"architecture does not fit {family.name}: unknown {unknown}, missing {missing}"

@@ -181,7 +181,8 @@ def _base(run_dir: RunDir, config: RunConfig) -> tuple[LanguageModel, Tokenizer]
             f"but {pretrained.weights_path} has {pretrained.weights_sha256()}; "
             "use the same base weights (or train with --full for a standalone model)"
         )
-    if asdict(pretrained.model.cfg) != config.architecture:
+    family = FAMILIES[config.family]
+    if pretrained.model.cfg != family.config(**config.architecture):  # fields added since: defaults
         raise GptclfError(
             f"{run_dir.model_config}: architecture differs from {config.base_model}'s"
         )

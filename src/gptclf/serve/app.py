@@ -30,7 +30,13 @@ from gptclf.serve.limits import (
     parse_classify_request,
 )
 from gptclf.serve.page import PAGE, PAGE_POLICY
-from gptclf.serve.schemas import ClassifyRequest, ClassifyResponse, ErrorBody, ModelInfo
+from gptclf.serve.schemas import (
+    ClassifyRequest,
+    ClassifyResponse,
+    ErrorBody,
+    ModelInfo,
+    ServedPrediction,
+)
 from gptclf.serve.settings import API_KEY_ENV, ServeSettings
 
 # Declares the key in the OpenAPI schema; ApiKeyGuard checks it, from the headers alone.
@@ -164,7 +170,8 @@ def _add_classify(
             ) from busy
         except ClientGone:
             return Response(status_code=499)  # nginx's "client closed request": nobody reads it
-        return ClassifyResponse(predictions=[classifier.prediction(p) for p in probabilities])
+        predictions = [ServedPrediction.of(classifier.prediction(p)) for p in probabilities]
+        return ClassifyResponse(predictions=predictions)
 
 
 async def unless_client_leaves(work: Awaitable[T], receive: Receive) -> T:
@@ -226,4 +233,9 @@ def app_for_run(run_dir: Path, settings: ServeSettings) -> FastAPI:
     metrics = training_metrics(run_dir)
     thread = model_thread()
     load = thread.submit(lambda: Classifier.from_pretrained(run_dir, settings.runtime).warm_up())
-    return create_app(load.result(), settings, metrics, thread)
+    try:
+        classifier = load.result()
+    except BaseException:
+        thread.shutdown()
+        raise
+    return create_app(classifier, settings, metrics, thread)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 from pydantic import BaseModel, ConfigDict, model_validator
 
 from gptclf.predict import Prediction
@@ -22,8 +24,22 @@ class ClassifyRequest(BaseModel):
         return self
 
 
+class ServedPrediction(BaseModel):
+    """A text's label and probabilities; ``score`` repeats ``probability`` under the name that
+    clients of transformers' pipelines and text-embeddings-inference read."""
+
+    label: str
+    score: float
+    probability: float
+    probabilities: dict[str, float]
+
+    @classmethod
+    def of(cls, prediction: Prediction) -> ServedPrediction:
+        return cls(score=prediction.probability, **asdict(prediction))
+
+
 class ClassifyResponse(BaseModel):
-    predictions: list[Prediction]
+    predictions: list[ServedPrediction]
 
 
 class ModelInfo(BaseModel):

@@ -44,7 +44,7 @@ class Mechanics:
 
     bucketing: bool = True  # batches of similar lengths (False: random batches)
     fused_adamw: bool = True  # AdamW's fused step (False: PyTorch's default step)
-    tuned_kernel: bool = True  # the attention kernels measured fastest (models/attention.py)
+    tuned_kernel: bool = True  # the loop's attention kernels measured fastest (models/attention.py)
     read_positions_only: bool = True  # the top block computes only the positions read
 
 

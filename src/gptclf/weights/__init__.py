@@ -12,7 +12,7 @@ from gptclf.tokenizers import HFTokenizer, Tokenizer, gpt2_tokenizer
 from gptclf.weights.book import load_book_gpt
 from gptclf.weights.files import read_config
 from gptclf.weights.gguf import load_gguf
-from gptclf.weights.huggingface import load_hf_gpt2, load_hf_llama
+from gptclf.weights.huggingface import LLAMA_LIKE, load_hf_gpt2, load_hf_llama
 
 
 def _safetensors_keys(path: Path) -> set[str]:
@@ -23,18 +23,32 @@ def _safetensors_keys(path: Path) -> set[str]:
         raise GptclfError(f"{path}: not a readable safetensors file ({exc})") from exc
 
 
-def _folder_tokenizer(folder: Path) -> HFTokenizer:
+def folder_tokenizer(folder: Path) -> HFTokenizer:
+    """The ``tokenizer.json`` of a Hugging Face folder, with its end, start and pad tokens from
+    ``config.json``, else ``generation_config.json``, else ``tokenizer_config.json``."""
     path = folder / "tokenizer.json"
     if not path.is_file():
         raise GptclfError(f"{folder}: no tokenizer.json beside the weights")
-    config = read_config(folder) or {}
-    eos = config.get("eos_token_id")
-    eos = eos[0] if isinstance(eos, list) else eos
+    tokenizer = HFTokenizer.from_file(path, eos_id=0)
+    configs = [
+        read_config(folder, name) or {} for name in ("config.json", "generation_config.json")
+    ]
+    words = read_config(folder, "tokenizer_config.json") or {}
+
+    def special(kind: str) -> int | None:
+        found = next(
+            (c[f"{kind}_token_id"] for c in configs if c.get(f"{kind}_token_id") is not None), None
+        )
+        if isinstance(found, list):  # several end tokens: the first
+            found = found[0]
+        word = words.get(f"{kind}_token")
+        word = word.get("content") if isinstance(word, dict) else word
+        return found if found is not None or word is None else tokenizer.backend.token_to_id(word)
+
+    eos = special("eos")
     if eos is None:
-        raise GptclfError(f"{folder}/config.json: eos_token_id is missing")
-    return HFTokenizer.from_file(
-        path, eos_id=eos, bos_id=config.get("bos_token_id"), pad_id=config.get("pad_token_id")
-    )
+        raise GptclfError(f"{folder}: no end-of-text token in its config files")
+    return HFTokenizer(tokenizer.backend, eos_id=eos, bos_id=special("bos"), pad_id=special("pad"))
 
 
 def _load_folder(folder: Path) -> tuple[LanguageModel, Tokenizer]:
@@ -42,15 +56,16 @@ def _load_folder(folder: Path) -> tuple[LanguageModel, Tokenizer]:
     model_type = (config or {}).get("model_type")
     if model_type == "gpt2":
         return load_hf_gpt2(folder), gpt2_tokenizer()
-    if model_type == "llama":
-        return load_hf_llama(folder), _folder_tokenizer(folder)
+    if model_type in LLAMA_LIKE:
+        return load_hf_llama(folder), folder_tokenizer(folder)
     ggufs = sorted(folder.glob("*.gguf"))
     if config is None and len(ggufs) == 1:
         return load_gguf(ggufs[0])
     if config is None:
         raise GptclfError(f"{folder}: no config.json (or single .gguf file) in this folder")
     raise GptclfError(
-        f"{folder}/config.json: model_type {model_type!r} is not supported (gpt2, llama)"
+        f"{folder}/config.json: model_type {model_type!r} is not supported "
+        f"(gpt2, {', '.join(LLAMA_LIKE)})"
     )
 
 

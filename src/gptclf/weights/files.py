@@ -11,7 +11,14 @@ from safetensors.torch import load_file
 
 from gptclf.errors import GptclfError
 
-HUB_FILES = ["config.json", "*.safetensors", "*.safetensors.index.json", "tokenizer.json"]
+HUB_FILES = [
+    "config.json",
+    "generation_config.json",
+    "*.safetensors",
+    "*.safetensors.index.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+]
 
 
 def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
@@ -33,9 +40,10 @@ def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
     return tensors
 
 
-def read_config(folder: Path) -> dict | None:
-    """``config.json`` beside the weights, if there is one."""
-    path = folder / "config.json"
+def read_config(folder: Path, name: str = "config.json") -> dict | None:
+    """``config.json`` (or another JSON file named ``name``) beside the weights, if there is
+    one."""
+    path = folder / name
     if not path.is_file():
         return None
     try:
@@ -66,6 +74,9 @@ def hub_snapshot(repo_id: str) -> Path:
 
 
 def is_hub_cached(repo_id: str) -> bool:
+    """Whether the local Hugging Face cache holds the repository's weights (one file or the
+    index of its shards)."""
     from huggingface_hub import try_to_load_from_cache
 
-    return isinstance(try_to_load_from_cache(repo_id, "model.safetensors"), str)
+    names = ("model.safetensors", "model.safetensors.index.json")
+    return any(isinstance(try_to_load_from_cache(repo_id, name), str) for name in names)

@@ -91,37 +91,53 @@ def unpermute_rotary_rows(n_heads: int, weight: torch.Tensor) -> torch.Tensor:
     )
 
 
+# llama.cpp's Llama-like architectures: what each sets beyond Llama's fields (models/llama.py).
+GGUF_LLAMA_LIKE = {"llama": {}, "qwen2": {"qkv_bias": True}, "qwen3": {"qk_norm": True}}
+
+
 def llama_config(gguf: GGUFFile) -> LlamaConfig:
     arch = gguf.require("general.architecture")
-    if arch != "llama":
-        raise GptclfError(f"{gguf.path}: architecture {arch!r} is not supported (only llama)")
-    if gguf.get("llama.rope.scaling.type", "none") not in ("none", "linear") or any(
+    if arch not in GGUF_LLAMA_LIKE:
+        raise GptclfError(
+            f"{gguf.path}: architecture {arch!r} is not supported ({', '.join(GGUF_LLAMA_LIKE)})"
+        )
+    if gguf.get(f"{arch}.rope.scaling.type", "none") not in ("none", "linear") or any(
         t.name == "rope_freqs.weight" for t in gguf.reader.tensors
     ):
         raise GptclfError(f"{gguf.path}: rope scaling is not supported")
-    n_heads = int(gguf.require("llama.attention.head_count"))
-    emb_dim = int(gguf.require("llama.embedding_length"))
-    head_dim = int(gguf.get("llama.rope.dimension_count", emb_dim // n_heads))
+    n_heads = int(gguf.require(f"{arch}.attention.head_count"))
+    emb_dim = int(gguf.require(f"{arch}.embedding_length"))
+    head_dim = int(
+        gguf.get(f"{arch}.attention.key_length", gguf.get(f"{arch}.rope.dimension_count", 0))
+        or emb_dim // n_heads
+    )
     tensor_names = {t.name for t in gguf.reader.tensors}
     return LlamaConfig(
         vocab_size=len(gguf.require("tokenizer.ggml.tokens")),
-        context_length=int(gguf.require("llama.context_length")),
+        context_length=int(gguf.require(f"{arch}.context_length")),
         emb_dim=emb_dim,
-        hidden_dim=int(gguf.require("llama.feed_forward_length")),
+        hidden_dim=int(gguf.require(f"{arch}.feed_forward_length")),
         n_heads=n_heads,
-        n_kv_groups=int(gguf.get("llama.attention.head_count_kv", n_heads)),
-        n_layers=int(gguf.require("llama.block_count")),
-        rope_base=float(gguf.get("llama.rope.freq_base", 10_000.0)),
-        rms_norm_eps=float(gguf.require("llama.attention.layer_norm_rms_epsilon")),
+        n_kv_groups=int(gguf.get(f"{arch}.attention.head_count_kv", n_heads)),
+        n_layers=int(gguf.require(f"{arch}.block_count")),
+        rope_base=float(gguf.get(f"{arch}.rope.freq_base", 10_000.0)),
+        rms_norm_eps=float(gguf.require(f"{arch}.attention.layer_norm_rms_epsilon")),
         tie_embeddings="output.weight" not in tensor_names,
         head_dim=head_dim if head_dim != emb_dim // n_heads else None,
+        **GGUF_LLAMA_LIKE[arch],
     )
 
 
-def llama_rules(cfg: LlamaConfig) -> list[Rule]:
+def llama_rules(cfg: LlamaConfig, arch: str) -> list[Rule]:
+    """The tensors of a GGUF file of ``arch``: llama.cpp stores Llama's query and key rows
+    permuted for its interleaved rotation (Qwen's as they are)."""
     top, block = llama_names(cfg, column=2)
-    for name, heads in (("att.W_query.weight", cfg.n_heads), ("att.W_key.weight", cfg.n_kv_groups)):
-        block[name] = (block[name], partial(unpermute_rotary_rows, heads))
+    if arch == "llama":
+        for name, heads in (
+            ("att.W_query.weight", cfg.n_heads),
+            ("att.W_key.weight", cfg.n_kv_groups),
+        ):
+            block[name] = (block[name], partial(unpermute_rotary_rows, heads))
     return rules_of(top) + stack_rules(cfg.n_layers, "blk.{i}", block)
 
 
@@ -164,7 +180,8 @@ def load_gguf(path: Path) -> tuple[LlamaModel, HFTokenizer]:
     cfg = llama_config(gguf)
     tokenizer = gguf_tokenizer(gguf)
     model = empty_model(LlamaModel, cfg)
-    load_by_rules(model, llama_rules(cfg), gguf.tensors(), str(path))
+    rules = llama_rules(cfg, gguf.require("general.architecture"))
+    load_by_rules(model, rules, gguf.tensors(), str(path))
     write_converted(converted, model, tokenizer)
     return model, tokenizer
 

@@ -1,5 +1,6 @@
 """Hugging Face checkpoints in safetensors: GPT-2 (``openai-community/gpt2*`` names, Conv1D
-weights stored transposed) and Llama (``model.layers.N.self_attn.q_proj.weight``, ...)."""
+weights stored transposed) and the Llama-like families (``model.layers.N.self_attn.q_proj.weight``,
+...): Llama, Mistral, Qwen2, Qwen3."""
 
 from __future__ import annotations
 
@@ -91,18 +92,43 @@ def load_hf_gpt2(path: Path) -> GPTModel:
     return model
 
 
-def _rope_theta(config: dict, source: str) -> float:
+# What each Llama-like model_type sets beyond Llama's fields (see models/llama.py).
+LLAMA_LIKE = {
+    "llama": {},
+    "mistral": {},
+    "qwen2": {"qkv_bias": True},
+    "qwen3": {"qk_norm": True},
+}
+
+
+def _rope(config: dict, source: str) -> dict:
+    """The rotation's base and, for "llama3" scaling, its factors: LlamaConfig fields."""
     rope = config.get("rope_parameters") or config.get("rope_scaling") or {}
     rope_type = rope.get("rope_type", rope.get("type", "default"))
-    if rope_type != "default":
+    fields = {"rope_base": float(rope.get("rope_theta", config.get("rope_theta", 10_000.0)))}
+    if rope_type == "llama3":
+        fields.update(
+            rope_factor=float(rope["factor"]),
+            rope_low_freq_factor=float(rope["low_freq_factor"]),
+            rope_high_freq_factor=float(rope["high_freq_factor"]),
+            rope_original_context=int(rope["original_max_position_embeddings"]),
+        )
+    elif rope_type != "default":
         raise GptclfError(f"{source}: rope scaling {rope_type!r} is not supported")
-    return float(rope.get("rope_theta", config.get("rope_theta", 10_000.0)))
+    return fields
 
 
 def llama_config(config: dict, source: str) -> LlamaConfig:
+    """The LlamaConfig of a Llama, Mistral, Qwen2 or Qwen3 ``config.json``."""
+    model_type = config.get("model_type", "llama")
+    if model_type not in LLAMA_LIKE:
+        raise GptclfError(f"{source}: model_type {model_type!r} is not Llama-like")
     if config.get("attention_bias") or config.get("mlp_bias"):
-        raise GptclfError(f"{source}: Llama models with bias terms are not supported")
+        raise GptclfError(f"{source}: bias terms beyond {model_type}'s own are not supported")
+    if config.get("use_sliding_window") or "sliding_attention" in (config.get("layer_types") or []):
+        raise GptclfError(f"{source}: sliding windows in some layers only are not supported")
     n_heads = config["num_attention_heads"]
+    window = config.get("sliding_window") if model_type == "mistral" else None
     return LlamaConfig(
         vocab_size=config["vocab_size"],
         context_length=config.get("max_position_embeddings", 2048),
@@ -111,10 +137,12 @@ def llama_config(config: dict, source: str) -> LlamaConfig:
         n_heads=n_heads,
         n_kv_groups=config.get("num_key_value_heads") or n_heads,
         n_layers=config["num_hidden_layers"],
-        rope_base=_rope_theta(config, source),
         rms_norm_eps=config.get("rms_norm_eps", 1e-6),
         tie_embeddings=config.get("tie_word_embeddings", False),
         head_dim=config.get("head_dim"),
+        sliding_window=window,
+        **_rope(config, source),
+        **LLAMA_LIKE[model_type],
     )
 
 
@@ -137,13 +165,25 @@ LLAMA_BLOCK_NAMES = [
 ]
 
 
+LLAMA_BIAS_NAMES = [  # Qwen2
+    ("att.W_query.bias", "self_attn.q_proj.bias", "attn_q.bias"),
+    ("att.W_key.bias", "self_attn.k_proj.bias", "attn_k.bias"),
+    ("att.W_value.bias", "self_attn.v_proj.bias", "attn_v.bias"),
+]
+LLAMA_QK_NORM_NAMES = [  # Qwen3
+    ("att.q_norm.weight", "self_attn.q_norm.weight", "attn_q_norm.weight"),
+    ("att.k_norm.weight", "self_attn.k_norm.weight", "attn_k_norm.weight"),
+]
+
+
 def llama_names(cfg: LlamaConfig, column: int) -> tuple[dict[str, str], dict[str, str]]:
     """Our names to the format's (column 1: Hugging Face, 2: GGUF): outside the blocks (the
     output head only where it is not tied) and inside each block."""
     top = {row[0]: row[column] for row in LLAMA_NAMES}
     if cfg.tie_embeddings:
         del top["out_head.weight"]
-    return top, {row[0]: row[column] for row in LLAMA_BLOCK_NAMES}
+    rows = LLAMA_BLOCK_NAMES + LLAMA_BIAS_NAMES * cfg.qkv_bias + LLAMA_QK_NORM_NAMES * cfg.qk_norm
+    return top, {row[0]: row[column] for row in rows}
 
 
 def llama_rules(cfg: LlamaConfig) -> list[Rule]:
@@ -152,7 +192,8 @@ def llama_rules(cfg: LlamaConfig) -> list[Rule]:
 
 
 def load_hf_llama(folder: Path) -> LlamaModel:
-    """A Llama model from a Hugging Face folder (``config.json`` + safetensors)."""
+    """A Llama-like model (Llama, Mistral, Qwen2, Qwen3) from a Hugging Face folder
+    (``config.json`` + safetensors)."""
     config = read_config(folder)
     if config is None:
         raise GptclfError(f"{folder}: config.json is missing; a Llama checkpoint needs it")
