@@ -4,6 +4,7 @@ weights, damaged entries computed again, and the least recently used removed bey
 
 import multiprocessing
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -96,6 +97,14 @@ def test_a_later_store_on_the_same_folder_reads_the_states_instead_of_computing_
     assert (later.tally.read, later.tally.computed) == (len(ids), 0)
     assert_same_states(read, written)
     assert_same_states(read, computed(model, ids, 2, precision))
+
+
+def test_models_with_equal_tensors_but_other_architectures_have_other_keys():
+    model = tiny_model()
+    other_cfg = replace(model.cfg, layer_norm_eps=1e-3)
+    other = SequenceClassifier(GPTModel(other_cfg), n_classes=3).language_model
+    other.load_state_dict(model.state_dict())
+    assert prefix_fingerprints(model, [2], "fp32") != prefix_fingerprints(other, [2], "fp32")
 
 
 def test_the_key_is_the_prefixs_own_weights_and_precision(tmp_path, passes):

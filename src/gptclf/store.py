@@ -11,9 +11,10 @@ recently used go when the store outgrows its bound."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -26,7 +27,7 @@ from gptclf.home import home_dir
 from gptclf.inference import states_at_depths
 from gptclf.models import LanguageModel
 
-FORMAT = "gptclf-prefix-2"
+FORMAT = "gptclf-prefix-3"
 FOLDER_VARIABLE = "GPTCLF_STORE"
 SIZE_VARIABLE = "GPTCLF_STORE_GB"
 DEFAULT_GB = 8.0
@@ -51,8 +52,10 @@ def store_bound() -> int:
 
 def prefix_fingerprints(model: LanguageModel, depths: Iterable[int], precision: str) -> dict:
     """For each depth, the SHA-256 of what the states after the bottom ``depth`` blocks depend
-    on besides the token ids: the embeddings' and those blocks' tensors, and the precision."""
-    digest = hashlib.sha256(f"{FORMAT}\0{precision}".encode())
+    on besides the token ids: the architecture (rotation, windows: what no tensor holds), the
+    embeddings' and those blocks' tensors, and the precision."""
+    architecture = json.dumps(asdict(model.cfg), sort_keys=True)
+    digest = hashlib.sha256(f"{FORMAT}\0{precision}\0{architecture}".encode())
     for layer in model.embedding_layers():
         _hash_tensors(digest, layer)
     out, done = {}, 0

@@ -90,6 +90,7 @@ class Family:
     block: type[nn.Module]
     lora_targets: dict[str, tuple[str, ...]]
     presets: dict[str, Any] = field(default_factory=dict)
+    added_fields: tuple[str, ...] = ()  # config fields that run folders written before may lack
 
     def build(self, architecture: dict) -> nn.Module:
         """The model of ``architecture`` (its config's fields) with storage-less weights, to be

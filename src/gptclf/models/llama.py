@@ -203,4 +203,13 @@ LLAMA = Family(
         ("att.W_query", "att.W_key", "att.W_value", "att.out_proj"),
         mlp=("ff.fc1", "ff.fc2", "ff.fc3"),  # gate, up, down
     ),
+    added_fields=(
+        "qkv_bias",
+        "qk_norm",
+        "sliding_window",
+        "rope_factor",
+        "rope_low_freq_factor",
+        "rope_high_freq_factor",
+        "rope_original_context",
+    ),
 )

@@ -4,7 +4,6 @@ every tensor's name and shape) and holds every tensor the recipe trains."""
 
 from __future__ import annotations
 
-import dataclasses
 import re
 import typing
 from collections.abc import Mapping
@@ -31,15 +30,13 @@ def checked_family(name: object) -> Family:
 
 
 def check_architecture(family: Family, architecture: object) -> None:
-    """Every field of the family's config present, of its type, and in range."""
+    """Every field of the family's config present (but those added since a run could be
+    written, whose defaults apply), of its type, and in range."""
     if not isinstance(architecture, dict):
         raise GptclfError(f"architecture must be a mapping, not {architecture!r}")
     hints = typing.get_type_hints(family.config)
-    required = [
-        f.name for f in dataclasses.fields(family.config) if f.default is dataclasses.MISSING
-    ]
     unknown = sorted(set(architecture) - set(hints))
-    missing = sorted(name for name in required if name not in architecture)
+    missing = sorted(set(hints) - set(architecture) - set(family.added_fields))
     if unknown or missing:
         raise GptclfError(
             f"architecture does not fit {family.name}: unknown {unknown}, missing {missing}"
