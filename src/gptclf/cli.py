@@ -18,7 +18,7 @@ from gptclf.predict import PredictOptions
 from gptclf.recipe import TrainConfig
 from gptclf.registry import DEFAULT_MODEL, MODELS
 from gptclf.run.folder import RunDir
-from gptclf.signals import TERMINATED, Terminated, sigterm_interrupts
+from gptclf.signals import TERMINATED, sigterm_interrupts, was_terminated
 from gptclf.tune.options import TuneOptions
 
 
@@ -470,7 +470,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if is_main_process():
             print(f"gptclf: error: {exc}", file=sys.stderr)
         return 2
-    except Terminated:
+    except BaseException as exc:
+        if not was_terminated(exc):
+            raise
         if is_main_process():
             print("gptclf: terminated (SIGTERM)", file=sys.stderr)
         return TERMINATED

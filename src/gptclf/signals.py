@@ -15,6 +15,17 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM, raised like Ctrl-C's KeyboardInterrupt so that the same cleanup runs."""
 
 
+def was_terminated(error: BaseException | None) -> bool:
+    """Whether ``error`` is SIGTERM's ``Terminated``, or an error that it set off where it struck
+    (raised inside library code, say while a lock was being released, it can surface as another
+    exception with ``Terminated`` as its context)."""
+    while error is not None:
+        if isinstance(error, Terminated):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
 def _raise_terminated(signum: int, frame: object) -> None:
     raise Terminated
 
