@@ -93,28 +93,6 @@ def sms_book_splits(tmp_path_factory):
     return prepare_sms_spam("book", out_dir=tmp_path_factory.mktemp("sms-book"))
 
 
-def save_tiny_llama(folder: Path, tie_embeddings: bool) -> transformers.LlamaForCausalLM:
-    torch.manual_seed(0)
-    config = transformers.LlamaConfig(
-        vocab_size=101,
-        hidden_size=48,
-        intermediate_size=80,
-        num_hidden_layers=2,
-        num_attention_heads=6,
-        num_key_value_heads=2,
-        max_position_embeddings=64,
-        rope_theta=50_000.0,
-        rms_norm_eps=1e-5,
-        tie_word_embeddings=tie_embeddings,
-        bos_token_id=1,
-        eos_token_id=2,
-        pad_token_id=None,
-    )
-    model = transformers.LlamaForCausalLM(config).eval()
-    model.save_pretrained(folder)
-    return model
-
-
 LLAMA_LIKE_COMMON = dict(
     vocab_size=101,
     hidden_size=48,
@@ -128,6 +106,17 @@ LLAMA_LIKE_COMMON = dict(
     bos_token_id=1,
     eos_token_id=2,
 )
+
+
+def save_tiny_llama(folder: Path, tie_embeddings: bool) -> transformers.LlamaForCausalLM:
+    torch.manual_seed(0)
+    settings = {**LLAMA_LIKE_COMMON, "tie_word_embeddings": tie_embeddings}
+    config = transformers.LlamaConfig(**settings, rope_theta=50_000.0, pad_token_id=None)
+    model = transformers.LlamaForCausalLM(config).eval()
+    model.save_pretrained(folder)
+    return model
+
+
 # model_type: what sets it apart, made to matter on 9-token sequences
 LLAMA_LIKE_MODELS = {
     "llama3": (

@@ -16,32 +16,30 @@ from gptclf.models import GPTConfig, GPTModel
 from gptclf.trainable import set_trainable
 from gptclf.weights.huggingface import load_hf_gpt2, load_hf_llama
 
-from conftest import padded_batch, save_tiny_llama
-
-LOADERS = {"gpt2": load_hf_gpt2, "llama": load_hf_llama}
-HF_CLASSIFIERS = {
-    "gpt2": transformers.GPT2ForSequenceClassification,
-    "llama": transformers.LlamaForSequenceClassification,
-}
+from conftest import LLAMA_LIKE_MODELS, padded_batch, save_llama_like, save_tiny_llama
 
 
-@pytest.fixture(params=["gpt2", "llama"])
+@pytest.fixture(params=["gpt2", "llama", *LLAMA_LIKE_MODELS])
 def tiny_model(request, tmp_path):
-    """(family, folder) of a tiny random model saved by ``transformers``."""
+    """(loader, folder, sequence classifier class) of a tiny random model saved by
+    ``transformers``: GPT-2, Llama, and the Llama-like models (Llama 3, Qwen2, Qwen3, Mistral)."""
     if request.param == "gpt2":
         _, folder = request.getfixturevalue("tiny_gpt2")
-    else:
-        folder = tmp_path / "tiny-llama"
+        return load_hf_gpt2, folder, transformers.GPT2ForSequenceClassification
+    folder = tmp_path / request.param
+    if request.param == "llama":
         save_tiny_llama(folder, tie_embeddings=True)
-    return request.param, folder
+        return load_hf_llama, folder, transformers.LlamaForSequenceClassification
+    _, classifier_class = save_llama_like(request.param, folder)
+    return load_hf_llama, folder, classifier_class
 
 
 def test_last_token_logits_match_transformers_sequence_classifier(tiny_model):
-    family, folder = tiny_model
-    ours = SequenceClassifier(LOADERS[family](folder), n_classes=3).eval()
+    load, folder, classifier_class = tiny_model
+    ours = SequenceClassifier(load(folder), n_classes=3).eval()
     pad_id = ours.language_model.cfg.vocab_size - 1  # never drawn as a real token below
     torch.manual_seed(1)
-    theirs = HF_CLASSIFIERS[family].from_pretrained(folder, num_labels=3, pad_token_id=pad_id)
+    theirs = classifier_class.from_pretrained(folder, num_labels=3, pad_token_id=pad_id)
     with torch.no_grad():
         ours.head.weight.copy_(theirs.score.weight)
         ours.head.bias.zero_()
@@ -82,9 +80,9 @@ def last_token_and_mean_by_hand(hidden: torch.Tensor, mask: torch.Tensor) -> tor
 def test_reading_one_position_gives_the_logits_and_gradients_of_the_full_last_block(
     tiny_model, pooling, attend_to_padding, start_block
 ):
-    family, folder = tiny_model
+    load, folder, _ = tiny_model
     torch.manual_seed(0)
-    classifier = SequenceClassifier(LOADERS[family](folder), 2, pooling, attend_to_padding)
+    classifier = SequenceClassifier(load(folder), 2, pooling, attend_to_padding)
     set_trainable(classifier, "last-block")
     model = classifier.language_model
     ids, mask = padded_batch(model.cfg.vocab_size, lengths=(7, 3, 1, 7))

@@ -146,25 +146,6 @@ def test_llama_like_logits_match_transformers_on_a_padded_batch(kind, tmp_path):
     assert max_diff_on_real_tokens(actual, expected, mask) < 1e-4
 
 
-@pytest.mark.parametrize("kind", LLAMA_LIKE_MODELS)
-def test_llama_like_last_token_classifier_matches_transformers(kind, tmp_path):
-    from gptclf.classifier import SequenceClassifier
-
-    _, classifier_class = save_llama_like(kind, tmp_path)
-    pad_id = 100  # never drawn as a real token below
-    theirs = classifier_class.from_pretrained(tmp_path, num_labels=3, pad_token_id=pad_id).eval()
-    ours = SequenceClassifier(load_hf_llama(tmp_path), n_classes=3, pooling="last-token").eval()
-    with torch.no_grad():
-        ours.head.weight.copy_(theirs.score.weight)
-        ours.head.bias.zero_()
-    ids, mask = padded_batch(pad_id, lengths=(9, 5, 2, 9))
-    ids = torch.where(mask.bool(), ids, pad_id)
-    with torch.no_grad():
-        expected = theirs(input_ids=ids, attention_mask=mask).logits
-        actual = ours(ids, mask)
-    torch.testing.assert_close(actual, expected, atol=1e-4, rtol=0)
-
-
 def test_registered_qwen3_loads_from_the_hugging_face_cache_offline(tmp_path, monkeypatch):
     folder = tmp_path / "saved"
     reference, _ = save_llama_like("qwen3", folder)
