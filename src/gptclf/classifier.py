@@ -64,6 +64,7 @@ class SequenceClassifier(nn.Module):
         pooling: str = "last-token",
         attend_to_padding: bool = False,
         concat_depths: tuple[int, ...] = (),
+        head_bias: bool = True,
     ):
         super().__init__()
         if pooling not in POOLINGS:
@@ -76,7 +77,7 @@ class SequenceClassifier(nn.Module):
             )
         reads = 1 + len(set(concat_depths))
         width = reads * pooled_width(pooling) * language_model.cfg.emb_dim
-        language_model.out_head = nn.Linear(width, n_classes)
+        language_model.out_head = nn.Linear(width, n_classes, bias=head_bias)
         self.language_model = language_model
         self.pooling = pooling
         self.attend_to_padding = attend_to_padding
@@ -149,6 +150,7 @@ class ClassifierSpec:
     lora: dict | None = None
     depth: int | None = None
     concat_depths: tuple[int, ...] = ()
+    head_bias: bool = True
 
 
 def build_classifier(language_model: LanguageModel, spec: ClassifierSpec) -> SequenceClassifier:
@@ -157,7 +159,12 @@ def build_classifier(language_model: LanguageModel, spec: ClassifierSpec) -> Seq
     if spec.depth is not None:
         keep_bottom_blocks(language_model, spec.depth)
     classifier = SequenceClassifier(
-        language_model, spec.n_classes, spec.pooling, spec.attend_to_padding, spec.concat_depths
+        language_model,
+        spec.n_classes,
+        spec.pooling,
+        spec.attend_to_padding,
+        spec.concat_depths,
+        spec.head_bias,
     )
     if spec.lora is not None:
         apply_lora(language_model, **spec.lora)

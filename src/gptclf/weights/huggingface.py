@@ -101,6 +101,14 @@ LLAMA_LIKE = {
 }
 
 
+def hf_model_type(cfg: LlamaConfig) -> str:
+    """The ``model_type`` of ``LLAMA_LIKE`` that ``cfg`` is (Mistral: Llama with a window)."""
+    for model_type, fields in LLAMA_LIKE.items():
+        if fields and all(getattr(cfg, name) == value for name, value in fields.items()):
+            return model_type
+    return "mistral" if cfg.sliding_window is not None else "llama"
+
+
 def _rope(config: dict, source: str) -> dict:
     """The rotation's base and, for "llama3" scaling, its factors: LlamaConfig fields."""
     rope = config.get("rope_parameters") or config.get("rope_scaling") or {}

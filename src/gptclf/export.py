@@ -1,0 +1,235 @@
+"""A trained run for other tools (``gptclf export``): a Hugging Face folder that ``transformers``
+loads as ``*ForSequenceClassification`` (``hf``), or an ONNX graph of the classifier with its
+tokenizer (``onnx``). What the target cannot express is refused with the reason."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+from gptclf.classifier import SequenceClassifier
+from gptclf.errors import GptclfError
+from gptclf.models import GPTConfig, LlamaConfig
+from gptclf.onnx_runtime import export_graph
+from gptclf.run import RunConfig, RunDir, load_run_model
+from gptclf.tokenizers import HFTokenizer, Tokenizer, gpt2_hf_tokenizer
+from gptclf.weights.huggingface import hf_model_type, llama_names
+
+FORMATS = ("hf", "onnx")
+KEPT_SIDE = {"head": "right", "tail": "left"}  # our --truncate: the part kept; theirs: the side cut
+HF_CLASS_PREFIX = {"gpt2": "GPT2", "llama": "Llama", "mistral": "Mistral"}
+HF_CLASS_PREFIX |= {"qwen2": "Qwen2", "qwen3": "Qwen3"}
+
+
+def export_run(run_dir: Path, fmt: str, out: Path) -> list[str]:
+    """Write the run in ``run_dir`` to the new folder ``out`` in format ``fmt`` (written whole,
+    then renamed into place); the names of the files written."""
+    if fmt not in FORMATS:
+        raise GptclfError(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
+    if out.exists():
+        raise GptclfError(f"{out}: already exists; export writes a new folder")
+    network, tokenizer, config = load_run_model(RunDir(run_dir), "fp32")
+    reason = unexpressible(config, network, fmt)
+    if reason:
+        raise GptclfError(f"{run_dir}: cannot export to {fmt}: {reason}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.") as work:
+        folder = Path(work, "export")
+        folder.mkdir()
+        if fmt == "hf":
+            _write_hf(folder, network, config)
+        else:
+            export_graph(network, folder / "model.onnx")
+            _write_json(folder / "config.json", _labels_config(config))
+        _write_tokenizer(folder, tokenizer, config)
+        folder.rename(out)
+    return sorted(p.name for p in out.iterdir())
+
+
+def unexpressible(config: RunConfig, network: SequenceClassifier, fmt: str) -> str | None:
+    """Why the run cannot be exported to ``fmt`` as it computes, or None."""
+    recipe = config.recipe
+    if config.ensemble is not None:
+        return "it blends with a TF-IDF baseline (train with --ensemble none)"
+    if recipe.template is not None:
+        return "it frames texts with a template, which a tokenizer alone does not apply"
+    if recipe.chunks is not None:
+        return "it reads long texts in chunks, which the graph alone does not combine"
+    if recipe.truncate not in KEPT_SIDE:
+        return (
+            f"it keeps both ends of long texts (--truncate {recipe.truncate}); tokenizers cut one"
+        )
+    if fmt == "onnx":
+        return None
+    if recipe.pooling != "last-token" or recipe.concat_depths:
+        return (
+            "transformers' sequence classifiers read the last token of the top block only "
+            f"(this run: --pooling {recipe.pooling}"
+            + (" with --concat-depths" if recipe.concat_depths else "")
+            + "; train with --pooling last-token)"
+        )
+    if recipe.attend_to_padding or config.pad_to:
+        return "it reads padded batches the book's way, which transformers does not"
+    if network.head.bias is not None and isinstance(network.language_model.cfg, LlamaConfig):
+        return (
+            "its class head has a bias, which *ForSequenceClassification cannot hold and an "
+            "RMSNorm cannot absorb (train with --no-head-bias)"
+        )
+    return None
+
+
+def _write_hf(folder: Path, network: SequenceClassifier, config: RunConfig) -> None:
+    cfg = network.language_model.cfg
+    n_layers = len(network.language_model.trf_blocks)  # fewer than the base's with --depth
+    if isinstance(cfg, GPTConfig):
+        tensors, hf_config = _gpt2_tensors(network), _gpt2_config(cfg, n_layers)
+    else:
+        tensors, hf_config = _llama_tensors(network), _llama_config(cfg, n_layers)
+    model_type = hf_config["model_type"]
+    hf_config |= {
+        "architectures": [f"{HF_CLASS_PREFIX[model_type]}ForSequenceClassification"],
+        "problem_type": "single_label_classification",
+        **_labels_config(config),
+    }
+    save_file({k: v.contiguous() for k, v in tensors.items()}, folder / "model.safetensors")
+    _write_json(folder / "config.json", hf_config)
+
+
+def _gpt2_tensors(network: SequenceClassifier) -> dict[str, torch.Tensor]:
+    """Our GPT-2 under transformers' names (Conv1D weights stored transposed, query, key and
+    value fused), the head's bias folded into the final norm's shift: W(s + d) = Ws + b for the
+    shortest d, so that the bias-free ``score`` gives the same logits."""
+    lm, state = network.language_model, network.language_model.state_dict()
+    out = {
+        "transformer.wte.weight": state["tok_emb.weight"],
+        "transformer.wpe.weight": state["pos_emb.weight"],
+        "transformer.ln_f.weight": state["final_norm.scale"],
+        "transformer.ln_f.bias": state["final_norm.shift"],
+        "score.weight": network.head.weight.detach(),
+    }
+    if network.head.bias is not None:
+        weight, bias = network.head.weight.double(), network.head.bias.double()
+        out["transformer.ln_f.bias"] = (
+            state["final_norm.shift"].double() + torch.linalg.pinv(weight) @ bias
+        ).float()
+    for i, block in enumerate(lm.trf_blocks):
+        hf, att = f"transformer.h.{i}", block.att
+        projections = (att.W_query, att.W_key, att.W_value)
+        biases = [
+            p.bias if p.bias is not None else torch.zeros(p.out_features) for p in projections
+        ]
+        out |= {
+            f"{hf}.ln_1.weight": block.norm1.scale,
+            f"{hf}.ln_1.bias": block.norm1.shift,
+            f"{hf}.attn.c_attn.weight": torch.cat([p.weight for p in projections]).T,
+            f"{hf}.attn.c_attn.bias": torch.cat(biases),
+            f"{hf}.attn.c_proj.weight": att.out_proj.weight.T,
+            f"{hf}.attn.c_proj.bias": att.out_proj.bias,
+            f"{hf}.ln_2.weight": block.norm2.scale,
+            f"{hf}.ln_2.bias": block.norm2.shift,
+            f"{hf}.mlp.c_fc.weight": block.ff.layers[0].weight.T,
+            f"{hf}.mlp.c_fc.bias": block.ff.layers[0].bias,
+            f"{hf}.mlp.c_proj.weight": block.ff.layers[2].weight.T,
+            f"{hf}.mlp.c_proj.bias": block.ff.layers[2].bias,
+        }
+    return {name: t.detach() for name, t in out.items()}
+
+
+def _gpt2_config(cfg: GPTConfig, n_layers: int) -> dict:
+    return {
+        "model_type": "gpt2",
+        "vocab_size": cfg.vocab_size,
+        "n_positions": cfg.context_length,
+        "n_embd": cfg.emb_dim,
+        "n_layer": n_layers,
+        "n_head": cfg.n_heads,
+        "layer_norm_epsilon": cfg.layer_norm_eps,
+        "activation_function": "gelu_new",  # the tanh approximation, as the book's GELU
+        "resid_pdrop": 0.0,
+        "embd_pdrop": 0.0,
+        "attn_pdrop": 0.0,
+    }
+
+
+def _llama_tensors(network: SequenceClassifier) -> dict[str, torch.Tensor]:
+    """Our Llama-like model under transformers' names (the loader's table read backwards)."""
+    lm = network.language_model
+    top, block = llama_names(lm.cfg, column=1)
+    top.pop("out_head.weight", None)  # the class head goes to score
+    state = lm.state_dict()
+    out = {theirs: state[ours] for ours, theirs in top.items()}
+    for i in range(len(lm.trf_blocks)):
+        out |= {
+            f"model.layers.{i}.{theirs}": state[f"trf_blocks.{i}.{ours}"]
+            for ours, theirs in block.items()
+        }
+    out["score.weight"] = network.head.weight
+    return {name: t.detach() for name, t in out.items()}
+
+
+def _llama_config(cfg: LlamaConfig, n_layers: int) -> dict:
+    rope = {"rope_type": "default", "rope_theta": cfg.rope_base}
+    if cfg.rope_factor is not None:
+        rope |= {
+            "rope_type": "llama3",
+            "factor": cfg.rope_factor,
+            "low_freq_factor": cfg.rope_low_freq_factor,
+            "high_freq_factor": cfg.rope_high_freq_factor,
+            "original_max_position_embeddings": cfg.rope_original_context,
+        }
+    return {
+        "model_type": hf_model_type(cfg),
+        "vocab_size": cfg.vocab_size,
+        "hidden_size": cfg.emb_dim,
+        "intermediate_size": cfg.hidden_dim,
+        "num_hidden_layers": n_layers,
+        "num_attention_heads": cfg.n_heads,
+        "num_key_value_heads": cfg.n_kv_groups,
+        "head_dim": cfg.attention_head_dim,
+        "max_position_embeddings": cfg.context_length,
+        "rms_norm_eps": cfg.rms_norm_eps,
+        "rope_theta": cfg.rope_base,
+        "rope_parameters": rope,
+        "rope_scaling": rope,
+        "sliding_window": cfg.sliding_window,
+        "hidden_act": "silu",
+        "attention_bias": False,
+        "mlp_bias": False,
+        "tie_word_embeddings": False,
+    }
+
+
+def _labels_config(config: RunConfig) -> dict:
+    """The labels and the pad token, as transformers' configs name them."""
+    names = config.label_map.names
+    return {
+        "id2label": {str(i): name for i, name in enumerate(names)},
+        "label2id": {name: i for i, name in enumerate(names)},
+        "pad_token_id": config.special_ids["pad_id"],
+        "eos_token_id": config.special_ids["eos_id"],
+    }
+
+
+def _write_tokenizer(folder: Path, tokenizer: Tokenizer, config: RunConfig) -> None:
+    """``tokenizer.json`` and the settings a ``PreTrainedTokenizerFast`` reads: length kept,
+    side cut, end and pad tokens."""
+    hf = tokenizer if isinstance(tokenizer, HFTokenizer) else gpt2_hf_tokenizer()
+    (folder / "tokenizer.json").write_text(hf.backend.to_str(), encoding="utf-8")
+    word = hf.backend.id_to_token
+    settings = {
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "model_max_length": config.tokens_kept,
+        "truncation_side": KEPT_SIDE[config.recipe.truncate],
+        "padding_side": "right",
+        "eos_token": word(tokenizer.eos_id),
+        "pad_token": word(tokenizer.pad_id),
+    }
+    _write_json(folder / "tokenizer_config.json", settings)
+
+
+def _write_json(path: Path, value: dict) -> None:
+    path.write_text(json.dumps(value, indent=2) + "\n", encoding="utf-8")

@@ -1,0 +1,110 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+import transformers
+
+from gptclf.cli import main
+from gptclf.onnx_runtime import OnnxNetwork
+from gptclf.predict import Classifier
+
+from conftest import HAM, SPAM, byte_tokenizer_json, save_llama_like, split_options
+
+EXPORTABLE = ["--pooling=last-token", "--ensemble=none", "--lr=3e-3", "--epochs=2"]
+TEXTS = [*SPAM, *HAM, "a longer message, " * 6]
+
+
+def trained(spam_data, model_folder, out, *options) -> None:
+    argv = ["train", *split_options(spam_data), f"--model={model_folder}", f"--out={out}"]
+    assert main([*argv, "--precision=fp32", "--quiet", *options]) == 0
+
+
+@pytest.fixture(scope="module")
+def gpt2_run(spam_data, tiny_gpt2_base, tmp_path_factory):
+    out = tmp_path_factory.mktemp("export") / "gpt2"
+    trained(spam_data, tiny_gpt2_base, out, *EXPORTABLE, "--trainable=all")
+    return out
+
+
+@pytest.fixture(scope="module")
+def qwen3_run(spam_data, tmp_path_factory):
+    base = tmp_path_factory.mktemp("qwen3")
+    save_llama_like("qwen3", base)
+    (base / "tokenizer.json").write_text(byte_tokenizer_json())
+    out = base.parent / "qwen3-run"
+    trained(spam_data, base, out, *EXPORTABLE, "--no-head-bias", "--trainable=last-block")
+    return out
+
+
+def pipeline_probabilities(folder, texts) -> np.ndarray:
+    classify = transformers.pipeline("text-classification", model=str(folder), top_k=None)
+    labels = json.loads((folder / "config.json").read_text())["id2label"]
+    scores = [{r["label"]: r["score"] for r in row} for row in classify(texts, truncation=True)]
+    return np.array([[row[labels[str(i)]] for i in range(len(labels))] for row in scores])
+
+
+@pytest.mark.parametrize("run", ["gpt2_run", "qwen3_run"])
+def test_hf_export_gives_our_probabilities_in_the_transformers_pipeline(run, request, tmp_path):
+    run_dir = request.getfixturevalue(run)
+    assert main(["export", str(run_dir), "--format=hf", f"--out={tmp_path / 'hf'}"]) == 0
+    ours = Classifier.from_pretrained(run_dir).predict_proba(TEXTS)
+    np.testing.assert_allclose(pipeline_probabilities(tmp_path / "hf", TEXTS), ours, atol=1e-5)
+
+
+def test_gpt2_head_bias_is_folded_into_the_final_norm(gpt2_run, tmp_path):
+    classifier = Classifier.from_pretrained(gpt2_run)
+    assert classifier.network.head.bias.abs().max() > 1e-3  # a bias that matters
+    main(["export", str(gpt2_run), "--format=hf", f"--out={tmp_path / 'hf'}"])
+    model = transformers.AutoModelForSequenceClassification.from_pretrained(tmp_path / "hf")
+    assert model.score.bias is None
+
+
+def test_onnx_export_computes_the_networks_logits_at_any_batch(gpt2_run, tmp_path):
+    assert main(["export", str(gpt2_run), "--format=onnx", f"--out={tmp_path / 'onnx'}"]) == 0
+    classifier = Classifier.from_pretrained(gpt2_run)
+    ids = classifier.token_ids(TEXTS)
+    width = max(map(len, ids))
+    batch = torch.tensor([x + [classifier.tokenizer.pad_id] * (width - len(x)) for x in ids])
+    mask = torch.tensor([[1] * len(x) + [0] * (width - len(x)) for x in ids])
+    with torch.no_grad():
+        expected = classifier.network(batch, mask)
+    logits = OnnxNetwork(tmp_path / "onnx" / "model.onnx")(batch, mask)
+    torch.testing.assert_close(logits, expected, atol=1e-4, rtol=0)
+    config = json.loads((tmp_path / "onnx" / "config.json").read_text())
+    assert config["id2label"] == {"0": "ham", "1": "spam"}
+    assert (tmp_path / "onnx" / "tokenizer.json").is_file()
+
+
+@pytest.mark.parametrize(
+    ("run", "message"),
+    [
+        ("trained_run", "cannot export to hf: it blends with a TF-IDF baseline"),
+        ("qwen3_with_head_bias", "its class head has a bias"),
+    ],
+)
+def test_what_transformers_cannot_express_is_refused_in_one_line(
+    run, message, request, tmp_path, capsys
+):
+    run_dir = request.getfixturevalue(run)
+    capsys.readouterr()  # what training the run printed
+    assert main(["export", str(run_dir), "--format=hf", f"--out={tmp_path / 'hf'}"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err
+    assert not (tmp_path / "hf").exists() and list(tmp_path.iterdir()) == []
+
+
+@pytest.fixture
+def qwen3_with_head_bias(spam_data, tmp_path):
+    base = tmp_path.parent / f"{tmp_path.name}-base"
+    save_llama_like("qwen3", base)
+    (base / "tokenizer.json").write_text(byte_tokenizer_json())
+    out = tmp_path.parent / f"{tmp_path.name}-run"
+    trained(spam_data, base, out, *EXPORTABLE, "--trainable=head")
+    return out
+
+
+def test_export_never_writes_into_an_existing_folder(gpt2_run, tmp_path, capsys):
+    (tmp_path / "hf").mkdir()
+    assert main(["export", str(gpt2_run), "--format=hf", f"--out={tmp_path / 'hf'}"]) == 2
+    assert "already exists" in capsys.readouterr().err
