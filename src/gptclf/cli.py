@@ -13,7 +13,7 @@ from pathlib import Path
 from gptclf.data.dataset import READING_OPTIONS, DataSource
 from gptclf.distributed import DEVICES, is_main_process, launched_in_parallel
 from gptclf.errors import GptclfError
-from gptclf.export import FORMATS
+from gptclf.interop import FORMATS
 from gptclf.options import add_options, build, given
 from gptclf.predict import PredictOptions
 from gptclf.recipe import TrainConfig
@@ -297,10 +297,17 @@ def _report_dropped(data) -> None:
 
 
 def _cmd_export(args: argparse.Namespace) -> None:
-    from gptclf.export import export_run
+    from gptclf.interop import export_run
 
     files = export_run(args.run_dir, args.format, args.out)
     _note(f"{args.out}: {', '.join(files)}")
+
+
+def _cmd_import(args: argparse.Namespace) -> None:
+    from gptclf.interop import import_hf
+
+    import_hf(args.folder, args.out)
+    _note(f"{args.out}: a run folder for eval, predict and serve")
 
 
 def _note(message: str) -> None:
@@ -396,6 +403,13 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--format", choices=FORMATS, required=True, help="what to write")
     export.add_argument("--out", type=Path, required=True, help="the new folder to write")
     export.set_defaults(run=_cmd_export)
+
+    imported = commands.add_parser(
+        "import", help="a Hugging Face *ForSequenceClassification folder as a run folder"
+    )
+    imported.add_argument("folder", type=Path)
+    imported.add_argument("--out", type=Path, required=True, help="the new run folder")
+    imported.set_defaults(run=_cmd_import)
 
     cache = commands.add_parser("cache", help="the on-disk store of frozen-prefix states")
     cache.add_argument("action", choices=["info", "clear"], help="show it, or empty it")

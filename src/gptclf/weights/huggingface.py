@@ -15,8 +15,9 @@ from gptclf.models import GPTConfig, GPTModel, LlamaConfig, LlamaModel, gpt2_siz
 from gptclf.weights.common import Rule, empty_model, load_by_rules, rules_of, stack_rules
 from gptclf.weights.files import read_config, read_safetensors
 
-GPT2_BUFFERS = r"\.attn\.(masked_)?bias$"
-LLAMA_BUFFERS = r"rotary_emb\.inv_freq$"
+# Saved buffers, and the class head of a *ForSequenceClassification checkpoint (not the LM's).
+GPT2_BUFFERS = r"\.attn\.(masked_)?bias$|^score\.weight$"
+LLAMA_BUFFERS = r"rotary_emb\.inv_freq$|^score\.weight$"
 
 
 def _transposed(t: torch.Tensor) -> torch.Tensor:
@@ -206,8 +207,10 @@ def load_hf_llama(folder: Path) -> LlamaModel:
     if config is None:
         raise GptclfError(f"{folder}: config.json is missing; a Llama checkpoint needs it")
     cfg = llama_config(config, str(folder))
-    model = empty_model(LlamaModel, cfg)
     tensors = read_safetensors(folder)
+    if "score.weight" in tensors and "lm_head.weight" not in tensors:  # a sequence classifier
+        cfg = replace(cfg, tie_embeddings=True)  # its class head replaces the LM head anyway
+    model = empty_model(LlamaModel, cfg)
     ignore = LLAMA_BUFFERS + (r"|^lm_head\.weight$" if cfg.tie_embeddings else "")
     load_by_rules(model, llama_rules(cfg), tensors, str(folder), ignore=ignore)
     return model

@@ -8,6 +8,7 @@ import transformers
 from gptclf.cli import main
 from gptclf.onnx_runtime import OnnxNetwork
 from gptclf.predict import Classifier
+from gptclf.tokenizers import gpt2_hf_tokenizer
 
 from conftest import HAM, SPAM, byte_tokenizer_json, save_llama_like, split_options
 
@@ -108,3 +109,57 @@ def test_export_never_writes_into_an_existing_folder(gpt2_run, tmp_path, capsys)
     (tmp_path / "hf").mkdir()
     assert main(["export", str(gpt2_run), "--format=hf", f"--out={tmp_path / 'hf'}"]) == 2
     assert "already exists" in capsys.readouterr().err
+
+
+def saved_sequence_classifier(kind: str, folder):
+    """A tiny random ``*ForSequenceClassification`` of ``kind`` (gpt2 or a Llama-like model)
+    saved with labels, a pad token and a tokenizer, as a user's finetuned checkpoint would be."""
+    torch.manual_seed(3)
+    labels = {"id2label": {0: "neg", 1: "neutral", 2: "pos"}, "pad_token_id": 0}
+    if kind == "gpt2":
+        config = transformers.GPT2Config(n_embd=32, n_layer=2, n_head=2, n_positions=64, **labels)
+        model = transformers.GPT2ForSequenceClassification(config)
+        labels["pad_token_id"] = config.eos_token_id
+        model.config.pad_token_id = config.eos_token_id
+    else:
+        _, classifier_class = save_llama_like(kind, folder)
+        model = classifier_class.from_pretrained(folder, **labels)
+        (folder / "tokenizer.json").write_text(byte_tokenizer_json())
+    model.save_pretrained(folder)
+    if kind == "gpt2":  # transformers' own GPT-2 tokenizer files, as the hub has them
+        tokenizer = gpt2_hf_tokenizer().backend
+        (folder / "tokenizer.json").write_text(tokenizer.to_str())
+        settings = {"tokenizer_class": "PreTrainedTokenizerFast", "eos_token": "<|endoftext|>"}
+        (folder / "tokenizer_config.json").write_text(json.dumps(settings))
+    return folder
+
+
+@pytest.mark.parametrize("kind", ["gpt2", "qwen2"])
+def test_imported_classifier_answers_as_the_transformers_pipeline(kind, tmp_path):
+    folder = saved_sequence_classifier(kind, tmp_path / "hf")
+    assert main(["import", str(folder), f"--out={tmp_path / 'run'}"]) == 0
+    classifier = Classifier.from_pretrained(tmp_path / "run")
+    assert classifier.labels.names == ("neg", "neutral", "pos")
+    texts = [*SPAM, *HAM]  # within the context: the saved tokenizer has no length to cut at
+    ours = classifier.predict_proba(texts)
+    np.testing.assert_allclose(ours, pipeline_probabilities(folder, texts), atol=1e-5)
+
+
+def test_export_then_import_gives_the_same_metrics(gpt2_run, spam_data, tmp_path, capsys):
+    main(["export", str(gpt2_run), "--format=hf", f"--out={tmp_path / 'hf'}"])
+    assert main(["import", str(tmp_path / "hf"), f"--out={tmp_path / 'back'}"]) == 0
+    test_file = spam_data / "test.csv"
+    capsys.readouterr()
+    for run in (gpt2_run, tmp_path / "back"):
+        assert main(["eval", str(run), f"--data={test_file}", "--json"]) == 0
+    first, second = (json.loads(line) for line in capsys.readouterr().out.splitlines())
+    for metric in ("accuracy", "macro_f1", "confusion_matrix", "roc_auc"):
+        assert first[metric] == second[metric], metric
+    back = Classifier.from_pretrained(tmp_path / "back").predict_proba(TEXTS)
+    ours = Classifier.from_pretrained(gpt2_run).predict_proba(TEXTS)
+    np.testing.assert_allclose(back, ours, atol=1e-5)
+
+
+def test_a_folder_that_is_not_a_sequence_classifier_is_refused(tiny_gpt2_base, tmp_path, capsys):
+    assert main(["import", str(tiny_gpt2_base), f"--out={tmp_path / 'run'}"]) == 2
+    assert "not a *ForSequenceClassification" in capsys.readouterr().err

@@ -1,22 +1,31 @@
-"""A trained run for other tools (``gptclf export``): a Hugging Face folder that ``transformers``
-loads as ``*ForSequenceClassification`` (``hf``), or an ONNX graph of the classifier with its
-tokenizer (``onnx``). What the target cannot express is refused with the reason."""
+"""Classifiers to and from other tools. ``gptclf export``: a run as a Hugging Face folder that
+``transformers`` loads as ``*ForSequenceClassification`` (``hf``), or as an ONNX graph of the
+classifier with its tokenizer (``onnx``); what the target cannot express is refused with the
+reason. ``gptclf import``: a ``*ForSequenceClassification`` folder as a run folder that
+``eval``, ``predict`` and ``serve`` use."""
 
 from __future__ import annotations
 
 import json
 import tempfile
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
 
-from gptclf.classifier import SequenceClassifier
+from gptclf.classifier import SequenceClassifier, build_classifier
+from gptclf.data.labels import LabelMap
 from gptclf.errors import GptclfError
-from gptclf.models import GPTConfig, LlamaConfig
+from gptclf.models import GPTConfig, LlamaConfig, family_of
 from gptclf.onnx_runtime import export_graph
+from gptclf.options import as_plain
+from gptclf.recipe import DEFAULT_MAX_LENGTH, max_length_within, recipe
 from gptclf.run import RunConfig, RunDir, load_run_model
+from gptclf.run.model import save_run_model
 from gptclf.tokenizers import HFTokenizer, Tokenizer, gpt2_hf_tokenizer
+from gptclf.weights import load_local
+from gptclf.weights.files import read_config, read_safetensors
 from gptclf.weights.huggingface import hf_model_type, llama_names
 
 FORMATS = ("hf", "onnx")
@@ -48,6 +57,52 @@ def export_run(run_dir: Path, fmt: str, out: Path) -> list[str]:
         _write_tokenizer(folder, tokenizer, config)
         folder.rename(out)
     return sorted(p.name for p in out.iterdir())
+
+
+def import_hf(folder: Path, out: Path) -> None:
+    """Make the new run folder ``out`` from the Hugging Face sequence classifier in ``folder``
+    (GPT-2 or a Llama-like model): standalone, reading the last token with a bias-free head as
+    transformers does, in float32."""
+    hf_config = read_config(folder) or {}
+    labels = hf_config.get("id2label")
+    kind = (hf_config.get("architectures") or [""])[0]
+    if not kind.endswith("ForSequenceClassification") or not labels:
+        raise GptclfError(
+            f"{folder}/config.json: not a *ForSequenceClassification with id2label ({kind!r})"
+        )
+    if out.exists():
+        raise GptclfError(f"{out}: already exists; import writes a new run folder")
+    model, tokenizer = load_local(folder)
+    names = tuple(labels[str(i)] for i in range(len(labels)))
+    spec = dict(pooling="last-token", head_bias=False, ensemble="none", precision="fp32")
+    recipe_ = recipe(model=str(folder), **spec)
+    classifier = build_classifier(model, recipe_.classifier_spec(len(names)))
+    score = read_safetensors(folder)["score.weight"]
+    with torch.no_grad():
+        classifier.head.weight.copy_(score)
+    config = RunConfig(
+        base_model=str(folder),
+        base_sha256=None,
+        standalone=True,
+        family=family_of(model).name,
+        architecture=asdict(model.cfg),
+        labels=LabelMap(names, names).to_json(),
+        max_length=max_length_within(DEFAULT_MAX_LENGTH, model.context_length),
+        pad_to=None,
+        tokenizer=tokenizer.name if isinstance(tokenizer, HFTokenizer) else "gpt2",
+        special_ids={
+            "eos_id": tokenizer.eos_id,
+            "bos_id": tokenizer.bos_id,
+            "pad_id": hf_config.get("pad_token_id", tokenizer.pad_id),
+        },
+        train=as_plain(recipe_),
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.") as work:
+        run_dir = RunDir(Path(work, "run"))
+        run_dir.root.mkdir()
+        save_run_model(run_dir, classifier, config, tokenizer, [])
+        run_dir.root.rename(out)
 
 
 def unexpressible(config: RunConfig, network: SequenceClassifier, fmt: str) -> str | None:
