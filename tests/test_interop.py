@@ -51,6 +51,10 @@ def test_hf_export_gives_our_probabilities_in_the_transformers_pipeline(run, req
     assert main(["export", str(run_dir), "--format=hf", f"--out={tmp_path / 'hf'}"]) == 0
     ours = Classifier.from_pretrained(run_dir).predict_proba(TEXTS)
     np.testing.assert_allclose(pipeline_probabilities(tmp_path / "hf", TEXTS), ours, atol=1e-5)
+    card = (tmp_path / "hf" / "README.md").read_text()
+    test = json.loads((run_dir / "metrics.json").read_text())["test"]
+    assert f"| test | {test['n']} | {test['accuracy']:.4f} |" in card
+    assert "Labels: ham, spam." in card and "pooling: 'last-token'" in card
 
 
 def test_gpt2_head_bias_is_folded_into_the_final_norm(gpt2_run, tmp_path):

@@ -51,6 +51,7 @@ def export_run(run_dir: Path, fmt: str, out: Path) -> list[str]:
         folder.mkdir()
         if fmt == "hf":
             _write_hf(folder, network, config)
+            _write_model_card(folder / "README.md", RunDir(run_dir), config)
         else:
             export_graph(network, folder / "model.onnx")
             _write_json(folder / "config.json", _labels_config(config))
@@ -284,6 +285,53 @@ def _write_tokenizer(folder: Path, tokenizer: Tokenizer, config: RunConfig) -> N
         "pad_token": word(tokenizer.pad_id),
     }
     _write_json(folder / "tokenizer_config.json", settings)
+
+
+def _write_model_card(path: Path, run_dir: RunDir, config: RunConfig) -> None:
+    """The model card: base model, labels, the data the run was trained on, its recipe and
+    its validation and test metrics."""
+    metrics = json.loads(run_dir.metrics.read_text()) if run_dir.metrics.is_file() else {}
+    data = {name: str(p) for name, p in sorted(_split_files(run_dir).items())}
+    rows = [
+        f"| {split} | {m['n']} | {m['accuracy']:.4f} | {m['macro_f1']:.4f} |"
+        for split in ("validation", "test")
+        if (m := metrics.get(split))
+    ]
+    recipe = "\n".join(f"{name}: {value!r}" for name, value in sorted(config.train.items()))
+    card = [
+        "---",
+        "library_name: transformers",
+        "pipeline_tag: text-classification",
+        "---",
+        f"# A text classifier on {config.base_model}, trained with gptclf",
+        "",
+        f"Labels: {', '.join(config.label_map.names)}. Reads the last token of each text "
+        f"(at most {config.tokens_kept} tokens, cut at the {KEPT_SIDE[config.recipe.truncate]}).",
+        "",
+        "## Data",
+        "",
+        *(f"- {name}: `{file}`" for name, file in data.items()),
+        "",
+        "## Metrics",
+        "",
+        "| split | texts | accuracy | macro F1 |",
+        "| --- | ---: | ---: | ---: |",
+        *rows,
+        "",
+        "## Recipe (`gptclf train` options)",
+        "",
+        "```",
+        recipe,
+        "```",
+        "",
+    ]
+    path.write_text("\n".join(card), encoding="utf-8")
+
+
+def _split_files(run_dir: RunDir) -> dict[str, Path]:
+    """The split files the run kept."""
+    folder = run_dir.split
+    return {p.stem: p for p in folder.iterdir() if p.is_file()} if folder.is_dir() else {}
 
 
 def _write_json(path: Path, value: dict) -> None:
