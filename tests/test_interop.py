@@ -24,7 +24,8 @@ def trained(spam_data, model_folder, out, *options) -> None:
 @pytest.fixture(scope="module")
 def gpt2_run(spam_data, tiny_gpt2_base, tmp_path_factory):
     out = tmp_path_factory.mktemp("export") / "gpt2"
-    trained(spam_data, tiny_gpt2_base, out, *EXPORTABLE, "--trainable=all")
+    cut = ["--max-length=12", "--truncate=tail"]  # the long text loses its start
+    trained(spam_data, tiny_gpt2_base, out, *EXPORTABLE, *cut, "--trainable=all")
     return out
 
 
@@ -58,11 +59,15 @@ def test_hf_export_gives_our_probabilities_in_the_transformers_pipeline(run, req
 
 
 def test_gpt2_head_bias_is_folded_into_the_final_norm(gpt2_run, tmp_path):
-    classifier = Classifier.from_pretrained(gpt2_run)
-    assert classifier.network.head.bias.abs().max() > 1e-3  # a bias that matters
+    network = Classifier.from_pretrained(gpt2_run).network
+    assert network.head.bias.abs().max() > 1e-3  # a bias that matters
     main(["export", str(gpt2_run), "--format=hf", f"--out={tmp_path / 'hf'}"])
     model = transformers.AutoModelForSequenceClassification.from_pretrained(tmp_path / "hf")
-    assert model.score.bias is None
+    added = model.transformer.ln_f.bias - network.language_model.final_norm.shift
+    with torch.no_grad():
+        torch.testing.assert_close(model.score.weight @ added, network.head.bias)
+    stored = json.loads((tmp_path / "hf" / "tokenizer.json").read_text())
+    assert stored["post_processor"] is None
 
 
 def test_onnx_export_computes_the_networks_logits_at_any_batch(gpt2_run, tmp_path):
@@ -162,6 +167,24 @@ def test_export_then_import_gives_the_same_metrics(gpt2_run, spam_data, tmp_path
     back = Classifier.from_pretrained(tmp_path / "back").predict_proba(TEXTS)
     ours = Classifier.from_pretrained(gpt2_run).predict_proba(TEXTS)
     np.testing.assert_allclose(back, ours, atol=1e-5)
+
+
+def test_a_tokenizer_that_adds_start_tokens_is_refused_on_import(tmp_path, capsys):
+    folder = saved_sequence_classifier("qwen2", tmp_path / "hf")
+    stored = json.loads((folder / "tokenizer.json").read_text())
+    stored["post_processor"] = {
+        "type": "TemplateProcessing",
+        "single": [
+            {"SpecialToken": {"id": "!", "type_id": 0}},
+            {"Sequence": {"id": "A", "type_id": 0}},
+        ],
+        "pair": [{"Sequence": {"id": "A", "type_id": 0}}, {"Sequence": {"id": "B", "type_id": 1}}],
+        "special_tokens": {"!": {"id": "!", "ids": [0], "tokens": ["!"]}},
+    }
+    (folder / "tokenizer.json").write_text(json.dumps(stored))
+    assert main(["import", str(folder), f"--out={tmp_path / 'run'}"]) == 2
+    assert "adds start or end tokens" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
 
 
 def test_a_folder_that_is_not_a_sequence_classifier_is_refused(tiny_gpt2_base, tmp_path, capsys):

@@ -39,3 +39,17 @@ def test_main_lets_other_errors_through(monkeypatch):
     monkeypatch.setattr(cli, "_cmd_models", broken)
     with pytest.raises(RuntimeError, match="a bug"):
         cli.main(["models"])
+
+
+def test_a_gptclf_error_that_sigterm_set_off_still_exits_143(monkeypatch, capsys):
+    from gptclf.errors import GptclfError
+
+    def struck(args):
+        try:
+            raise Terminated
+        except Terminated as exc:
+            raise GptclfError("a file could not be read") from exc
+
+    monkeypatch.setattr(cli, "_cmd_models", struck)
+    assert cli.main(["models"]) == TERMINATED
+    assert capsys.readouterr().err == "gptclf: terminated (SIGTERM)\n"

@@ -113,3 +113,13 @@ def test_smollm2_splits_digits_one_by_one_as_its_pre_tokenizer_does(smollm2):
     tokenizer = smollm2.tokenizer
     ids = tokenizer.encode("2024")
     assert [tokenizer.decode([i]) for i in ids] == ["2", "0", "2", "4"]
+
+
+def test_qwen2_pre_tokenizer_splits_digits_one_by_one_where_llama3_takes_three():
+    from gptclf.tokenizers import _byte_level_pre_tokenizer
+
+    def pieces(pre: str) -> list[str]:
+        return [p for p, _ in _byte_level_pre_tokenizer(pre).pre_tokenize_str("call 12345 now")]
+
+    assert pieces("qwen2") == ["call", "Ġ", "1", "2", "3", "4", "5", "Ġnow"]
+    assert pieces("llama3") == ["call", "Ġ", "123", "45", "Ġnow"]

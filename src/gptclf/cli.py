@@ -496,14 +496,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         with nullcontext() if getattr(args, "own_signals", False) else sigterm_interrupts():
             args.run(args)
-    except GptclfError as exc:
+    except BaseException as exc:
+        if was_terminated(exc):  # first: SIGTERM may have set off any other error
+            if is_main_process():
+                print("gptclf: terminated (SIGTERM)", file=sys.stderr)
+            return TERMINATED
+        if not isinstance(exc, GptclfError):
+            raise
         if is_main_process():
             print(f"gptclf: error: {exc}", file=sys.stderr)
         return 2
-    except BaseException as exc:
-        if not was_terminated(exc):
-            raise
-        if is_main_process():
-            print("gptclf: terminated (SIGTERM)", file=sys.stderr)
-        return TERMINATED
     return 0

@@ -74,9 +74,20 @@ def import_hf(folder: Path, out: Path) -> None:
     if out.exists():
         raise GptclfError(f"{out}: already exists; import writes a new run folder")
     model, tokenizer = load_local(folder)
+    hf = tokenizer if isinstance(tokenizer, HFTokenizer) else gpt2_hf_tokenizer()
+    if hf.backend.encode("a", add_special_tokens=True).ids != hf.encode("a"):
+        raise GptclfError(
+            f"{folder}/tokenizer.json adds start or end tokens to every text, which gptclf "
+            "does not; remove its post_processor if the classifier was trained without them"
+        )
     names = tuple(labels[str(i)] for i in range(len(labels)))
+    reading = read_config(folder, "tokenizer_config.json") or {}
+    longest = reading.get("model_max_length")  # unset: a huge number
+    wanted = longest if isinstance(longest, int) and 0 < longest < 1 << 20 else DEFAULT_MAX_LENGTH
+    max_length = max_length_within(wanted, model.context_length)
+    side = {cut: kept for kept, cut in KEPT_SIDE.items()}[reading.get("truncation_side", "right")]
     spec = dict(pooling="last-token", head_bias=False, ensemble="none", precision="fp32")
-    recipe_ = recipe(model=str(folder), **spec)
+    recipe_ = recipe(model=str(folder), truncate=side, max_length=max_length, **spec)
     classifier = build_classifier(model, recipe_.classifier_spec(len(names)))
     score = read_safetensors(folder)["score.weight"]
     with torch.no_grad():
@@ -88,13 +99,13 @@ def import_hf(folder: Path, out: Path) -> None:
         family=family_of(model).name,
         architecture=asdict(model.cfg),
         labels=LabelMap(names, names).to_json(),
-        max_length=max_length_within(DEFAULT_MAX_LENGTH, model.context_length),
+        max_length=max_length,
         pad_to=None,
         tokenizer=tokenizer.name if isinstance(tokenizer, HFTokenizer) else "gpt2",
         special_ids={
             "eos_id": tokenizer.eos_id,
             "bos_id": tokenizer.bos_id,
-            "pad_id": hf_config.get("pad_token_id", tokenizer.pad_id),
+            "pad_id": _first_set(hf_config.get("pad_token_id"), tokenizer.pad_id),
         },
         train=as_plain(recipe_),
     )
@@ -104,6 +115,10 @@ def import_hf(folder: Path, out: Path) -> None:
         run_dir.root.mkdir()
         save_run_model(run_dir, classifier, config, tokenizer, [])
         run_dir.root.rename(out)
+
+
+def _first_set(*values: int | None) -> int | None:
+    return next((v for v in values if v is not None), None)
 
 
 def unexpressible(config: RunConfig, network: SequenceClassifier, fmt: str) -> str | None:
@@ -119,6 +134,8 @@ def unexpressible(config: RunConfig, network: SequenceClassifier, fmt: str) -> s
         return (
             f"it keeps both ends of long texts (--truncate {recipe.truncate}); tokenizers cut one"
         )
+    if recipe.attend_to_padding or config.pad_to:
+        return "it reads padded batches the book's way (--preset book), which others do not"
     if fmt == "onnx":
         return None
     if recipe.pooling != "last-token" or recipe.concat_depths:
@@ -128,8 +145,6 @@ def unexpressible(config: RunConfig, network: SequenceClassifier, fmt: str) -> s
             + (" with --concat-depths" if recipe.concat_depths else "")
             + "; train with --pooling last-token)"
         )
-    if recipe.attend_to_padding or config.pad_to:
-        return "it reads padded batches the book's way, which transformers does not"
     if network.head.bias is not None and isinstance(network.language_model.cfg, LlamaConfig):
         return (
             "its class head has a bias, which *ForSequenceClassification cannot hold and an "
@@ -169,9 +184,10 @@ def _gpt2_tensors(network: SequenceClassifier) -> dict[str, torch.Tensor]:
     }
     if network.head.bias is not None:
         weight, bias = network.head.weight.double(), network.head.bias.double()
-        out["transformer.ln_f.bias"] = (
-            state["final_norm.shift"].double() + torch.linalg.pinv(weight) @ bias
-        ).float()
+        shift = torch.linalg.pinv(weight) @ bias
+        if not torch.allclose(weight @ shift, bias, atol=1e-6):  # classes not independent
+            raise GptclfError("the class head's bias cannot be folded into the final norm")
+        out["transformer.ln_f.bias"] = (state["final_norm.shift"].double() + shift).float()
     for i, block in enumerate(lm.trf_blocks):
         hf, att = f"transformer.h.{i}", block.att
         projections = (att.W_query, att.W_key, att.W_value)
@@ -274,7 +290,9 @@ def _write_tokenizer(folder: Path, tokenizer: Tokenizer, config: RunConfig) -> N
     """``tokenizer.json`` and the settings a ``PreTrainedTokenizerFast`` reads: length kept,
     side cut, end and pad tokens."""
     hf = tokenizer if isinstance(tokenizer, HFTokenizer) else gpt2_hf_tokenizer()
-    (folder / "tokenizer.json").write_text(hf.backend.to_str(), encoding="utf-8")
+    stored = json.loads(hf.backend.to_str())
+    stored["post_processor"] = None  # gptclf reads no start or end token a processor would add
+    (folder / "tokenizer.json").write_text(json.dumps(stored), encoding="utf-8")
     word = hf.backend.id_to_token
     settings = {
         "tokenizer_class": "PreTrainedTokenizerFast",
@@ -291,7 +309,7 @@ def _write_model_card(path: Path, run_dir: RunDir, config: RunConfig) -> None:
     """The model card: base model, labels, the data the run was trained on, its recipe and
     its validation and test metrics."""
     metrics = json.loads(run_dir.metrics.read_text()) if run_dir.metrics.is_file() else {}
-    data = {name: str(p) for name, p in sorted(_split_files(run_dir).items())}
+    data = {name: p.name for name, p in sorted(_split_files(run_dir).items())}
     rows = [
         f"| {split} | {m['n']} | {m['accuracy']:.4f} | {m['macro_f1']:.4f} |"
         for split in ("validation", "test")

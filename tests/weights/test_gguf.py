@@ -154,6 +154,7 @@ def write_llama_gguf(
     matrix_type: GGMLQuantizationType = F32,
     tensor_types: Mapping[str, GGMLQuantizationType] | None = None,
     architecture: str = "llama",
+    pre: str = "smollm",
 ) -> Path:
     """A GGUF file with llama.cpp's metadata; 2-D tensors as ``matrix_type`` (or as
     ``tensor_types`` says for that name), 1-D norm weights in F32."""
@@ -171,7 +172,7 @@ def write_llama_gguf(
     writer.add_key_length(head_dim)
     writer.add_value_length(head_dim)
     writer.add_tokenizer_model("gpt2")
-    writer.add_tokenizer_pre("smollm")
+    writer.add_tokenizer_pre(pre)
     writer.add_token_list(vocab.tokens)
     writer.add_token_types(vocab.token_types)
     writer.add_token_merges(vocab.merges)
@@ -257,7 +258,12 @@ def test_qwen_files_give_the_hugging_face_logits(tmp_path, vocab, kind, extra):
     hf_model = tiny_hf_llama(len(vocab.tokens), True, kind, **extra)
     tensors = llama_cpp_tensors(hf_model, permute=False)
     path = write_llama_gguf(
-        tmp_path / "tiny.gguf", hf_model.config, vocab, tensors, architecture=kind.lower()
+        tmp_path / "tiny.gguf",
+        hf_model.config,
+        vocab,
+        tensors,
+        architecture=kind.lower(),
+        pre="qwen2",
     )
 
     model, _ = load_gguf(path)

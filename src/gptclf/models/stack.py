@@ -67,6 +67,8 @@ def run_stack(
     seq_len = x.shape[1]
     blocks = list(blocks)
     top = blocks.pop() if at is not None and blocks else None
+    if window is not None and window >= seq_len and not torch.compiler.is_exporting():
+        window = None  # every key is within it (a graph keeps it: its lengths vary)
     if window is not None and attention_mask is None:  # the window needs an explicit mask
         attention_mask = torch.ones(x.shape[:2], dtype=torch.long, device=x.device)
     mask = causal_padding_mask(attention_mask, seq_len, window)

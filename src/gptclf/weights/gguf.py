@@ -30,7 +30,7 @@ from gptclf.home import home_dir
 from gptclf.models import LlamaConfig, LlamaModel
 from gptclf.tokenizers import HFTokenizer, byte_level_bpe_tokenizer
 from gptclf.weights.common import Rule, empty_model, load_by_rules, rules_of, stack_rules
-from gptclf.weights.huggingface import llama_names
+from gptclf.weights.huggingface import LLAMA_LIKE, llama_names
 
 SUPPORTED_TYPES = {
     GGMLQuantizationType.F32,
@@ -91,15 +91,14 @@ def unpermute_rotary_rows(n_heads: int, weight: torch.Tensor) -> torch.Tensor:
     )
 
 
-# llama.cpp's Llama-like architectures: what each sets beyond Llama's fields (models/llama.py).
-GGUF_LLAMA_LIKE = {"llama": {}, "qwen2": {"qkv_bias": True}, "qwen3": {"qk_norm": True}}
+GGUF_ARCHITECTURES = ("llama", "qwen2", "qwen3")  # llama.cpp's names, as transformers' model_type
 
 
 def llama_config(gguf: GGUFFile) -> LlamaConfig:
     arch = gguf.require("general.architecture")
-    if arch not in GGUF_LLAMA_LIKE:
+    if arch not in GGUF_ARCHITECTURES:
         raise GptclfError(
-            f"{gguf.path}: architecture {arch!r} is not supported ({', '.join(GGUF_LLAMA_LIKE)})"
+            f"{gguf.path}: architecture {arch!r} is not supported ({', '.join(GGUF_ARCHITECTURES)})"
         )
     if gguf.get(f"{arch}.rope.scaling.type", "none") not in ("none", "linear") or any(
         t.name == "rope_freqs.weight" for t in gguf.reader.tensors
@@ -124,7 +123,7 @@ def llama_config(gguf: GGUFFile) -> LlamaConfig:
         rms_norm_eps=float(gguf.require(f"{arch}.attention.layer_norm_rms_epsilon")),
         tie_embeddings="output.weight" not in tensor_names,
         head_dim=head_dim if head_dim != emb_dim // n_heads else None,
-        **GGUF_LLAMA_LIKE[arch],
+        **LLAMA_LIKE[arch],
     )
 
 
