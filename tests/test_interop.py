@@ -30,13 +30,22 @@ def gpt2_run(spam_data, tiny_gpt2_base, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def qwen3_run(spam_data, tmp_path_factory):
-    base = tmp_path_factory.mktemp("qwen3")
-    save_llama_like("qwen3", base)
-    (base / "tokenizer.json").write_text(byte_tokenizer_json())
-    out = base.parent / "qwen3-run"
-    trained(spam_data, base, out, *EXPORTABLE, "--no-head-bias", "--trainable=last-block")
-    return out
+def llama_like_run(spam_data, tmp_path_factory):
+    """Runs on tiny Llama-like models, made once each: Qwen3's norms, Llama 3's rope scaling,
+    Phi-3's fused tensors and window (exported as the Mistral it equals)."""
+    made = {}
+
+    def run(kind: str):
+        if kind not in made:
+            base = tmp_path_factory.mktemp(kind)
+            save_llama_like(kind, base)
+            (base / "tokenizer.json").write_text(byte_tokenizer_json())
+            made[kind] = base.parent / f"{kind}-run"
+            head = ["--no-head-bias", "--trainable=last-block"]
+            trained(spam_data, base, made[kind], *EXPORTABLE, *head)
+        return made[kind]
+
+    return run
 
 
 def pipeline_probabilities(folder, texts) -> np.ndarray:
@@ -46,9 +55,11 @@ def pipeline_probabilities(folder, texts) -> np.ndarray:
     return np.array([[row[labels[str(i)]] for i in range(len(labels))] for row in scores])
 
 
-@pytest.mark.parametrize("run", ["gpt2_run", "qwen3_run"])
-def test_hf_export_gives_our_probabilities_in_the_transformers_pipeline(run, request, tmp_path):
-    run_dir = request.getfixturevalue(run)
+@pytest.mark.parametrize("kind", ["gpt2", "qwen3", "llama3", "phi3"])
+def test_hf_export_gives_our_probabilities_in_the_transformers_pipeline(
+    kind, gpt2_run, llama_like_run, tmp_path
+):
+    run_dir = gpt2_run if kind == "gpt2" else llama_like_run(kind)
     assert main(["export", str(run_dir), "--format=hf", f"--out={tmp_path / 'hf'}"]) == 0
     ours = Classifier.from_pretrained(run_dir).predict_proba(TEXTS)
     np.testing.assert_allclose(pipeline_probabilities(tmp_path / "hf", TEXTS), ours, atol=1e-5)

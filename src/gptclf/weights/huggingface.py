@@ -1,9 +1,10 @@
 """Hugging Face checkpoints in safetensors: GPT-2 (``openai-community/gpt2*`` names, Conv1D
 weights stored transposed) and the Llama-like families (``model.layers.N.self_attn.q_proj.weight``,
-...): Llama, Mistral, Qwen2, Qwen3."""
+...): Llama, Mistral, Phi-3, Qwen2, Qwen3."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
@@ -97,9 +98,11 @@ def load_hf_gpt2(path: Path) -> GPTModel:
 LLAMA_LIKE = {
     "llama": {},
     "mistral": {},
+    "phi3": {},  # Llama with query/key/value and gate/up stored fused (PHI3_FUSED)
     "qwen2": {"qkv_bias": True},
     "qwen3": {"qk_norm": True},
 }
+WINDOWED = ("mistral", "phi3")  # every layer's attention within the config's sliding_window
 
 
 def hf_model_type(cfg: LlamaConfig) -> str:
@@ -114,6 +117,8 @@ def _rope(config: dict, source: str) -> dict:
     """The rotation's base and, for "llama3" scaling, its factors: LlamaConfig fields."""
     rope = config.get("rope_parameters") or config.get("rope_scaling") or {}
     rope_type = rope.get("rope_type", rope.get("type", "default"))
+    if rope.get("partial_rotary_factor", config.get("partial_rotary_factor", 1.0)) != 1.0:
+        raise GptclfError(f"{source}: rotation of part of each head is not supported")
     fields = {"rope_base": float(rope.get("rope_theta", config.get("rope_theta", 10_000.0)))}
     if rope_type == "llama3":
         fields.update(
@@ -128,7 +133,7 @@ def _rope(config: dict, source: str) -> dict:
 
 
 def llama_config(config: dict, source: str) -> LlamaConfig:
-    """The LlamaConfig of a Llama, Mistral, Qwen2 or Qwen3 ``config.json``."""
+    """The LlamaConfig of a Llama, Mistral, Phi-3, Qwen2 or Qwen3 ``config.json``."""
     model_type = config.get("model_type", "llama")
     if model_type not in LLAMA_LIKE:
         raise GptclfError(f"{source}: model_type {model_type!r} is not Llama-like")
@@ -137,7 +142,7 @@ def llama_config(config: dict, source: str) -> LlamaConfig:
     if config.get("use_sliding_window") or "sliding_attention" in (config.get("layer_types") or []):
         raise GptclfError(f"{source}: sliding windows in some layers only are not supported")
     n_heads = config["num_attention_heads"]
-    window = config.get("sliding_window") if model_type == "mistral" else None
+    window = config.get("sliding_window") if model_type in WINDOWED else None
     return LlamaConfig(
         vocab_size=config["vocab_size"],
         context_length=config.get("max_position_embeddings", 2048),
@@ -195,13 +200,29 @@ def llama_names(cfg: LlamaConfig, column: int) -> tuple[dict[str, str], dict[str
     return top, {row[0]: row[column] for row in rows}
 
 
-def llama_rules(cfg: LlamaConfig) -> list[Rule]:
+def phi3_fused(cfg: LlamaConfig) -> dict[str, tuple[str, Callable]]:
+    """Phi-3's fused tensors: rows of ``qkv_proj`` (queries, keys, values) and of
+    ``gate_up_proj`` (gate, up) for our separate layers."""
+    q, kv = cfg.n_heads * cfg.attention_head_dim, cfg.n_kv_groups * cfg.attention_head_dim
+    qkv, gate_up = "self_attn.qkv_proj.weight", "mlp.gate_up_proj.weight"
+    return {
+        "att.W_query.weight": (qkv, lambda t: t[:q]),
+        "att.W_key.weight": (qkv, lambda t: t[q : q + kv]),
+        "att.W_value.weight": (qkv, lambda t: t[q + kv :]),
+        "ff.fc1.weight": (gate_up, lambda t: t[: cfg.hidden_dim]),
+        "ff.fc2.weight": (gate_up, lambda t: t[cfg.hidden_dim :]),
+    }
+
+
+def llama_rules(cfg: LlamaConfig, model_type: str = "llama") -> list[Rule]:
     top, block = llama_names(cfg, column=1)
+    if model_type == "phi3":
+        block |= phi3_fused(cfg)
     return rules_of(top) + stack_rules(cfg.n_layers, "model.layers.{i}", block)
 
 
 def load_hf_llama(folder: Path) -> LlamaModel:
-    """A Llama-like model (Llama, Mistral, Qwen2, Qwen3) from a Hugging Face folder
+    """A Llama-like model (Llama, Mistral, Phi-3, Qwen2, Qwen3) from a Hugging Face folder
     (``config.json`` + safetensors)."""
     config = read_config(folder)
     if config is None:
@@ -212,5 +233,6 @@ def load_hf_llama(folder: Path) -> LlamaModel:
         cfg = replace(cfg, tie_embeddings=True)  # its class head replaces the LM head anyway
     model = empty_model(LlamaModel, cfg)
     ignore = LLAMA_BUFFERS + (r"|^lm_head\.weight$" if cfg.tie_embeddings else "")
-    load_by_rules(model, llama_rules(cfg), tensors, str(folder), ignore=ignore)
+    rules = llama_rules(cfg, config.get("model_type", "llama"))
+    load_by_rules(model, rules, tensors, str(folder), ignore=ignore)
     return model
