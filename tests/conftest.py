@@ -136,6 +136,7 @@ LLAMA_LIKE_MODELS = {
     "qwen3": ("Qwen3", {"head_dim": 16}),
     "mistral": ("Mistral", {"sliding_window": 4}),
     "phi3": ("Phi3", {"sliding_window": 4, "pad_token_id": 0}),
+    "olmo2": ("Olmo2", {"pad_token_id": 0}),
 }
 
 

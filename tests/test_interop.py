@@ -55,7 +55,7 @@ def pipeline_probabilities(folder, texts) -> np.ndarray:
     return np.array([[row[labels[str(i)]] for i in range(len(labels))] for row in scores])
 
 
-@pytest.mark.parametrize("kind", ["gpt2", "qwen3", "llama3", "phi3"])
+@pytest.mark.parametrize("kind", ["gpt2", "qwen3", "llama3", "phi3", "olmo2"])
 def test_hf_export_gives_our_probabilities_in_the_transformers_pipeline(
     kind, gpt2_run, llama_like_run, tmp_path
 ):

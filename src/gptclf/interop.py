@@ -31,7 +31,7 @@ from gptclf.weights.huggingface import hf_model_type, llama_names
 FORMATS = ("hf", "onnx")
 KEPT_SIDE = {"head": "right", "tail": "left"}  # our --truncate: the part kept; theirs: the side cut
 HF_CLASS_PREFIX = {"gpt2": "GPT2", "llama": "Llama", "mistral": "Mistral"}
-HF_CLASS_PREFIX |= {"qwen2": "Qwen2", "qwen3": "Qwen3"}
+HF_CLASS_PREFIX |= {"qwen2": "Qwen2", "qwen3": "Qwen3", "olmo2": "Olmo2"}
 
 
 def export_run(run_dir: Path, fmt: str, out: Path) -> list[str]:

@@ -2,8 +2,10 @@
 feed-forward and, optionally, an output head tied to the token embeddings. The models built on
 it differ in a few config fields: Llama 3.x slows the rotation of long wavelengths
 (``rope_factor``), Qwen2 adds biases to the query, key and value projections (``qkv_bias``),
-Qwen3 normalises each query and key head (``qk_norm``), Mistral lets a query see only its latest
-keys (``sliding_window``); SmolLM2 and Llama 2 use none of them.
+Qwen3 normalises each query and key head (``qk_norm`` "head"), OLMo 2 the whole query and key
+projections and each sublayer's output instead of its input (``qk_norm`` "all", ``norm_after``),
+Mistral and Phi-3 let a query see only its latest keys (``sliding_window``); SmolLM2 and Llama 2
+use none of them.
 
 Module names follow the book's Llama chapters (``tok_emb``, ``trf_blocks.N.att.W_query``,
 ``ff.fc1`` for the gate, ``ff.fc2`` for the up projection, ``ff.fc3`` for the down projection).
@@ -42,7 +44,8 @@ class LlamaConfig:
     tie_embeddings: bool = True
     head_dim: int | None = None  # defaults to emb_dim // n_heads
     qkv_bias: bool = False  # Qwen2
-    qk_norm: bool = False  # Qwen3: RMSNorm over each query and key head, before the rotation
+    qk_norm: str | None = None  # RMSNorm before the rotation: "head" (Qwen3) or "all" (OLMo 2)
+    norm_after: bool = False  # OLMo 2: each sublayer's output normalised, not its input
     sliding_window: int | None = None  # Mistral: the latest keys a query sees, itself included
     rope_factor: float | None = None  # Llama 3.x ("llama3" rope scaling), with the three below
     rope_low_freq_factor: float = 1.0
@@ -118,8 +121,12 @@ class GroupedQueryAttention(nn.Module):
         self.W_key = nn.Linear(cfg.emb_dim, cfg.n_kv_groups * self.head_dim, bias=cfg.qkv_bias)
         self.W_value = nn.Linear(cfg.emb_dim, cfg.n_kv_groups * self.head_dim, bias=cfg.qkv_bias)
         self.out_proj = nn.Linear(cfg.n_heads * self.head_dim, cfg.emb_dim, bias=False)
-        norm = (lambda: RMSNorm(self.head_dim, cfg.rms_norm_eps)) if cfg.qk_norm else nn.Identity
-        self.q_norm, self.k_norm = norm(), norm()
+        self.norm_all = cfg.qk_norm == "all"  # over the whole projection (else over each head)
+        widths = (cfg.n_heads, cfg.n_kv_groups) if self.norm_all else (1, 1)
+        self.q_norm, self.k_norm = (
+            RMSNorm(heads * self.head_dim, cfg.rms_norm_eps) if cfg.qk_norm else nn.Identity()
+            for heads in widths
+        )
 
     def forward(self, x: Tensor, mask: Mask, angles: RotaryAngles, at: Positions = None) -> Tensor:
         """(b, t, d) -> (b, t, d); with ``at`` (b,) only the queries at those positions: (b, 1, d)
@@ -132,8 +139,12 @@ class GroupedQueryAttention(nn.Module):
         def split_heads(y: torch.Tensor, heads: int) -> torch.Tensor:  # -> (b, heads, t, head_dim)
             return y.view(b, -1, heads, self.head_dim).transpose(1, 2)
 
-        q = self.q_norm(split_heads(self.W_query(queries), self.n_heads))
-        k = self.k_norm(split_heads(self.W_key(x), self.n_kv_groups))
+        q, k = self.W_query(queries), self.W_key(x)
+        if self.norm_all:
+            q, k = self.q_norm(q), self.k_norm(k)
+        q, k = split_heads(q, self.n_heads), split_heads(k, self.n_kv_groups)
+        if not self.norm_all:
+            q, k = self.q_norm(q), self.k_norm(k)
         q, k = apply_rotary(q, query_angles), apply_rotary(k, angles)
         v = split_heads(self.W_value(x), self.n_kv_groups)
         context = causal_attention(q, k, v, mask)
@@ -160,10 +171,14 @@ class TransformerBlock(nn.Module):
         self.att = GroupedQueryAttention(cfg)
         self.norm2 = RMSNorm(cfg.emb_dim, cfg.rms_norm_eps)
         self.ff = FeedForward(cfg)
+        self.norm_after = cfg.norm_after
 
     def forward(self, x: Tensor, mask: Mask, angles: RotaryAngles, at: Positions = None) -> Tensor:
         """(b, t, d) -> (b, t, d); with ``at`` (b,) just the outputs at ``at``: (b, 1, d)."""
         shortcut = x if at is None else rows_at(x, at)
+        if self.norm_after:  # OLMo 2
+            x = shortcut + self.norm1(self.att(x, mask, angles, at))
+            return x + self.norm2(self.ff(x))
         x = shortcut + self.att(self.norm1(x), mask, angles, at)
         return x + self.ff(self.norm2(x))
 
@@ -206,6 +221,7 @@ LLAMA = Family(
     added_fields=(
         "qkv_bias",
         "qk_norm",
+        "norm_after",
         "sliding_window",
         "rope_factor",
         "rope_low_freq_factor",

@@ -164,7 +164,7 @@ def load_gguf_tokenizer(path: Path) -> tuple[HFTokenizer, int]:
     return gguf_tokenizer(gguf), llama_config(gguf).context_length
 
 
-CONVERTED_FORMAT = "gptclf-gguf-converted-1"
+CONVERTED_FORMAT = "gptclf-gguf-converted-2"
 
 
 def load_gguf(path: Path) -> tuple[LlamaModel, HFTokenizer]:

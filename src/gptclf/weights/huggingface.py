@@ -1,6 +1,6 @@
 """Hugging Face checkpoints in safetensors: GPT-2 (``openai-community/gpt2*`` names, Conv1D
 weights stored transposed) and the Llama-like families (``model.layers.N.self_attn.q_proj.weight``,
-...): Llama, Mistral, Phi-3, Qwen2, Qwen3."""
+...): Llama, Mistral, OLMo 2, Phi-3, Qwen2, Qwen3."""
 
 from __future__ import annotations
 
@@ -100,7 +100,8 @@ LLAMA_LIKE = {
     "mistral": {},
     "phi3": {},  # Llama with query/key/value and gate/up stored fused (PHI3_FUSED)
     "qwen2": {"qkv_bias": True},
-    "qwen3": {"qk_norm": True},
+    "qwen3": {"qk_norm": "head"},
+    "olmo2": {"qk_norm": "all", "norm_after": True},
 }
 WINDOWED = ("mistral", "phi3")  # every layer's attention within the config's sliding_window
 
@@ -133,7 +134,7 @@ def _rope(config: dict, source: str) -> dict:
 
 
 def llama_config(config: dict, source: str) -> LlamaConfig:
-    """The LlamaConfig of a Llama, Mistral, Phi-3, Qwen2 or Qwen3 ``config.json``."""
+    """The LlamaConfig of a Llama, Mistral, OLMo 2, Phi-3, Qwen2 or Qwen3 ``config.json``."""
     model_type = config.get("model_type", "llama")
     if model_type not in LLAMA_LIKE:
         raise GptclfError(f"{source}: model_type {model_type!r} is not Llama-like")
@@ -184,9 +185,15 @@ LLAMA_BIAS_NAMES = [  # Qwen2
     ("att.W_key.bias", "self_attn.k_proj.bias", "attn_k.bias"),
     ("att.W_value.bias", "self_attn.v_proj.bias", "attn_v.bias"),
 ]
-LLAMA_QK_NORM_NAMES = [  # Qwen3
+LLAMA_QK_NORM_NAMES = [  # Qwen3, OLMo 2
     ("att.q_norm.weight", "self_attn.q_norm.weight", "attn_q_norm.weight"),
     ("att.k_norm.weight", "self_attn.k_norm.weight", "attn_k_norm.weight"),
+]
+
+
+LLAMA_NORM_AFTER_NAMES = [  # OLMo 2: the block's two norms read the sublayers' outputs
+    ("norm1.weight", "post_attention_layernorm.weight", "post_attention_norm.weight"),
+    ("norm2.weight", "post_feedforward_layernorm.weight", "post_ffw_norm.weight"),
 ]
 
 
@@ -196,7 +203,8 @@ def llama_names(cfg: LlamaConfig, column: int) -> tuple[dict[str, str], dict[str
     top = {row[0]: row[column] for row in LLAMA_NAMES}
     if cfg.tie_embeddings:
         del top["out_head.weight"]
-    rows = LLAMA_BLOCK_NAMES + LLAMA_BIAS_NAMES * cfg.qkv_bias + LLAMA_QK_NORM_NAMES * cfg.qk_norm
+    rows = LLAMA_BLOCK_NAMES + LLAMA_BIAS_NAMES * cfg.qkv_bias
+    rows += LLAMA_QK_NORM_NAMES * bool(cfg.qk_norm) + LLAMA_NORM_AFTER_NAMES * cfg.norm_after
     return top, {row[0]: row[column] for row in rows}
 
 
@@ -222,7 +230,7 @@ def llama_rules(cfg: LlamaConfig, model_type: str = "llama") -> list[Rule]:
 
 
 def load_hf_llama(folder: Path) -> LlamaModel:
-    """A Llama-like model (Llama, Mistral, Phi-3, Qwen2, Qwen3) from a Hugging Face folder
+    """A Llama-like model (Llama, Mistral, OLMo 2, Phi-3, Qwen2, Qwen3) from a Hugging Face folder
     (``config.json`` + safetensors)."""
     config = read_config(folder)
     if config is None:
