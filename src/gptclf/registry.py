@@ -83,8 +83,11 @@ def _hub_entry(name: str, repo_id: str, family: str, parameters: str) -> ModelEn
     def load_tokenizer() -> tuple[Tokenizer, int]:
         if family == "gpt2":
             return gpt2_tokenizer(), GPT2_PRESETS[name].context_length
-        folder = hub_snapshot(repo_id)
-        return folder_tokenizer(folder), llama_config(read_config(folder), repo_id).context_length
+        folder = hub_snapshot(repo_id, weights=False)
+        config = read_config(folder)
+        if config is None:
+            raise GptclfError(f"{repo_id}: no config.json in its snapshot")
+        return folder_tokenizer(folder), llama_config(config, repo_id).context_length
 
     return ModelEntry(
         name=name,

@@ -160,6 +160,20 @@ def test_registered_qwen3_loads_from_the_hugging_face_cache_offline(tmp_path, mo
     assert MODELS["qwen3-0.6b"].is_available()
 
 
+def test_a_registered_hub_models_tokenizer_needs_no_weights(tmp_path, monkeypatch):
+    from gptclf.registry import load_tokenizer
+
+    folder = tmp_path / "saved"
+    save_llama_like("qwen3", folder)
+    (folder / "tokenizer.json").write_text(byte_tokenizer_json())
+    files = [folder / "config.json", folder / "tokenizer.json"]  # no weights in the cache
+    fake_hub_cache(tmp_path / "hub", "Qwen/Qwen3-0.6B-Base", files)
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
+    tokenizer, context_length = load_tokenizer("qwen3-0.6b")
+    assert context_length == 64 and tokenizer.encode("ab") == [64, 65]
+
+
 def test_layers_with_their_own_sliding_windows_are_refused(tmp_path):
     save_llama_like("qwen2", tmp_path)
     config = json.loads((tmp_path / "config.json").read_text())

@@ -11,14 +11,8 @@ from safetensors.torch import load_file
 
 from gptclf.errors import GptclfError
 
-HUB_FILES = [
-    "config.json",
-    "generation_config.json",
-    "*.safetensors",
-    "*.safetensors.index.json",
-    "tokenizer.json",
-    "tokenizer_config.json",
-]
+HUB_CONFIGS = ["config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json"]
+HUB_WEIGHTS = ["*.safetensors", "*.safetensors.index.json"]
 
 
 def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
@@ -52,20 +46,22 @@ def read_config(folder: Path, name: str = "config.json") -> dict | None:
         raise GptclfError(f"{path}: not valid JSON ({exc})") from exc
 
 
-def hub_snapshot(repo_id: str) -> Path:
-    """A local folder with the repository's weights and config: from the Hugging Face cache, or
-    downloaded into it when the machine is online (unless ``HF_HUB_OFFLINE`` is set)."""
+def hub_snapshot(repo_id: str, weights: bool = True) -> Path:
+    """A local folder with the repository's config and tokenizer files (and its weights, unless
+    ``weights`` is False): from the Hugging Face cache, or downloaded into it when the machine
+    is online (unless ``HF_HUB_OFFLINE`` is set)."""
     from huggingface_hub import constants, snapshot_download
 
+    files = HUB_CONFIGS + HUB_WEIGHTS * weights
     try:
-        return Path(snapshot_download(repo_id, allow_patterns=HUB_FILES, local_files_only=True))
+        return Path(snapshot_download(repo_id, allow_patterns=files, local_files_only=True))
     except Exception as cached_error:
         if constants.HF_HUB_OFFLINE:
             raise GptclfError(
                 f"{repo_id} is not in the local Hugging Face cache and HF_HUB_OFFLINE is set"
             ) from cached_error
     try:
-        return Path(snapshot_download(repo_id, allow_patterns=HUB_FILES))
+        return Path(snapshot_download(repo_id, allow_patterns=files))
     except Exception as exc:
         raise GptclfError(
             f"{repo_id} is not in the local Hugging Face cache and could not be downloaded "
