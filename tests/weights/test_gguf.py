@@ -98,12 +98,8 @@ def llama_cpp_rotary_permutation(w: np.ndarray, n_head: int) -> np.ndarray:
 
 def llama_cpp_tensors(model, permute: bool = True) -> dict[str, np.ndarray]:
     """The model's weights under llama.cpp's tensor names and in its layout: query and key rows
-    permuted for Llama (``permute``), as they are for Qwen; Qwen2's biases, Qwen3's norms."""
-    keep = (
-        (lambda w, heads: llama_cpp_rotary_permutation(w, heads))
-        if permute
-        else (lambda w, heads: w)
-    )
+    permuted for Llama (``permute``), as they are for the others; Qwen2's biases, q/k norms,
+    Phi-3's fused tensors and OLMo 2's norms after each sublayer as they come."""
     cfg = model.config
     weights = {k: v.detach().numpy().copy() for k, v in model.state_dict().items()}
     tensors = {
@@ -112,29 +108,37 @@ def llama_cpp_tensors(model, permute: bool = True) -> dict[str, np.ndarray]:
     }
     if not cfg.tie_word_embeddings:
         tensors["output.weight"] = weights["lm_head.weight"]
+    after = cfg.model_type == "olmo2"  # its post_attention_layernorm follows the attention
+    names = {
+        "input_layernorm.weight": "attn_norm.weight",
+        "post_attention_layernorm.weight": "post_attention_norm.weight"
+        if after
+        else "ffn_norm.weight",
+        "post_feedforward_layernorm.weight": "post_ffw_norm.weight",
+        "self_attn.q_proj.weight": "attn_q.weight",
+        "self_attn.k_proj.weight": "attn_k.weight",
+        "self_attn.v_proj.weight": "attn_v.weight",
+        "self_attn.qkv_proj.weight": "attn_qkv.weight",
+        "self_attn.o_proj.weight": "attn_output.weight",
+        "self_attn.q_proj.bias": "attn_q.bias",
+        "self_attn.k_proj.bias": "attn_k.bias",
+        "self_attn.v_proj.bias": "attn_v.bias",
+        "self_attn.q_norm.weight": "attn_q_norm.weight",
+        "self_attn.k_norm.weight": "attn_k_norm.weight",
+        "mlp.gate_proj.weight": "ffn_gate.weight",
+        "mlp.up_proj.weight": "ffn_up.weight",
+        "mlp.gate_up_proj.weight": "ffn_up.weight",
+        "mlp.down_proj.weight": "ffn_down.weight",
+    }
+    heads = {"self_attn.q_proj.weight": cfg.num_attention_heads}
+    heads["self_attn.k_proj.weight"] = cfg.num_key_value_heads
     for i in range(cfg.num_hidden_layers):
-        hf = f"model.layers.{i}"
-        tensors |= {
-            f"blk.{i}.attn_norm.weight": weights[f"{hf}.input_layernorm.weight"],
-            f"blk.{i}.attn_q.weight": keep(
-                weights[f"{hf}.self_attn.q_proj.weight"], cfg.num_attention_heads
-            ),
-            f"blk.{i}.attn_k.weight": keep(
-                weights[f"{hf}.self_attn.k_proj.weight"], cfg.num_key_value_heads
-            ),
-            f"blk.{i}.attn_v.weight": weights[f"{hf}.self_attn.v_proj.weight"],
-            f"blk.{i}.attn_output.weight": weights[f"{hf}.self_attn.o_proj.weight"],
-            f"blk.{i}.ffn_norm.weight": weights[f"{hf}.post_attention_layernorm.weight"],
-            f"blk.{i}.ffn_gate.weight": weights[f"{hf}.mlp.gate_proj.weight"],
-            f"blk.{i}.ffn_up.weight": weights[f"{hf}.mlp.up_proj.weight"],
-            f"blk.{i}.ffn_down.weight": weights[f"{hf}.mlp.down_proj.weight"],
-        }
-        extras = {"q_proj.bias": "attn_q.bias", "k_proj.bias": "attn_k.bias"}
-        extras |= {"v_proj.bias": "attn_v.bias", "q_norm.weight": "attn_q_norm.weight"}
-        extras |= {"k_norm.weight": "attn_k_norm.weight"}
-        for theirs, ours in extras.items():
-            if f"{hf}.self_attn.{theirs}" in weights:
-                tensors[f"blk.{i}.{ours}"] = weights[f"{hf}.self_attn.{theirs}"]
+        for theirs, ours in names.items():
+            if (name := f"model.layers.{i}.{theirs}") in weights:
+                w = weights[name]
+                if permute and theirs in heads:
+                    w = llama_cpp_rotary_permutation(w, heads[theirs])
+                tensors[f"blk.{i}.{ours}"] = w
     return tensors
 
 
@@ -171,6 +175,8 @@ def write_llama_gguf(
     writer.add_rope_dimension_count(head_dim)
     writer.add_key_length(head_dim)
     writer.add_value_length(head_dim)
+    if getattr(cfg, "sliding_window", None) is not None:
+        writer.add_sliding_window(cfg.sliding_window)
     writer.add_tokenizer_model("gpt2")
     writer.add_tokenizer_pre(pre)
     writer.add_token_list(vocab.tokens)
@@ -253,8 +259,16 @@ def test_f32_file_gives_the_hugging_face_logits(tmp_path, vocab, tie_embeddings)
     assert (ours - theirs).abs().max() < 1e-4
 
 
-@pytest.mark.parametrize(("kind", "extra"), [("Qwen2", {}), ("Qwen3", {"head_dim": 32})])
-def test_qwen_files_give_the_hugging_face_logits(tmp_path, vocab, kind, extra):
+LLAMA_LIKE_FILES = [  # llama.cpp's architecture for transformers' model class, and its settings
+    ("Qwen2", {}),
+    ("Qwen3", {"head_dim": 32}),
+    ("Phi3", {"sliding_window": 5, "pad_token_id": 0}),
+    ("Olmo2", {"pad_token_id": 0}),
+]
+
+
+@pytest.mark.parametrize(("kind", "extra"), LLAMA_LIKE_FILES)
+def test_llama_like_files_give_the_hugging_face_logits(tmp_path, vocab, kind, extra):
     hf_model = tiny_hf_llama(len(vocab.tokens), True, kind, **extra)
     tensors = llama_cpp_tensors(hf_model, permute=False)
     path = write_llama_gguf(
@@ -268,10 +282,9 @@ def test_qwen_files_give_the_hugging_face_logits(tmp_path, vocab, kind, extra):
 
     model, _ = load_gguf(path)
 
-    assert (model.cfg.qkv_bias, model.cfg.qk_norm) == (
-        kind == "Qwen2",
-        "head" if kind == "Qwen3" else None,
-    )
+    expected = {"Qwen2": (True, None), "Qwen3": (False, "head"), "Olmo2": (False, "all")}
+    assert (model.cfg.qkv_bias, model.cfg.qk_norm) == expected.get(kind, (False, None))
+    assert model.cfg.sliding_window == extra.get("sliding_window")
     ours = logits_at_real_positions(model, len(vocab.tokens))
     theirs = logits_at_real_positions(hf_model, len(vocab.tokens))
     assert (ours - theirs).abs().max() < 1e-4

@@ -30,7 +30,7 @@ from gptclf.home import home_dir
 from gptclf.models import LlamaConfig, LlamaModel
 from gptclf.tokenizers import HFTokenizer, byte_level_bpe_tokenizer
 from gptclf.weights.common import Rule, empty_model, load_by_rules, rules_of, stack_rules
-from gptclf.weights.huggingface import LLAMA_LIKE, llama_names
+from gptclf.weights.huggingface import LLAMA_LIKE, WINDOWED, llama_names, phi3_fused
 
 SUPPORTED_TYPES = {
     GGMLQuantizationType.F32,
@@ -91,7 +91,7 @@ def unpermute_rotary_rows(n_heads: int, weight: torch.Tensor) -> torch.Tensor:
     )
 
 
-GGUF_ARCHITECTURES = ("llama", "qwen2", "qwen3")  # llama.cpp's names, as transformers' model_type
+GGUF_ARCHITECTURES = ("llama", "olmo2", "phi3", "qwen2", "qwen3")  # as transformers' model_type
 
 
 def llama_config(gguf: GGUFFile) -> LlamaConfig:
@@ -123,14 +123,23 @@ def llama_config(gguf: GGUFFile) -> LlamaConfig:
         rms_norm_eps=float(gguf.require(f"{arch}.attention.layer_norm_rms_epsilon")),
         tie_embeddings="output.weight" not in tensor_names,
         head_dim=head_dim if head_dim != emb_dim // n_heads else None,
+        sliding_window=_int_or_none(gguf.get(f"{arch}.attention.sliding_window"))
+        if arch in WINDOWED
+        else None,
         **LLAMA_LIKE[arch],
     )
 
 
+def _int_or_none(value: object) -> int | None:
+    return None if value is None else int(value)
+
+
 def llama_rules(cfg: LlamaConfig, arch: str) -> list[Rule]:
     """The tensors of a GGUF file of ``arch``: llama.cpp stores Llama's query and key rows
-    permuted for its interleaved rotation (Qwen's as they are)."""
+    permuted for its interleaved rotation (the others' as they are), and Phi-3's fused."""
     top, block = llama_names(cfg, column=2)
+    if arch == "phi3":
+        block |= phi3_fused(cfg, column=2)
     if arch == "llama":
         for name, heads in (
             ("att.W_query.weight", cfg.n_heads),

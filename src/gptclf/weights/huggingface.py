@@ -208,11 +208,18 @@ def llama_names(cfg: LlamaConfig, column: int) -> tuple[dict[str, str], dict[str
     return top, {row[0]: row[column] for row in rows}
 
 
-def phi3_fused(cfg: LlamaConfig) -> dict[str, tuple[str, Callable]]:
-    """Phi-3's fused tensors: rows of ``qkv_proj`` (queries, keys, values) and of
-    ``gate_up_proj`` (gate, up) for our separate layers."""
+PHI3_FUSED_NAMES = [  # Phi-3's fused tensors: ours split from them, HF name, GGUF name
+    ("qkv", "self_attn.qkv_proj.weight", "attn_qkv.weight"),
+    ("gate_up", "mlp.gate_up_proj.weight", "ffn_up.weight"),
+]
+
+
+def phi3_fused(cfg: LlamaConfig, column: int) -> dict[str, tuple[str, Callable]]:
+    """Phi-3's fused tensors (column 1: Hugging Face's names, 2: GGUF's): rows of the
+    query/key/value tensor (queries, keys, values) and of the gate/up tensor (gate, up) for our
+    separate layers."""
     q, kv = cfg.n_heads * cfg.attention_head_dim, cfg.n_kv_groups * cfg.attention_head_dim
-    qkv, gate_up = "self_attn.qkv_proj.weight", "mlp.gate_up_proj.weight"
+    qkv, gate_up = (row[column] for row in PHI3_FUSED_NAMES)
     return {
         "att.W_query.weight": (qkv, lambda t: t[:q]),
         "att.W_key.weight": (qkv, lambda t: t[q : q + kv]),
@@ -225,7 +232,7 @@ def phi3_fused(cfg: LlamaConfig) -> dict[str, tuple[str, Callable]]:
 def llama_rules(cfg: LlamaConfig, model_type: str = "llama") -> list[Rule]:
     top, block = llama_names(cfg, column=1)
     if model_type == "phi3":
-        block |= phi3_fused(cfg)
+        block |= phi3_fused(cfg, column=1)
     return rules_of(top) + stack_rules(cfg.n_layers, "model.layers.{i}", block)
 
 
