@@ -80,16 +80,27 @@ def import_hf(folder: Path, out: Path) -> None:
             f"{folder}/tokenizer.json adds start or end tokens to every text, which gptclf "
             "does not; remove its post_processor if the classifier was trained without them"
         )
+    if set(labels) != {str(i) for i in range(len(labels))}:
+        raise GptclfError(f"{folder}/config.json: id2label must name classes 0..{len(labels) - 1}")
     names = tuple(labels[str(i)] for i in range(len(labels)))
     reading = read_config(folder, "tokenizer_config.json") or {}
     longest = reading.get("model_max_length")  # unset: a huge number
     wanted = longest if isinstance(longest, int) and 0 < longest < 1 << 20 else DEFAULT_MAX_LENGTH
     max_length = max_length_within(wanted, model.context_length)
-    side = {cut: kept for kept, cut in KEPT_SIDE.items()}[reading.get("truncation_side", "right")]
+    side = {cut: kept for kept, cut in KEPT_SIDE.items()}.get(
+        reading.get("truncation_side", "right")
+    )
+    if side is None:
+        raise GptclfError(f"{folder}/tokenizer_config.json: truncation_side must be left or right")
     spec = dict(pooling="last-token", head_bias=False, ensemble="none", precision="fp32")
-    recipe_ = recipe(model=str(folder), truncate=side, max_length=max_length, **spec)
-    classifier = build_classifier(model, recipe_.classifier_spec(len(names)))
-    score = read_safetensors(folder)["score.weight"]
+    options = recipe(model=str(folder), truncate=side, max_length=max_length, **spec)
+    classifier = build_classifier(model, options.classifier_spec(len(names)))
+    score = read_safetensors(folder).get("score.weight")
+    if score is None or score.shape != classifier.head.weight.shape:
+        raise GptclfError(
+            f"{folder}: score.weight must be the class head, of shape "
+            f"{tuple(classifier.head.weight.shape)}"
+        )
     with torch.no_grad():
         classifier.head.weight.copy_(score)
     config = RunConfig(
@@ -107,7 +118,7 @@ def import_hf(folder: Path, out: Path) -> None:
             "bos_id": tokenizer.bos_id,
             "pad_id": _first_set(hf_config.get("pad_token_id"), tokenizer.pad_id),
         },
-        train=as_plain(recipe_),
+        train=as_plain(options),
     )
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.") as work:
