@@ -175,9 +175,11 @@ def test_two_processes_filling_one_folder_at_once_both_get_whole_states(tmp_path
         child.join(timeout=60)
         assert child.exitcode == 0
     expected = computed(tiny_model(), sequences(n=40, seed=9), 2)
-    for result in results:
-        assert_same_states([torch.tensor(r) for r in result], expected)
+    for result in results:  # each child batched its own order: the last bits may differ
+        for got, want in zip(result, expected, strict=True):
+            torch.testing.assert_close(torch.tensor(got), want, rtol=1e-5, atol=1e-6)
     assert len(store_entries(tmp_path)) == 40
     assert not list(tmp_path.rglob("*.tmp"))
     read = PrefixStore(tmp_path).states(tiny_model(), sequences(n=40, seed=9), 2, PAD, "fp32")
-    assert_same_states(read, expected)
+    for got, want in zip(read, expected, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
