@@ -54,17 +54,6 @@ def _onnxruntime():
     return onnxruntime
 
 
-class _Graph(nn.Module):
-    """The network as the graph computes it: logits from token ids and their attention mask."""
-
-    def __init__(self, network: SequenceClassifier):
-        super().__init__()
-        self.network = network
-
-    def forward(self, ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        return self.network(ids, attention_mask)
-
-
 def export_graph(network: SequenceClassifier, path: Path) -> None:
     """Write ``network`` (float32) to ``path`` as an ONNX graph taking ``ids`` and
     ``attention_mask`` (batch, length), both dynamic, and giving ``logits``."""
@@ -74,7 +63,7 @@ def export_graph(network: SequenceClassifier, path: Path) -> None:
     dims = {0: batch, 1: length}
     with torch.no_grad(), _quiet():
         torch.onnx.export(
-            _Graph(network).eval(),
+            network.eval(),
             (ids, mask),
             str(path),
             input_names=["ids", "attention_mask"],
@@ -192,10 +181,10 @@ def _session_or_none(path: Path) -> OnnxNetwork | None:
 class OnnxNetwork:
     """An ONNX Runtime session on a classifier's graph, on the CPU: class logits of a batch."""
 
-    def __init__(self, path: Path, threads: int | None = None):
+    def __init__(self, path: Path):
         ort = _onnxruntime()
         options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or torch.get_num_threads()
+        options.intra_op_num_threads = torch.get_num_threads()
         options.inter_op_num_threads = 1
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
