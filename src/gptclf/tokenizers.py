@@ -92,11 +92,7 @@ class HFTokenizer(Tokenizer):
 
     @classmethod
     def from_file(cls, path: Path, **special_ids: int | None) -> HFTokenizer:
-        try:
-            backend = HFTokenizerBackend.from_file(str(path))
-        except Exception as exc:
-            raise GptclfError(f"{path}: not a readable tokenizer.json ({exc})") from exc
-        return cls(backend, **special_ids)
+        return cls(read_tokenizer_json(path), **special_ids)
 
     def encode(self, text: str) -> list[int]:
         return self.backend.encode(text, add_special_tokens=False).ids
@@ -107,6 +103,14 @@ class HFTokenizer(Tokenizer):
 
     def decode(self, ids: Sequence[int]) -> str:
         return self.backend.decode(list(ids), skip_special_tokens=False)
+
+
+def read_tokenizer_json(path: Path) -> HFTokenizerBackend:
+    """A Hugging Face ``tokenizer.json``; an unreadable one is an error naming it."""
+    try:
+        return HFTokenizerBackend.from_file(str(path))
+    except Exception as exc:
+        raise GptclfError(f"{path}: not a readable tokenizer.json ({exc})") from exc
 
 
 @cache

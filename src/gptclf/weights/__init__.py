@@ -8,7 +8,7 @@ from safetensors import safe_open
 
 from gptclf.errors import GptclfError
 from gptclf.models import LanguageModel
-from gptclf.tokenizers import HFTokenizer, Tokenizer, gpt2_tokenizer
+from gptclf.tokenizers import HFTokenizer, Tokenizer, gpt2_tokenizer, read_tokenizer_json
 from gptclf.weights.book import load_book_gpt
 from gptclf.weights.files import read_config
 from gptclf.weights.gguf import load_gguf
@@ -29,7 +29,7 @@ def folder_tokenizer(folder: Path) -> HFTokenizer:
     path = folder / "tokenizer.json"
     if not path.is_file():
         raise GptclfError(f"{folder}: no tokenizer.json beside the weights")
-    tokenizer = HFTokenizer.from_file(path, eos_id=0)
+    backend = read_tokenizer_json(path)
     configs = [
         read_config(folder, name) or {} for name in ("config.json", "generation_config.json")
     ]
@@ -43,12 +43,12 @@ def folder_tokenizer(folder: Path) -> HFTokenizer:
             found = found[0]
         word = words.get(f"{kind}_token")
         word = word.get("content") if isinstance(word, dict) else word
-        return found if found is not None or word is None else tokenizer.backend.token_to_id(word)
+        return found if found is not None or word is None else backend.token_to_id(word)
 
     eos = special("eos")
     if eos is None:
         raise GptclfError(f"{folder}: no end-of-text token in its config files")
-    return HFTokenizer(tokenizer.backend, eos_id=eos, bos_id=special("bos"), pad_id=special("pad"))
+    return HFTokenizer(backend, eos_id=eos, bos_id=special("bos"), pad_id=special("pad"))
 
 
 def _load_folder(folder: Path) -> tuple[LanguageModel, Tokenizer]:
