@@ -25,7 +25,7 @@ from gptclf.run import RunConfig, RunDir, load_run_model
 from gptclf.run.model import save_run_model
 from gptclf.tokenizers import HFTokenizer, Tokenizer, gpt2_hf_tokenizer
 from gptclf.weights import load_local
-from gptclf.weights.files import read_config, read_safetensors
+from gptclf.weights.files import read_config, read_tensor
 from gptclf.weights.huggingface import hf_model_type, llama_names
 
 FORMATS = ("hf", "onnx")
@@ -95,7 +95,7 @@ def import_hf(folder: Path, out: Path) -> None:
     spec = dict(pooling="last-token", head_bias=False, ensemble="none", precision="fp32")
     options = recipe(model=str(folder), truncate=side, max_length=max_length, **spec)
     classifier = build_classifier(model, options.classifier_spec(len(names)))
-    score = read_safetensors(folder).get("score.weight")
+    score = read_tensor(folder, "score.weight")  # the rest was read with the model
     if score is None or score.shape != classifier.head.weight.shape:
         raise GptclfError(
             f"{folder}: score.weight must be the class head, of shape "

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 
 from gptclf.errors import GptclfError
@@ -15,23 +15,40 @@ HUB_CONFIGS = ["config.json", "generation_config.json", "tokenizer.json", "token
 HUB_WEIGHTS = ["*.safetensors", "*.safetensors.index.json"]
 
 
-def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
-    """All tensors of a ``.safetensors`` file, or of every shard in a folder."""
+def _safetensors_files(path: Path) -> list[Path]:
+    """A ``.safetensors`` file, or every shard in a folder."""
     if path.is_dir():
         files = sorted(path.glob("*.safetensors"))
         if not files:
             raise GptclfError(f"{path}: no .safetensors file in this folder")
-    elif path.is_file():
-        files = [path]
-    else:
-        raise GptclfError(f"{path}: file not found")
+        return files
+    if path.is_file():
+        return [path]
+    raise GptclfError(f"{path}: file not found")
+
+
+def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    """All tensors of a ``.safetensors`` file, or of every shard in a folder."""
     tensors: dict[str, torch.Tensor] = {}
-    for file in files:
+    for file in _safetensors_files(path):
         try:
             tensors.update(load_file(file))
         except (SafetensorError, OSError) as exc:
             raise GptclfError(f"{file}: not a readable safetensors file ({exc})") from exc
     return tensors
+
+
+def read_tensor(path: Path, name: str) -> torch.Tensor | None:
+    """The tensor ``name`` of a ``.safetensors`` file or of a folder's shards (only it is
+    read), or None where none holds it."""
+    for file in _safetensors_files(path):
+        try:
+            with safe_open(file, framework="pt") as opened:
+                if name in opened.keys():  # noqa: SIM118 - safe_open has no __contains__
+                    return opened.get_tensor(name)
+        except (SafetensorError, OSError) as exc:
+            raise GptclfError(f"{file}: not a readable safetensors file ({exc})") from exc
+    return None
 
 
 def read_config(folder: Path, name: str = "config.json") -> dict | None:
