@@ -201,3 +201,29 @@ def test_a_tokenizer_that_adds_start_tokens_is_refused_on_import(tmp_path, capsy
 def test_a_folder_that_is_not_a_sequence_classifier_is_refused(tiny_gpt2_base, tmp_path, capsys):
     assert main(["import", str(tiny_gpt2_base), f"--out={tmp_path / 'run'}"]) == 2
     assert "not a *ForSequenceClassification" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda c, t: c.update(id2label={"0": "neg", "2": "pos"}), "id2label must name classes"),
+        (lambda c, t: t.update(truncation_side="middle"), "truncation_side must be left or right"),
+        (
+            lambda c, t: c.update(id2label={"0": "a", "1": "b"}),
+            "score.weight must be the class head",
+        ),
+    ],
+    ids=["label-gap", "truncation-side", "head-shape"],
+)
+def test_an_edited_checkpoint_is_a_one_line_import_error(edit, message, tmp_path, capsys):
+    folder = saved_sequence_classifier("qwen2", tmp_path / "hf")
+    config = json.loads((folder / "config.json").read_text())
+    reading = {}
+    edit(config, reading)
+    (folder / "config.json").write_text(json.dumps(config))
+    (folder / "tokenizer_config.json").write_text(json.dumps(reading))
+    capsys.readouterr()
+    assert main(["import", str(folder), f"--out={tmp_path / 'run'}"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err
+    assert not (tmp_path / "run").exists()
