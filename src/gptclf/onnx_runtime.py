@@ -28,6 +28,7 @@ from gptclf.classifier import SequenceClassifier
 from gptclf.errors import GptclfError
 from gptclf.home import home_dir
 from gptclf.options import option
+from gptclf.precision import cpu_has_int8_dot
 
 RUNTIMES = ("torch", "onnx")
 FORMAT = "gptclf-onnx-1"
@@ -92,7 +93,9 @@ def int8_layers(network: SequenceClassifier) -> set[str]:
 
 def quantize_graph(source: Path, target: Path, network: SequenceClassifier) -> None:
     """``source`` with int8 weights (per output channel; inputs quantized as they come) in the
-    matrix products of :func:`int8_layers`."""
+    matrix products of :func:`int8_layers`. Without VNNI or AMX the weights keep 7 bits: the
+    CPU's 8-bit products then add pairs in 16 bits, which full-range weights overflow (ONNX
+    Runtime's advice, ``reduce_range``)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     with _quiet():
@@ -101,6 +104,7 @@ def quantize_graph(source: Path, target: Path, network: SequenceClassifier) -> N
             target,
             weight_type=QuantType.QInt8,
             per_channel=True,
+            reduce_range=not cpu_has_int8_dot(),
             nodes_to_quantize=_nodes_of(source, int8_layers(network)),
             use_external_data_format=True,
         )
@@ -125,10 +129,10 @@ def _nodes_of(path: Path, modules: set[str]) -> list[str]:
 
 def graph_key(config_bytes: bytes) -> str:
     """What a run's graph depends on: the run's config (its weights' SHA-256, base model,
-    recipe), this module's ``FORMAT`` (raise it when the graph's making changes) and the ONNX
-    Runtime version."""
-    version = _onnxruntime().__version__
-    return hashlib.sha256(f"{FORMAT}\0{version}\0".encode() + config_bytes).hexdigest()
+    recipe), this module's ``FORMAT`` (raise it when the graph's making changes), the ONNX
+    Runtime version and whether the CPU has int8 dot products."""
+    making = f"{FORMAT}\0{_onnxruntime().__version__}\0{cpu_has_int8_dot()}\0"
+    return hashlib.sha256(making.encode() + config_bytes).hexdigest()
 
 
 def cached_graph(config_bytes: bytes, network: SequenceClassifier) -> OnnxNetwork:
