@@ -137,6 +137,25 @@ LLAMA_LIKE_MODELS = {
     "mistral": ("Mistral", {"sliding_window": 4}),
     "phi3": ("Phi3", {"sliding_window": 4, "pad_token_id": 0}),
     "olmo2": ("Olmo2", {"pad_token_id": 0}),
+    "gemma3": (
+        "Gemma3",
+        {
+            "num_hidden_layers": 3,
+            "head_dim": 16,
+            "query_pre_attn_scalar": 24,
+            "sliding_window": 4,
+            "layer_types": ["sliding_attention", "full_attention", "sliding_attention"],
+            "rope_parameters": {
+                "full_attention": {"rope_type": "default", "rope_theta": 1_000_000.0},
+                "sliding_attention": {"rope_type": "default", "rope_theta": 10.0},
+            },
+            "pad_token_id": 0,
+        },
+    ),
+}
+# transformers' classes where they are not prefix + Config, ForCausalLM, ForSequenceClassification
+HF_CLASSES = {
+    "gemma3": ("Gemma3TextConfig", "Gemma3ForCausalLM", "Gemma3TextForSequenceClassification")
 }
 
 
@@ -144,11 +163,17 @@ def save_llama_like(kind: str, folder) -> tuple:
     """A tiny random model of ``kind`` saved by ``transformers``, and its sequence classifier
     class."""
     prefix, extra = LLAMA_LIKE_MODELS[kind]
+    suffixes = ("Config", "ForCausalLM", "ForSequenceClassification")
+    names = HF_CLASSES.get(kind, [prefix + suffix for suffix in suffixes])
+    config_class, model_class, classifier_class = (getattr(transformers, n) for n in names)
     torch.manual_seed(0)
-    config = getattr(transformers, f"{prefix}Config")(**LLAMA_LIKE_COMMON, **extra)
-    model = getattr(transformers, f"{prefix}ForCausalLM")(config).eval()
+    model = model_class(config_class(**(LLAMA_LIKE_COMMON | extra))).eval()
+    with torch.no_grad():  # norms that differ from one another, so that a swap shows
+        for name, weight in model.named_parameters():
+            if "norm" in name:
+                weight.add_(0.3 * torch.randn_like(weight))
     model.save_pretrained(folder)
-    return model, getattr(transformers, f"{prefix}ForSequenceClassification")
+    return model, classifier_class
 
 
 @pytest.fixture(params=[True, False], ids=["tied", "untied"])

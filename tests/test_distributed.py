@@ -21,6 +21,8 @@ from gptclf.distributed import DistributedContext, interleave
 from gptclf.predict import Classifier
 from gptclf.training.step import share_of_batch
 
+from conftest import byte_tokenizer_json, save_llama_like
+
 WORDS = {
     "sports": ["goal", "match", "team", "coach", "league", "score"],
     "politics": ["vote", "senate", "law", "party", "election", "minister"],
@@ -155,6 +157,19 @@ def test_two_processes_resume_the_checkpoint_of_an_interrupted_run(
     assert launched.returncode == 0, launched.stderr
     assert_same_records(records(cut), records(runs["one"]))
     assert not (cut / "checkpoint").exists()
+
+
+def test_two_processes_train_a_gemma3_with_lora_to_the_metrics_of_one(data_options, tmp_path):
+    """The Llama-like blocks too (Gemma 3: windowed and global layers, norms around each
+    sublayer), with LoRA adapters as the part trained."""
+    base = tmp_path / "gemma3"
+    save_llama_like("gemma3", base)
+    (base / "tokenizer.json").write_text(byte_tokenizer_json())
+    options = ["train", *data_options, f"--model={base}", *TRAIN_OPTIONS, "--trainable=lora"]
+    assert main([*options, f"--out={tmp_path / 'one'}"]) == 0
+    launched = torchrun(*options, f"--out={tmp_path / 'two'}", cwd=tmp_path)
+    assert launched.returncode == 0, launched.stderr
+    assert_same_records(records(tmp_path / "two"), records(tmp_path / "one"))
 
 
 def read_rows(path: Path) -> tuple[list[tuple[str, str]], list[float]]:

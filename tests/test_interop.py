@@ -55,7 +55,7 @@ def pipeline_probabilities(folder, texts) -> np.ndarray:
     return np.array([[row[labels[str(i)]] for i in range(len(labels))] for row in scores])
 
 
-@pytest.mark.parametrize("kind", ["gpt2", "qwen3", "llama3", "phi3", "olmo2"])
+@pytest.mark.parametrize("kind", ["gpt2", "qwen3", "llama3", "phi3", "olmo2", "gemma3"])
 def test_hf_export_gives_our_probabilities_in_the_transformers_pipeline(
     kind, gpt2_run, llama_like_run, tmp_path
 ):
@@ -145,6 +145,8 @@ def saved_sequence_classifier(kind: str, folder):
         _, classifier_class = save_llama_like(kind, folder)
         model = classifier_class.from_pretrained(folder, **labels)
         (folder / "tokenizer.json").write_text(byte_tokenizer_json())
+        settings = {"tokenizer_class": "PreTrainedTokenizerFast"}  # not the family's own
+        (folder / "tokenizer_config.json").write_text(json.dumps(settings))
     model.save_pretrained(folder)
     if kind == "gpt2":  # transformers' own GPT-2 tokenizer files, as the hub has them
         tokenizer = gpt2_hf_tokenizer().backend
@@ -154,7 +156,7 @@ def saved_sequence_classifier(kind: str, folder):
     return folder
 
 
-@pytest.mark.parametrize("kind", ["gpt2", "qwen2"])
+@pytest.mark.parametrize("kind", ["gpt2", "qwen2", "gemma3"])
 def test_imported_classifier_answers_as_the_transformers_pipeline(kind, tmp_path):
     folder = saved_sequence_classifier(kind, tmp_path / "hf")
     assert main(["import", str(folder), f"--out={tmp_path / 'run'}"]) == 0

@@ -26,12 +26,17 @@ from gptclf.run.model import save_run_model
 from gptclf.tokenizers import HFTokenizer, Tokenizer, gpt2_hf_tokenizer
 from gptclf.weights import load_local
 from gptclf.weights.files import read_config, read_tensor
-from gptclf.weights.huggingface import hf_model_type, llama_names
+from gptclf.weights.huggingface import HF_ACTIVATIONS, hf_model_type, llama_names
 
 FORMATS = ("hf", "onnx")
 KEPT_SIDE = {"head": "right", "tail": "left"}  # our --truncate: the part kept; theirs: the side cut
 HF_CLASS_PREFIX = {"gpt2": "GPT2", "llama": "Llama", "mistral": "Mistral"}
-HF_CLASS_PREFIX |= {"qwen2": "Qwen2", "qwen3": "Qwen3", "olmo2": "Olmo2"}
+HF_CLASS_PREFIX |= {
+    "qwen2": "Qwen2",
+    "qwen3": "Qwen3",
+    "olmo2": "Olmo2",
+    "gemma3_text": "Gemma3Text",
+}
 
 
 def export_run(run_dir: Path, fmt: str, out: Path) -> list[str]:
@@ -264,7 +269,8 @@ def _llama_config(cfg: LlamaConfig, n_layers: int) -> dict:
             "high_freq_factor": cfg.rope_high_freq_factor,
             "original_max_position_embeddings": cfg.rope_original_context,
         }
-    return {
+    activation = next(theirs for theirs, ours in HF_ACTIVATIONS.items() if ours == cfg.activation)
+    config = {
         "model_type": hf_model_type(cfg),
         "vocab_size": cfg.vocab_size,
         "hidden_size": cfg.emb_dim,
@@ -279,10 +285,30 @@ def _llama_config(cfg: LlamaConfig, n_layers: int) -> dict:
         "rope_parameters": rope,
         "rope_scaling": rope,
         "sliding_window": cfg.sliding_window,
-        "hidden_act": "silu",
+        "hidden_act": activation,
         "attention_bias": False,
         "mlp_bias": False,
         "tie_word_embeddings": False,
+    }
+    if config["model_type"] == "gemma3_text":
+        config |= _gemma3_config(cfg, n_layers, rope) | {"hidden_activation": activation}
+    return config
+
+
+def _gemma3_config(cfg: LlamaConfig, n_layers: int, rope: dict) -> dict:
+    """Gemma 3's attention settings: its scale, which layers see every key, and the rotation of
+    each kind of layer."""
+    scalar = cfg.attention_scale**-2 if cfg.attention_scale else cfg.attention_head_dim
+    windowed = {"rope_type": "default", "rope_theta": cfg.rope_local_base}
+    return {
+        "query_pre_attn_scalar": round(scalar) if abs(scalar - round(scalar)) < 1e-6 else scalar,
+        "layer_types": [
+            "full_attention" if cfg.layer_window(i) is None else "sliding_attention"
+            for i in range(n_layers)
+        ],
+        "rope_local_base_freq": cfg.rope_local_base,
+        "rope_parameters": {"full_attention": rope, "sliding_attention": windowed},
+        "rope_scaling": None,
     }
 
 

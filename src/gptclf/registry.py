@@ -119,6 +119,8 @@ MODELS: dict[str, ModelEntry] = {
         _hub_entry("qwen3-0.6b", "Qwen/Qwen3-0.6B-Base", "qwen3", "596M"),
         _hub_entry("qwen3-1.7b", "Qwen/Qwen3-1.7B-Base", "qwen3", "1.7B"),
         _hub_entry("llama3.2-1b", "meta-llama/Llama-3.2-1B", "llama", "1.2B"),
+        _hub_entry("gemma3-270m", "google/gemma-3-270m", "gemma3", "268M"),
+        _hub_entry("gemma3-1b", "google/gemma-3-1b-pt", "gemma3", "1.0B"),
         _hub_entry("gpt2-small", "openai-community/gpt2", "gpt2", "124M"),
         _hub_entry("gpt2-medium", "openai-community/gpt2-medium", "gpt2", "355M"),
         _hub_entry("gpt2-large", "openai-community/gpt2-large", "gpt2", "774M"),

@@ -146,18 +146,28 @@ def test_llama_like_logits_match_transformers_on_a_padded_batch(kind, tmp_path):
     assert max_diff_on_real_tokens(actual, expected, mask) < 1e-4
 
 
-def test_registered_qwen3_loads_from_the_hugging_face_cache_offline(tmp_path, monkeypatch):
+@pytest.mark.parametrize(
+    ("name", "kind", "repo_id"),
+    [
+        ("qwen3-0.6b", "qwen3", "Qwen/Qwen3-0.6B-Base"),
+        ("gemma3-270m", "gemma3", "google/gemma-3-270m"),
+    ],
+)
+def test_registered_hub_models_load_from_the_hugging_face_cache_offline(
+    name, kind, repo_id, tmp_path, monkeypatch
+):
     folder = tmp_path / "saved"
-    reference, _ = save_llama_like("qwen3", folder)
+    reference, _ = save_llama_like(kind, folder)
     (folder / "tokenizer.json").write_text(byte_tokenizer_json())
-    files = [folder / name for name in ("config.json", "model.safetensors", "tokenizer.json")]
-    fake_hub_cache(tmp_path / "hub", "Qwen/Qwen3-0.6B-Base", files)
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "hub"))
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
-    pretrained = load_pretrained("qwen3-0.6b")
+    assert not MODELS[name].is_available()
+    files = [folder / name for name in ("config.json", "model.safetensors", "tokenizer.json")]
+    fake_hub_cache(tmp_path / "hub", repo_id, files)
+    pretrained = load_pretrained(name)
     assert pretrained.model.cfg.qk_norm and pretrained.model.cfg.head_dim == 16
     assert logits_gap(pretrained.model, reference) < 1e-4
-    assert MODELS["qwen3-0.6b"].is_available()
+    assert MODELS[name].is_available()
 
 
 def test_a_registered_hub_models_tokenizer_needs_no_weights(tmp_path, monkeypatch):
@@ -196,3 +206,18 @@ def test_folder_tokenizer_takes_end_and_pad_tokens_from_the_other_config_files(t
     (tmp_path / "generation_config.json").unlink()
     with pytest.raises(GptclfError, match="no end-of-text token"):
         folder_tokenizer(tmp_path)
+
+
+def test_a_gated_hub_model_says_how_to_get_access(tmp_path, monkeypatch):
+    import huggingface_hub
+    from huggingface_hub.errors import GatedRepoError
+
+    def gated(repo_id, local_files_only=False, **_):
+        if local_files_only:
+            raise FileNotFoundError(repo_id)
+        raise GatedRepoError.__new__(GatedRepoError)  # as the hub answers without a licence
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", gated)
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", False)
+    with pytest.raises(GptclfError, match="google/gemma-3-270m is gated: accept its licence"):
+        load_pretrained("gemma3-270m")

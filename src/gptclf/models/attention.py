@@ -38,15 +38,21 @@ def stock_attention() -> Iterator[None]:
 
 
 def causal_attention(
-    q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, dropout: float = 0.0
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    mask: Tensor | None,
+    dropout: float = 0.0,
+    scale: float | None = None,
 ) -> Tensor:
-    """softmax(q kᵀ / √d + mask) v: q (b, heads, t_q, d), k and v (b, groups, t, d) with heads a
-    multiple of groups (each group's keys serve heads/groups query heads). ``mask`` is boolean
-    (b, 1, t_q, t), True where a query may see a key; None means causal without padding."""
+    """softmax(q kᵀ · scale + mask) v, the scale 1/√d by default: q (b, heads, t_q, d), k and v
+    (b, groups, t, d) with heads a multiple of groups (each group's keys serve heads/groups query
+    heads). ``mask`` is boolean (b or 1, 1, t_q, t), True where a query may see a key; None means
+    causal without padding."""
     length, grad = k.shape[2], torch.is_grad_enabled()
     tuned = not torch.compiler.is_exporting() and _tuned.get() and q.device.type == "cpu"
     if tuned and not grad and dropout == 0.0 and q.shape[2] == length >= BLOCKED_FROM:
-        return blocked_attention(q, k, v, mask)
+        return blocked_attention(q, k, v, mask, scale)
     math_kernel = tuned and grad and length <= MATH_UP_TO
     with sdpa_kernel(SDPBackend.MATH) if math_kernel else contextlib.nullcontext():
         return F.scaled_dot_product_attention(
@@ -57,20 +63,26 @@ def causal_attention(
             is_causal=mask is None,
             dropout_p=dropout,
             enable_gqa=q.shape[1] != k.shape[1],
+            scale=scale,
         )
 
 
-def blocked_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Tensor:
+def blocked_attention(
+    q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, scale: float | None = None
+) -> Tensor:
     """:func:`causal_attention` one sequence and ``QUERY_BLOCK`` query positions at a time: the
     query heads of a key group share one matrix product, and each block sees only the keys up
     to its last position. Scores and softmax in float32, whatever the inputs' precision."""
     b, heads, length, dim = q.shape
     groups = k.shape[1]
     per_group = heads // groups
+    scale = 1 / math.sqrt(dim) if scale is None else scale
+    if mask is not None:
+        mask = mask.expand(b, -1, -1, -1)
     rows = []
     with torch.autocast(q.device.type, enabled=False):  # scores stay float32 under autocast
         for i in range(b):
-            queries = (q[i].float() / math.sqrt(dim)).view(groups, per_group, length, dim)
+            queries = (q[i].float() * scale).view(groups, per_group, length, dim)
             keys = k[i].float().transpose(1, 2)  # (groups, d, t)
             pieces = []
             for start in range(0, length, QUERY_BLOCK):

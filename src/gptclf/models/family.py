@@ -15,8 +15,9 @@ from gptclf.models.stack import run_stack
 class LanguageModel(nn.Module):
     """What every family's model is: embeddings, a stack of blocks (``trf_blocks``), a final norm
     and an output head (``out_head``, which a classifier replaces by its class head; None where
-    the head is tied to the token embeddings). A family's model says how it embeds tokens and
-    what else its blocks take besides the hidden states and the mask."""
+    the head is tied to the token embeddings). A family's model says how it embeds tokens; each
+    block is called as ``block(x, mask, at=None)`` and says how many of the latest keys its
+    queries see (``window``, None for all before them)."""
 
     cfg: Any
     tok_emb: nn.Embedding
@@ -32,11 +33,6 @@ class LanguageModel(nn.Module):
     def dropout_rate(self) -> float:
         return 0.0
 
-    @property
-    def attention_window(self) -> int | None:
-        """How many of the latest keys a query sees, itself included (None: all before it)."""
-        return None
-
     def embedding_layers(self) -> list[nn.Module]:
         """The layers ``embed`` reads: nothing in them may train for their output to be cached."""
         return [self.tok_emb]
@@ -44,10 +40,6 @@ class LanguageModel(nn.Module):
     def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
         """The input of the first block (batch, seq, emb_dim)."""
         raise NotImplementedError
-
-    def block_inputs(self, x: torch.Tensor) -> tuple:
-        """What each block takes after the hidden states x (b, t, d) and the mask."""
-        return ()
 
     def run_blocks(
         self,
@@ -59,9 +51,7 @@ class LanguageModel(nn.Module):
     ) -> torch.Tensor:
         """Blocks ``start`` to ``stop`` (default: to the end) on hidden states x (b, t, d); with
         ``at`` (b,) only the states at those positions, (b, 1, d) (see ``run_stack``)."""
-        blocks = self.trf_blocks[start:stop]
-        window = self.attention_window
-        return run_stack(blocks, x, attention_mask, at, *self.block_inputs(x), window=window)
+        return run_stack(self.trf_blocks[start:stop], x, attention_mask, at)
 
     def hidden_states(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None

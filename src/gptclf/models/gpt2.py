@@ -106,6 +106,8 @@ class FeedForward(nn.Module):
 
 
 class TransformerBlock(nn.Module):
+    window = None  # a query sees every key before it
+
     def __init__(self, cfg: GPTConfig):
         super().__init__()
         self.att = MultiHeadAttention(cfg)

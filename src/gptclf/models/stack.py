@@ -10,22 +10,28 @@ from torch import nn
 
 
 def causal_padding_mask(
-    attention_mask: torch.Tensor | None, seq_len: int, window: int | None = None
+    attention_mask: torch.Tensor | None,
+    seq_len: int,
+    window: int | None = None,
+    device: torch.device | None = None,
 ) -> torch.Tensor | None:
     """Boolean (batch, 1, seq, seq) mask: True where a query may attend to a key.
 
     A query sees itself and earlier keys that are not padding; with ``window``, only the
     ``window`` latest of them (itself included). ``attention_mask`` is (batch, seq) with 1 for real
     tokens and 0 for padding. Every query always sees itself, so padding rows never produce NaNs.
-    ``None`` means no padding: the caller uses the cheaper ``is_causal`` path.
+    ``None`` means no padding and no window: the caller uses the cheaper ``is_causal`` path.
+    ``device``: where the mask is made when there is no ``attention_mask``.
     """
-    if attention_mask is None:
+    if attention_mask is None and window is None:
         return None
-    device = attention_mask.device
+    if attention_mask is not None:
+        device = attention_mask.device
     positions = torch.arange(seq_len, device=device)
-    seen = _seen_keys(positions, positions[:, None], window)  # (seq, seq)
-    allowed = seen & attention_mask.bool()[:, None, None, :]
-    return allowed | torch.eye(seq_len, dtype=torch.bool, device=device)
+    seen = _seen_keys(positions, positions[:, None], window)[None, None]  # (1, 1, seq, seq)
+    if attention_mask is not None:
+        seen = seen & attention_mask.bool()[:, None, None, :]
+    return seen | torch.eye(seq_len, dtype=torch.bool, device=positions.device)
 
 
 def query_row_mask(
@@ -57,25 +63,31 @@ def run_stack(
     x: torch.Tensor,
     attention_mask: torch.Tensor | None,
     at: torch.Tensor | None,
-    *extra: object,
-    window: int | None = None,
 ) -> torch.Tensor:
-    """Each block called as ``block(x, mask, *extra)`` on hidden states x (b, t, d). With ``at``
-    (b,) the result is (b, 1, d), the states at those positions only, and the last block computes
-    nothing else: a classifier reads one position, so most of its work is skipped. With
-    ``window``, a query sees only the ``window`` latest keys (see ``causal_padding_mask``)."""
+    """Each block called as ``block(x, mask)`` on hidden states x (b, t, d), its mask made for its
+    ``window``. With ``at`` (b,) the result is (b, 1, d), the states at those positions only, and
+    the last block computes nothing else: a classifier reads one position, so most of its work is
+    skipped."""
     seq_len = x.shape[1]
     blocks = list(blocks)
     top = blocks.pop() if at is not None and blocks else None
-    if window is not None and window >= seq_len and not torch.compiler.is_exporting():
-        window = None  # every key is within it (a graph keeps it: its lengths vary)
-    if window is not None and attention_mask is None:  # the window needs an explicit mask
-        attention_mask = torch.ones(x.shape[:2], dtype=torch.long, device=x.device)
-    mask = causal_padding_mask(attention_mask, seq_len, window)
+    masks: dict[int | None, torch.Tensor | None] = {}  # one per window
     for block in blocks:
-        x = block(x, mask, *extra)
+        window = _hiding(block.window, seq_len)
+        if window not in masks:
+            masks[window] = causal_padding_mask(attention_mask, seq_len, window, x.device)
+        x = block(x, masks[window])
     if at is None:
         return x
     if top is None:
         return rows_at(x, at)
-    return top(x, query_row_mask(attention_mask, seq_len, at, window), *extra, at)
+    window = _hiding(top.window, seq_len)
+    return top(x, query_row_mask(attention_mask, seq_len, at, window), at)
+
+
+def _hiding(window: int | None, seq_len: int) -> int | None:
+    """``window``, or None where it hides no key from sequences of ``seq_len`` (an exported
+    graph keeps it: its lengths vary)."""
+    if window is not None and window >= seq_len and not torch.compiler.is_exporting():
+        return None
+    return window

@@ -68,6 +68,7 @@ def hub_snapshot(repo_id: str, weights: bool = True) -> Path:
     ``weights`` is False): from the Hugging Face cache, or downloaded into it when the machine
     is online (unless ``HF_HUB_OFFLINE`` is set)."""
     from huggingface_hub import constants, snapshot_download
+    from huggingface_hub.errors import GatedRepoError
 
     files = HUB_CONFIGS + HUB_WEIGHTS * weights
     try:
@@ -79,6 +80,11 @@ def hub_snapshot(repo_id: str, weights: bool = True) -> Path:
             ) from cached_error
     try:
         return Path(snapshot_download(repo_id, allow_patterns=files))
+    except GatedRepoError as exc:
+        raise GptclfError(
+            f"{repo_id} is gated: accept its licence on huggingface.co, then log in here "
+            "(hf auth login) or set HF_TOKEN"
+        ) from exc
     except Exception as exc:
         raise GptclfError(
             f"{repo_id} is not in the local Hugging Face cache and could not be downloaded "

@@ -1,11 +1,11 @@
 """Hugging Face checkpoints in safetensors: GPT-2 (``openai-community/gpt2*`` names, Conv1D
 weights stored transposed) and the Llama-like families (``model.layers.N.self_attn.q_proj.weight``,
-...): Llama, Mistral, OLMo 2, Phi-3, Qwen2, Qwen3."""
+...): Llama, Gemma 3, Mistral, OLMo 2, Phi-3, Qwen2, Qwen3."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import fields, replace
 from functools import partial
 from pathlib import Path
 
@@ -101,26 +101,37 @@ LLAMA_LIKE = {
     "phi3": {},  # Llama with query/key/value and gate/up stored fused (PHI3_FUSED)
     "qwen2": {"qkv_bias": True},
     "qwen3": {"qk_norm": "head"},
-    "olmo2": {"qk_norm": "all", "norm_after": True},
+    "olmo2": {"qk_norm": "all", "pre_norms": False, "post_norms": True},
+    "gemma3_text": {  # with the settings of GEMMA3 below
+        "qk_norm": "head",
+        "post_norms": True,
+        "norm_unit_offset": True,
+        "scale_embeddings": True,
+        "activation": "gelu_tanh",
+    },
 }
-WINDOWED = ("mistral", "phi3")  # every layer's attention within the config's sliding_window
+WINDOWED = ("mistral", "phi3", "gemma3_text")  # attention within the config's sliding_window
+HF_ACTIVATIONS = {"silu": "silu", "gelu_pytorch_tanh": "gelu_tanh"}  # transformers' name: ours
+GEMMA3_ROPE_BASES = {"full_attention": 1_000_000.0, "sliding_attention": 10_000.0}  # defaults
 
 
 def hf_model_type(cfg: LlamaConfig) -> str:
     """The ``model_type`` of ``LLAMA_LIKE`` that ``cfg`` is (Mistral: Llama with a window)."""
-    for model_type, fields in LLAMA_LIKE.items():
-        if fields and all(getattr(cfg, name) == value for name, value in fields.items()):
+    defaults = {f.name: f.default for f in fields(LlamaConfig)}
+    for model_type, own in LLAMA_LIKE.items():
+        if own and all(
+            getattr(cfg, name) == own.get(name, defaults[name])
+            for name in {name for family in LLAMA_LIKE.values() for name in family}
+        ):
             return model_type
     return "mistral" if cfg.sliding_window is not None else "llama"
 
 
-def _rope(config: dict, source: str) -> dict:
-    """The rotation's base and, for "llama3" scaling, its factors: LlamaConfig fields."""
-    rope = config.get("rope_parameters") or config.get("rope_scaling") or {}
+def _rope(rope: dict, theta: float, source: str) -> dict:
+    """The rotation's base (``theta`` where ``rope`` names none) and, for "llama3" scaling, its
+    factors: LlamaConfig fields."""
     rope_type = rope.get("rope_type", rope.get("type", "default"))
-    if rope.get("partial_rotary_factor", config.get("partial_rotary_factor", 1.0)) != 1.0:
-        raise GptclfError(f"{source}: rotation of part of each head is not supported")
-    fields = {"rope_base": float(rope.get("rope_theta", config.get("rope_theta", 10_000.0)))}
+    fields = {"rope_base": float(rope.get("rope_theta", theta))}
     if rope_type == "llama3":
         fields.update(
             rope_factor=float(rope["factor"]),
@@ -133,17 +144,80 @@ def _rope(config: dict, source: str) -> dict:
     return fields
 
 
+def _rotation(config: dict, model_type: str, source: str) -> dict:
+    """The rotation fields of a config: one rotation (``rope_parameters``, or ``rope_scaling``
+    and ``rope_theta``), or Gemma 3's two, for its global and its windowed layers."""
+    rope = config.get("rope_parameters") or config.get("rope_scaling") or {}
+    if rope.get("partial_rotary_factor", config.get("partial_rotary_factor", 1.0)) != 1.0:
+        raise GptclfError(f"{source}: rotation of part of each head is not supported")
+    if model_type != "gemma3_text":
+        return _rope(rope, config.get("rope_theta", 10_000.0), source)
+    theta = {
+        "full_attention": config.get("rope_theta", GEMMA3_ROPE_BASES["full_attention"]),
+        "sliding_attention": config.get(
+            "rope_local_base_freq", GEMMA3_ROPE_BASES["sliding_attention"]
+        ),
+    }
+    kinds = {kind: rope.get(kind) or {} for kind in theta} if "full_attention" in rope else {}
+    kinds.setdefault("full_attention", rope)
+    kinds.setdefault("sliding_attention", {})
+    local = _rope(kinds["sliding_attention"], theta["sliding_attention"], source)
+    if len(local) > 1:
+        raise GptclfError(f"{source}: rope scaling in the windowed layers is not supported")
+    full = _rope(kinds["full_attention"], theta["full_attention"], source)
+    return full | {"rope_local_base": local["rope_base"]}
+
+
+def _gemma3_layers(config: dict, source: str) -> dict:
+    """Gemma 3's attention: its scale, and every how many layers one sees all keys (the others
+    its ``sliding_window`` latest)."""
+    for unsupported in ("final_logit_softcapping", "attn_logit_softcapping"):
+        if config.get(unsupported) is not None:
+            raise GptclfError(f"{source}: {unsupported} is not supported")
+    if config.get("use_bidirectional_attention"):
+        raise GptclfError(f"{source}: bidirectional attention is not supported")
+    n_layers = config["num_hidden_layers"]
+    every = config.get("sliding_window_pattern", config.get("_sliding_window_pattern", 6))
+    kinds = config.get("layer_types") or [
+        "sliding_attention" if (i + 1) % every else "full_attention" for i in range(n_layers)
+    ]
+    if "full_attention" in kinds:
+        every = kinds.index("full_attention") + 1
+    pattern = ["sliding_attention"] * (every - 1) + ["full_attention"]
+    if kinds != (pattern * n_layers)[:n_layers]:
+        raise GptclfError(
+            f"{source}: layer_types is not a windowed pattern with every Nth layer global"
+        )
+    return {
+        "attention_scale": float(config.get("query_pre_attn_scalar", 256)) ** -0.5,
+        "global_every": every,
+    }
+
+
 def llama_config(config: dict, source: str) -> LlamaConfig:
-    """The LlamaConfig of a Llama, Mistral, OLMo 2, Phi-3, Qwen2 or Qwen3 ``config.json``."""
+    """The LlamaConfig of a Llama, Gemma 3, Mistral, OLMo 2, Phi-3, Qwen2 or Qwen3
+    ``config.json``."""
     model_type = config.get("model_type", "llama")
     if model_type not in LLAMA_LIKE:
-        raise GptclfError(f"{source}: model_type {model_type!r} is not Llama-like")
+        hint = " (take the text model of a multimodal one)" if model_type == "gemma3" else ""
+        raise GptclfError(f"{source}: model_type {model_type!r} is not Llama-like{hint}")
     if config.get("attention_bias") or config.get("mlp_bias"):
         raise GptclfError(f"{source}: bias terms beyond {model_type}'s own are not supported")
-    if config.get("use_sliding_window") or "sliding_attention" in (config.get("layer_types") or []):
+    kinds = config.get("layer_types") or []
+    if model_type != "gemma3_text" and (
+        config.get("use_sliding_window") or "sliding_attention" in kinds
+    ):
         raise GptclfError(f"{source}: sliding windows in some layers only are not supported")
     n_heads = config["num_attention_heads"]
-    window = config.get("sliding_window") if model_type in WINDOWED else None
+    default_activation = "gelu_pytorch_tanh" if model_type == "gemma3_text" else "silu"
+    activation = config.get("hidden_activation") or config.get("hidden_act", default_activation)
+    if activation not in HF_ACTIVATIONS:
+        raise GptclfError(f"{source}: activation {activation!r} is not supported")
+    family = dict(LLAMA_LIKE[model_type], activation=HF_ACTIVATIONS[activation])
+    if model_type in WINDOWED:
+        family["sliding_window"] = config.get("sliding_window")
+    if model_type == "gemma3_text":
+        family |= _gemma3_layers(config, source)
     return LlamaConfig(
         vocab_size=config["vocab_size"],
         context_length=config.get("max_position_embeddings", 2048),
@@ -155,9 +229,8 @@ def llama_config(config: dict, source: str) -> LlamaConfig:
         rms_norm_eps=config.get("rms_norm_eps", 1e-6),
         tie_embeddings=config.get("tie_word_embeddings", False),
         head_dim=config.get("head_dim"),
-        sliding_window=window,
-        **_rope(config, source),
-        **LLAMA_LIKE[model_type],
+        **_rotation(config, model_type, source),
+        **family,
     )
 
 
@@ -168,8 +241,6 @@ LLAMA_NAMES = [
     ("out_head.weight", "lm_head.weight", "output.weight"),  # only where not tied
 ]
 LLAMA_BLOCK_NAMES = [
-    ("norm1.weight", "input_layernorm.weight", "attn_norm.weight"),
-    ("norm2.weight", "post_attention_layernorm.weight", "ffn_norm.weight"),
     ("att.W_query.weight", "self_attn.q_proj.weight", "attn_q.weight"),
     ("att.W_key.weight", "self_attn.k_proj.weight", "attn_k.weight"),
     ("att.W_value.weight", "self_attn.v_proj.weight", "attn_v.weight"),
@@ -191,10 +262,15 @@ LLAMA_QK_NORM_NAMES = [  # Qwen3, OLMo 2
 ]
 
 
-LLAMA_NORM_AFTER_NAMES = [  # OLMo 2: the block's two norms read the sublayers' outputs
-    ("norm1.weight", "post_attention_layernorm.weight", "post_attention_norm.weight"),
-    ("norm2.weight", "post_feedforward_layernorm.weight", "post_ffw_norm.weight"),
+LLAMA_PRE_NORM_NAMES = [  # the norms of the sublayers' inputs
+    ("norm1.weight", "input_layernorm.weight", "attn_norm.weight"),
+    ("norm2.weight", "post_attention_layernorm.weight", "ffn_norm.weight"),
 ]
+LLAMA_POST_NORM_NAMES = [  # OLMo 2, Gemma 3: the norms of the sublayers' outputs
+    ("post_att_norm.weight", "post_attention_layernorm.weight", "post_attention_norm.weight"),
+    ("post_ff_norm.weight", "post_feedforward_layernorm.weight", "post_ffw_norm.weight"),
+]
+GEMMA3_FF_NORM_NAME = ("norm2.weight", "pre_feedforward_layernorm.weight", "ffn_norm.weight")
 
 
 def llama_names(cfg: LlamaConfig, column: int) -> tuple[dict[str, str], dict[str, str]]:
@@ -204,7 +280,10 @@ def llama_names(cfg: LlamaConfig, column: int) -> tuple[dict[str, str], dict[str
     if cfg.tie_embeddings:
         del top["out_head.weight"]
     rows = LLAMA_BLOCK_NAMES + LLAMA_BIAS_NAMES * cfg.qkv_bias
-    rows += LLAMA_QK_NORM_NAMES * bool(cfg.qk_norm) + LLAMA_NORM_AFTER_NAMES * cfg.norm_after
+    rows += LLAMA_QK_NORM_NAMES * bool(cfg.qk_norm)
+    rows += LLAMA_PRE_NORM_NAMES * cfg.pre_norms + LLAMA_POST_NORM_NAMES * cfg.post_norms
+    if cfg.pre_norms and cfg.post_norms:  # Gemma 3: post_attention_layernorm is a post norm
+        rows.append(GEMMA3_FF_NORM_NAME)
     return top, {row[0]: row[column] for row in rows}
 
 
@@ -237,8 +316,8 @@ def llama_rules(cfg: LlamaConfig, model_type: str = "llama") -> list[Rule]:
 
 
 def load_hf_llama(folder: Path) -> LlamaModel:
-    """A Llama-like model (Llama, Mistral, OLMo 2, Phi-3, Qwen2, Qwen3) from a Hugging Face folder
-    (``config.json`` + safetensors)."""
+    """A Llama-like model (Llama, Gemma 3, Mistral, OLMo 2, Phi-3, Qwen2, Qwen3) from a Hugging
+    Face folder (``config.json`` + safetensors)."""
     config = read_config(folder)
     if config is None:
         raise GptclfError(f"{folder}: config.json is missing; a Llama checkpoint needs it")
