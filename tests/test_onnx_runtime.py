@@ -13,7 +13,7 @@ from gptclf.onnx_runtime import OnnxNetwork, export_graph, int8_layers, quantize
 from gptclf.predict import Classifier
 from gptclf.weights.huggingface import load_hf_llama
 
-from conftest import HAM, SPAM, padded_batch, save_tiny_llama
+from conftest import HAM, SPAM, padded_batch, save_llama_like, save_tiny_llama
 
 
 def tiny_network(family: str, pooling: str, tmp_path) -> SequenceClassifier:
@@ -21,13 +21,16 @@ def tiny_network(family: str, pooling: str, tmp_path) -> SequenceClassifier:
     if family == "gpt2":
         cfg = GPTConfig(vocab_size=101, context_length=64, emb_dim=16, n_heads=2, n_layers=2)
         model = GPTModel(cfg)
-    else:
+    elif family == "llama":
         save_tiny_llama(tmp_path / "llama", tie_embeddings=True)
         model = load_hf_llama(tmp_path / "llama")
+    else:
+        save_llama_like(family, tmp_path / family)
+        model = load_hf_llama(tmp_path / family)
     return SequenceClassifier(model, n_classes=3, pooling=pooling).eval()
 
 
-@pytest.mark.parametrize("family", ["gpt2", "llama"])
+@pytest.mark.parametrize("family", ["gpt2", "llama", "gemma3"])  # Gemma: windowed layers
 @pytest.mark.parametrize("pooling", ["last-token+mean", "last-token"])
 def test_exported_graph_gives_the_networks_logits_at_any_batch_size_and_length(
     family, pooling, tmp_path
