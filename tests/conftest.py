@@ -187,15 +187,19 @@ SPAM = ["WIN a FREE prize now, call 0800", "Free entry: text WIN to 8007", "URGE
 HAM = ["see you at lunch", "are you home yet?", "ok thanks, talk later"]
 
 
-def byte_tokenizer_json() -> str:
-    """A byte-level tokenizer with 101 ids (the tiny Llama's vocabulary): bytes 0-99 + eos."""
+def byte_tokenizer_json(bos: int | None = None) -> str:
+    """A byte-level tokenizer with 101 ids (the tiny Llama's vocabulary): bytes 0-99 + eos; with
+    ``bos``, one that puts that id before every text, as Gemma's and Llama 3's do."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+
+    from gptclf.tokenizers import set_prefix
 
     alphabet = pre_tokenizers.ByteLevel.alphabet()
     vocab = {ch: i for i, ch in enumerate(sorted(alphabet)[:100])}
     tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token=None))
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
+    set_prefix(tokenizer, [] if bos is None else [bos])
     return tokenizer.to_str()
 
 

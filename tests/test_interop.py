@@ -14,6 +14,7 @@ from conftest import HAM, SPAM, byte_tokenizer_json, save_llama_like, split_opti
 
 EXPORTABLE = ["--pooling=last-token", "--ensemble=none", "--lr=3e-3", "--epochs=2"]
 TEXTS = [*SPAM, *HAM, "a longer message, " * 6]
+START = {"gemma3": 1}  # the start token a kind's tokenizer puts before every text, as Gemma's
 
 
 def trained(spam_data, model_folder, out, *options) -> None:
@@ -39,7 +40,7 @@ def llama_like_run(spam_data, tmp_path_factory):
         if kind not in made:
             base = tmp_path_factory.mktemp(kind)
             save_llama_like(kind, base)
-            (base / "tokenizer.json").write_text(byte_tokenizer_json())
+            (base / "tokenizer.json").write_text(byte_tokenizer_json(bos=START.get(kind)))
             made[kind] = base.parent / f"{kind}-run"
             head = ["--no-head-bias", "--trainable=last-block"]
             trained(spam_data, base, made[kind], *EXPORTABLE, *head)
@@ -61,8 +62,13 @@ def test_hf_export_gives_our_probabilities_in_the_transformers_pipeline(
 ):
     run_dir = gpt2_run if kind == "gpt2" else llama_like_run(kind)
     assert main(["export", str(run_dir), "--format=hf", f"--out={tmp_path / 'hf'}"]) == 0
-    ours = Classifier.from_pretrained(run_dir).predict_proba(TEXTS)
+    classifier = Classifier.from_pretrained(run_dir)
+    ours = classifier.predict_proba(TEXTS)
     np.testing.assert_allclose(pipeline_probabilities(tmp_path / "hf", TEXTS), ours, atol=1e-5)
+    theirs = transformers.AutoTokenizer.from_pretrained(tmp_path / "hf")(TEXTS[0]).input_ids
+    assert theirs == classifier.token_ids(TEXTS[:1])[0]
+    if kind in START:
+        assert theirs[0] == START[kind]
     card = (tmp_path / "hf" / "README.md").read_text()
     test = json.loads((run_dir / "metrics.json").read_text())["test"]
     assert f"| test | {test['n']} | {test['accuracy']:.4f} |" in card
@@ -144,7 +150,7 @@ def saved_sequence_classifier(kind: str, folder):
     else:
         _, classifier_class = save_llama_like(kind, folder)
         model = classifier_class.from_pretrained(folder, **labels)
-        (folder / "tokenizer.json").write_text(byte_tokenizer_json())
+        (folder / "tokenizer.json").write_text(byte_tokenizer_json(bos=START.get(kind)))
         settings = {"tokenizer_class": "PreTrainedTokenizerFast"}  # not the family's own
         (folder / "tokenizer_config.json").write_text(json.dumps(settings))
     model.save_pretrained(folder)
@@ -162,6 +168,7 @@ def test_imported_classifier_answers_as_the_transformers_pipeline(kind, tmp_path
     assert main(["import", str(folder), f"--out={tmp_path / 'run'}"]) == 0
     classifier = Classifier.from_pretrained(tmp_path / "run")
     assert classifier.labels.names == ("neg", "neutral", "pos")
+    assert classifier.tokenizer.prefix_ids == ([START[kind]] if kind in START else [])
     texts = [*SPAM, *HAM]  # within the context: the saved tokenizer has no length to cut at
     ours = classifier.predict_proba(texts)
     np.testing.assert_allclose(ours, pipeline_probabilities(folder, texts), atol=1e-5)
@@ -182,21 +189,21 @@ def test_export_then_import_gives_the_same_metrics(gpt2_run, spam_data, tmp_path
     np.testing.assert_allclose(back, ours, atol=1e-5)
 
 
-def test_a_tokenizer_that_adds_start_tokens_is_refused_on_import(tmp_path, capsys):
+def test_a_tokenizer_that_adds_end_tokens_is_refused_on_import(tmp_path, capsys):
     folder = saved_sequence_classifier("qwen2", tmp_path / "hf")
     stored = json.loads((folder / "tokenizer.json").read_text())
     stored["post_processor"] = {
         "type": "TemplateProcessing",
         "single": [
-            {"SpecialToken": {"id": "!", "type_id": 0}},
             {"Sequence": {"id": "A", "type_id": 0}},
+            {"SpecialToken": {"id": "!", "type_id": 0}},
         ],
         "pair": [{"Sequence": {"id": "A", "type_id": 0}}, {"Sequence": {"id": "B", "type_id": 1}}],
         "special_tokens": {"!": {"id": "!", "ids": [0], "tokens": ["!"]}},
     }
     (folder / "tokenizer.json").write_text(json.dumps(stored))
     assert main(["import", str(folder), f"--out={tmp_path / 'run'}"]) == 2
-    assert "adds start or end tokens" in capsys.readouterr().err
+    assert "adds end tokens after every text" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
 
 

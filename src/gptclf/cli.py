@@ -47,7 +47,7 @@ def _cmd_generate(args: argparse.Namespace) -> None:
     seconds = pretrained.load_seconds
     print(f"loaded {args.model} ({n_params:.1f}M parameters) in {seconds:.1f} s", file=sys.stderr)
     tokenizer = pretrained.tokenizer
-    prompt_ids = tokenizer.encode(args.prompt)
+    prompt_ids = tokenizer.prefix_ids + tokenizer.encode(args.prompt)
     if not prompt_ids:
         raise GptclfError("the prompt is empty")
     ids = generate_greedy(pretrained.model, prompt_ids, args.max_new_tokens, tokenizer.eos_id)

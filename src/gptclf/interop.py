@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
+from tokenizers import Tokenizer as HFTokenizerBackend
 
 from gptclf.classifier import SequenceClassifier, build_classifier
 from gptclf.data.labels import LabelMap
@@ -23,7 +24,7 @@ from gptclf.options import as_plain
 from gptclf.recipe import DEFAULT_MAX_LENGTH, max_length_within, recipe
 from gptclf.run import RunConfig, RunDir, load_run_model
 from gptclf.run.model import save_run_model
-from gptclf.tokenizers import HFTokenizer, Tokenizer, gpt2_hf_tokenizer
+from gptclf.tokenizers import HFTokenizer, Tokenizer, gpt2_hf_tokenizer, set_prefix
 from gptclf.weights import load_local
 from gptclf.weights.files import read_config, read_tensor
 from gptclf.weights.huggingface import HF_ACTIVATIONS, hf_model_type, llama_names
@@ -79,11 +80,10 @@ def import_hf(folder: Path, out: Path) -> None:
     if out.exists():
         raise GptclfError(f"{out}: already exists; import writes a new run folder")
     model, tokenizer = load_local(folder)
-    hf = tokenizer if isinstance(tokenizer, HFTokenizer) else gpt2_hf_tokenizer()
-    if hf.backend.encode("a", add_special_tokens=True).ids != hf.encode("a"):
+    if isinstance(tokenizer, HFTokenizer) and tokenizer.suffix_ids:
         raise GptclfError(
-            f"{folder}/tokenizer.json adds start or end tokens to every text, which gptclf "
-            "does not; remove its post_processor if the classifier was trained without them"
+            f"{folder}/tokenizer.json adds end tokens after every text, which gptclf does not; "
+            "remove them from its post_processor if the classifier was trained without them"
         )
     if set(labels) != {str(i) for i in range(len(labels))}:
         raise GptclfError(f"{folder}/config.json: id2label must name classes 0..{len(labels) - 1}")
@@ -327,9 +327,9 @@ def _write_tokenizer(folder: Path, tokenizer: Tokenizer, config: RunConfig) -> N
     """``tokenizer.json`` and the settings a ``PreTrainedTokenizerFast`` reads: length kept,
     side cut, end and pad tokens."""
     hf = tokenizer if isinstance(tokenizer, HFTokenizer) else gpt2_hf_tokenizer()
-    stored = json.loads(hf.backend.to_str())
-    stored["post_processor"] = None  # gptclf reads no start or end token a processor would add
-    (folder / "tokenizer.json").write_text(json.dumps(stored), encoding="utf-8")
+    backend = HFTokenizerBackend.from_str(hf.backend.to_str())
+    set_prefix(backend, hf.prefix_ids)  # the start tokens gptclf reads, no end tokens
+    (folder / "tokenizer.json").write_text(backend.to_str(), encoding="utf-8")
     word = hf.backend.id_to_token
     settings = {
         "tokenizer_class": "PreTrainedTokenizerFast",
@@ -339,6 +339,8 @@ def _write_tokenizer(folder: Path, tokenizer: Tokenizer, config: RunConfig) -> N
         "eos_token": word(tokenizer.eos_id),
         "pad_token": word(tokenizer.pad_id),
     }
+    if hf.prefix_ids:
+        settings["bos_token"] = word(hf.prefix_ids[0])
     _write_json(folder / "tokenizer_config.json", settings)
 
 

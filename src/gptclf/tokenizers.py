@@ -2,7 +2,10 @@
 read from GGUF metadata or a ``tokenizer.json``) through Hugging Face ``tokenizers``.
 
 Text is always ordinary text: a string such as ``<|endoftext|>`` inside it is encoded as the
-characters it is made of, never as the special token, and never raises.
+characters it is made of, never as the special token, and never raises. The start tokens a
+model's own tokenizer puts before every text (Gemma's and Llama 3's ``<bos>``, from the
+``post_processor`` of its ``tokenizer.json``) are its ``prefix_ids``, which the texts' framing
+puts first (``data/tokenized.py``).
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from pathlib import Path
 
 import tiktoken
 import tiktoken.load
-from tokenizers import AddedToken, Regex, decoders, models, pre_tokenizers
+from tokenizers import AddedToken, Regex, decoders, models, pre_tokenizers, processors
 from tokenizers import Tokenizer as HFTokenizerBackend
 
 from gptclf.assets import package_dir, verified_file
@@ -44,6 +47,7 @@ class Tokenizer(ABC):
     eos_id: int
     pad_id: int
     bos_id: int | None
+    prefix_ids: list[int]  # put before every text, as the model's own tokenizer does
 
     @abstractmethod
     def encode(self, text: str) -> list[int]: ...
@@ -62,6 +66,7 @@ class TiktokenTokenizer(Tokenizer):
         self.vocab_size = encoding.n_vocab
         self.eos_id = self.pad_id = eos_id
         self.bos_id = None
+        self.prefix_ids = []
 
     def encode(self, text: str) -> list[int]:
         return self.encoding.encode_ordinary(text)
@@ -89,6 +94,7 @@ class HFTokenizer(Tokenizer):
         self.eos_id = eos_id
         self.bos_id = bos_id
         self.pad_id = eos_id if pad_id is None else pad_id
+        self.prefix_ids, self.suffix_ids = tokens_added_around(backend)
 
     @classmethod
     def from_file(cls, path: Path, **special_ids: int | None) -> HFTokenizer:
@@ -103,6 +109,30 @@ class HFTokenizer(Tokenizer):
 
     def decode(self, ids: Sequence[int]) -> str:
         return self.backend.decode(list(ids), skip_special_tokens=False)
+
+
+def tokens_added_around(backend: HFTokenizerBackend) -> tuple[list[int], list[int]]:
+    """The ids the backend's post-processor puts before and after one text."""
+    plain = backend.encode("a", add_special_tokens=False).ids
+    added = backend.encode("a", add_special_tokens=True).ids
+    for start in range(len(added) - len(plain) + 1):
+        if added[start : start + len(plain)] == plain:
+            return added[:start], added[start + len(plain) :]
+    raise GptclfError("the tokenizer's post_processor changes the tokens of the text itself")
+
+
+def set_prefix(backend: HFTokenizerBackend, prefix_ids: Sequence[int]) -> None:
+    """Make the backend's post-processor put ``prefix_ids`` before every text, and nothing
+    after it."""
+    if not prefix_ids:
+        backend.post_processor = None
+        return
+    words = [backend.id_to_token(i) for i in prefix_ids]
+    backend.post_processor = processors.TemplateProcessing(
+        single=[*words, "$A"],
+        pair=[*words, "$A", *words, "$B:1"],
+        special_tokens=list(dict(zip(words, prefix_ids, strict=True)).items()),
+    )
 
 
 def read_tokenizer_json(path: Path) -> HFTokenizerBackend:
@@ -174,9 +204,11 @@ def byte_level_bpe_tokenizer(
     eos_id: int,
     bos_id: int | None = None,
     pad_id: int | None = None,
+    prefix_ids: Sequence[int] = (),
 ) -> HFTokenizer:
     """A byte-level BPE tokenizer from a vocabulary as GGUF stores it: token strings in id order,
-    merges as ``"left right"`` strings and llama.cpp token types (3 marks control tokens)."""
+    merges as ``"left right"`` strings and llama.cpp token types (3 marks control tokens);
+    ``prefix_ids`` put before every text."""
     vocab = {token: i for i, token in enumerate(tokens)}
     merge_pairs = [tuple(m.split(" ", 1)) for m in merges]
     backend = HFTokenizerBackend(models.BPE(vocab=vocab, merges=merge_pairs))
@@ -188,4 +220,5 @@ def byte_level_bpe_tokenizer(
         if kind == GGUF_CONTROL_TOKEN
     ]
     backend.add_special_tokens(control)
+    set_prefix(backend, prefix_ids)
     return HFTokenizer(backend, eos_id=eos_id, bos_id=bos_id, pad_id=pad_id)

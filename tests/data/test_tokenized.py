@@ -63,6 +63,23 @@ def test_template_wraps_each_text_and_truncation_leaves_it_whole():
     assert framed.n_truncated == 1 and framed.text_lengths.tolist() == [5, 1]
 
 
+@pytest.mark.parametrize("template", [None, "SMS: {text}"])
+@pytest.mark.parametrize("side", ["head", "tail"])
+def test_the_tokenizers_start_token_comes_first_and_survives_truncation(template, side):
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    from gptclf.tokenizers import HFTokenizer, set_prefix
+
+    backend = Tokenizer(models.WordLevel({"<bos>": 0, "SMS:": 1, "a": 2, "b": 3}, "a"))
+    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    set_prefix(backend, [0])
+    tokenizer = HFTokenizer(backend, eos_id=0)
+    before, after = template_ids(tokenizer, template)
+    assert before == ([0] if template is None else [0, 1]) and after == []
+    framed = frame([[2, 3, 3, 3]], max_length=len(before) + 2, side=side, around=(before, after))
+    assert framed.ids == [before + ([2, 3] if side == "head" else [3, 3])]
+
+
 @pytest.mark.parametrize("template", ["no slot", "{text} twice {text}"])
 def test_template_needs_exactly_one_text_slot(template):
     with pytest.raises(GptclfError, match=r"must contain \{text\} exactly once"):

@@ -159,9 +159,11 @@ def write_llama_gguf(
     tensor_types: Mapping[str, GGMLQuantizationType] | None = None,
     architecture: str = "llama",
     pre: str = "smollm",
+    add_bos: bool = False,
 ) -> Path:
     """A GGUF file with llama.cpp's metadata; 2-D tensors as ``matrix_type`` (or as
-    ``tensor_types`` says for that name), 1-D norm weights in F32."""
+    ``tensor_types`` says for that name), 1-D norm weights in F32; with ``add_bos``, a tokenizer
+    that puts its start token before every text."""
     writer = GGUFWriter(str(path), architecture)
     writer.add_block_count(cfg.num_hidden_layers)
     writer.add_context_length(cfg.max_position_embeddings)
@@ -184,6 +186,7 @@ def write_llama_gguf(
     writer.add_token_merges(vocab.merges)
     writer.add_eos_token_id(vocab.id(END_OF_TEXT))
     writer.add_bos_token_id(vocab.id(END_OF_TEXT))
+    writer.add_add_bos_token(add_bos)
     for name, array in tensors.items():
         qtype = F32 if array.ndim == 1 else (tensor_types or {}).get(name, matrix_type)
         add_tensor(writer, name, array, qtype)
@@ -554,3 +557,14 @@ def test_a_file_is_converted_once_then_read_back_as_it_was_loaded(
     repaired, _ = load_gguf(f32_file)
     assert all(torch.equal(t, repaired.state_dict()[n]) for n, t in first.state_dict().items())
     assert converted.stat().st_size > 100
+
+
+@pytest.mark.parametrize("add_bos", [False, True])
+def test_a_file_whose_tokenizer_adds_its_start_token_gives_a_tokenizer_that_does(
+    tmp_path, vocab, hf_model, add_bos
+):
+    tensors = llama_cpp_tensors(hf_model)
+    path = write_llama_gguf(tmp_path / "t.gguf", hf_model.config, vocab, tensors, add_bos=add_bos)
+    _, tokenizer = load_gguf(path)
+    assert tokenizer.prefix_ids == ([vocab.id(END_OF_TEXT)] if add_bos else [])
+    assert tokenizer.encode("the") == [vocab.id("the")]  # the text itself stays as it was

@@ -221,3 +221,23 @@ def test_a_gated_hub_model_says_how_to_get_access(tmp_path, monkeypatch):
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", False)
     with pytest.raises(GptclfError, match="google/gemma-3-270m is gated: accept its licence"):
         load_pretrained("gemma3-270m")
+
+
+@pytest.mark.parametrize(
+    ("in_tokenizer_json", "add_bos_token", "prefix"),
+    [(True, None, [1]), (False, None, []), (False, True, [1]), (True, False, [])],
+)
+def test_the_start_token_is_put_first_as_tokenizer_json_or_tokenizer_config_says(
+    tmp_path, in_tokenizer_json, add_bos_token, prefix
+):
+    from gptclf.weights import folder_tokenizer
+
+    (tmp_path / "tokenizer.json").write_text(
+        byte_tokenizer_json(bos=1 if in_tokenizer_json else None)
+    )
+    (tmp_path / "config.json").write_text(json.dumps({"eos_token_id": 2, "bos_token_id": 1}))
+    settings = {} if add_bos_token is None else {"add_bos_token": add_bos_token}
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps(settings))
+    tokenizer = folder_tokenizer(tmp_path)
+    assert tokenizer.prefix_ids == prefix
+    assert tokenizer.encode("ab") == [64, 65]

@@ -29,7 +29,7 @@ class TokenizedTexts:
     ids: list[list[int]]
     text_lengths: np.ndarray  # token count of each text alone, before truncation
     max_length: int
-    overhead: int = 0  # template tokens put around every text
+    overhead: int = 0  # start and template tokens put around every text
     owners: np.ndarray | None = None  # the text each sequence reads (None: sequence i, text i)
 
     @property
@@ -86,13 +86,14 @@ def encode_cached(
 
 
 def template_ids(tokenizer: Tokenizer, template: str | None) -> tuple[list[int], list[int]]:
-    """Token ids of the template's text before and after its ``{text}`` slot."""
+    """Token ids put before and after each text: the tokenizer's start tokens, then the
+    template's text before its ``{text}`` slot; the template's text after it."""
     if template is None:
-        return [], []
+        return list(tokenizer.prefix_ids), []
     if template.count(TEXT_SLOT) != 1:
         raise GptclfError(f"--template must contain {TEXT_SLOT} exactly once: {template!r}")
     before, after = template.split(TEXT_SLOT)
-    return tokenizer.encode(before), tokenizer.encode(after)
+    return tokenizer.prefix_ids + tokenizer.encode(before), tokenizer.encode(after)
 
 
 def frame(
@@ -113,7 +114,7 @@ def frame(
     if room < 1:
         raise GptclfError(
             f"a maximum length of {max_length} tokens leaves no room for the text "
-            f"(the template takes {len(before) + len(after)})"
+            f"(the start and template tokens around it take {len(before) + len(after)})"
         )
     text_lengths = np.array([len(x) for x in ids], dtype=np.int64)
     owners = None

@@ -8,7 +8,13 @@ from safetensors import safe_open
 
 from gptclf.errors import GptclfError
 from gptclf.models import LanguageModel
-from gptclf.tokenizers import HFTokenizer, Tokenizer, gpt2_tokenizer, read_tokenizer_json
+from gptclf.tokenizers import (
+    HFTokenizer,
+    Tokenizer,
+    gpt2_tokenizer,
+    read_tokenizer_json,
+    set_prefix,
+)
 from gptclf.weights.book import load_book_gpt
 from gptclf.weights.files import read_config
 from gptclf.weights.gguf import load_gguf
@@ -25,7 +31,9 @@ def _safetensors_keys(path: Path) -> set[str]:
 
 def folder_tokenizer(folder: Path) -> HFTokenizer:
     """The ``tokenizer.json`` of a Hugging Face folder, with its end, start and pad tokens from
-    ``config.json``, else ``generation_config.json``, else ``tokenizer_config.json``."""
+    ``config.json``, else ``generation_config.json``, else ``tokenizer_config.json``; the start
+    token put before every text where ``tokenizer.json``'s post-processor puts it, or where
+    ``tokenizer_config.json`` says ``add_bos_token``."""
     path = folder / "tokenizer.json"
     if not path.is_file():
         raise GptclfError(f"{folder}: no tokenizer.json beside the weights")
@@ -45,10 +53,14 @@ def folder_tokenizer(folder: Path) -> HFTokenizer:
         word = word.get("content") if isinstance(word, dict) else word
         return found if found is not None or word is None else backend.token_to_id(word)
 
-    eos = special("eos")
+    eos, bos = special("eos"), special("bos")
     if eos is None:
         raise GptclfError(f"{folder}: no end-of-text token in its config files")
-    return HFTokenizer(backend, eos_id=eos, bos_id=special("bos"), pad_id=special("pad"))
+    if words.get("add_bos_token") is not None:  # it overrides tokenizer.json, as in transformers
+        if words["add_bos_token"] and bos is None:
+            raise GptclfError(f"{folder}/tokenizer_config.json: add_bos_token, but no bos token")
+        set_prefix(backend, [bos] if words["add_bos_token"] else [])
+    return HFTokenizer(backend, eos_id=eos, bos_id=bos, pad_id=special("pad"))
 
 
 def _load_folder(folder: Path) -> tuple[LanguageModel, Tokenizer]:

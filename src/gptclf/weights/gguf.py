@@ -156,14 +156,16 @@ def gguf_tokenizer(gguf: GGUFFile) -> HFTokenizer:
             f"{gguf.path}: tokenizer model {model!r} is not supported (only gpt2 BPE)"
         )
     tokens = gguf.require("tokenizer.ggml.tokens")
+    bos = gguf.get("tokenizer.ggml.bos_token_id")
     return byte_level_bpe_tokenizer(
         tokens,
         gguf.require("tokenizer.ggml.merges"),
         gguf.get("tokenizer.ggml.token_type", [1] * len(tokens)),
         gguf.get("tokenizer.ggml.pre", "default"),
         eos_id=int(gguf.require("tokenizer.ggml.eos_token_id")),
-        bos_id=gguf.get("tokenizer.ggml.bos_token_id"),
+        bos_id=bos,
         pad_id=gguf.get("tokenizer.ggml.padding_token_id"),
+        prefix_ids=[bos] if gguf.get("tokenizer.ggml.add_bos_token") and bos is not None else [],
     )
 
 
@@ -173,7 +175,7 @@ def load_gguf_tokenizer(path: Path) -> tuple[HFTokenizer, int]:
     return gguf_tokenizer(gguf), llama_config(gguf).context_length
 
 
-CONVERTED_FORMAT = "gptclf-gguf-converted-2"
+CONVERTED_FORMAT = "gptclf-gguf-converted-3"
 
 
 def load_gguf(path: Path) -> tuple[LlamaModel, HFTokenizer]:
