@@ -1,5 +1,6 @@
 """Tokenizers: GPT-2's BPE through tiktoken, and byte-level BPE vocabularies (such as SmolLM2's,
-read from GGUF metadata or a ``tokenizer.json``) through Hugging Face ``tokenizers``.
+read from GGUF metadata or a ``tokenizer.json``) and Gemma's SentencePiece vocabulary (from GGUF
+metadata) through Hugging Face ``tokenizers``.
 
 Text is always ordinary text: a string such as ``<|endoftext|>`` inside it is encoded as the
 characters it is made of, never as the special token, and never raises. The start tokens a
@@ -19,7 +20,15 @@ from pathlib import Path
 
 import tiktoken
 import tiktoken.load
-from tokenizers import AddedToken, Regex, decoders, models, pre_tokenizers, processors
+from tokenizers import (
+    AddedToken,
+    Regex,
+    decoders,
+    models,
+    normalizers,
+    pre_tokenizers,
+    processors,
+)
 from tokenizers import Tokenizer as HFTokenizerBackend
 
 from gptclf.assets import package_dir, verified_file
@@ -37,6 +46,8 @@ LLAMA3_PATTERN = (
 )
 QWEN2_PATTERN = LLAMA3_PATTERN.replace(r"\p{N}{1,3}", r"\p{N}")  # digits one at a time
 GGUF_CONTROL_TOKEN = 3
+GGUF_USER_DEFINED_TOKEN = 4  # an added token matched whole in text, such as <start_of_turn>
+SPACE_PIECE = "▁"  # how a SentencePiece vocabulary spells a space
 
 
 class Tokenizer(ABC):
@@ -220,5 +231,44 @@ def byte_level_bpe_tokenizer(
         if kind == GGUF_CONTROL_TOKEN
     ]
     backend.add_special_tokens(control)
+    set_prefix(backend, prefix_ids)
+    return HFTokenizer(backend, eos_id=eos_id, bos_id=bos_id, pad_id=pad_id)
+
+
+def gemma_tokenizer(
+    tokens: Sequence[str],
+    token_types: Sequence[int],
+    *,
+    unk_id: int,
+    eos_id: int,
+    bos_id: int | None = None,
+    pad_id: int | None = None,
+    prefix_ids: Sequence[int] = (),
+) -> HFTokenizer:
+    """Gemma's SentencePiece vocabulary as llama.cpp stores it (pieces spell a space "▁" but a
+    piece of spaces only with spaces; bytes as <0xNN> pieces; no merges: a piece earlier in the
+    file merges first), read as Gemma's own ``tokenizer.json`` reads: spaces become "▁", then
+    BPE with the bytes of unknown characters as their byte pieces."""
+    pieces = [SPACE_PIECE * len(t) if t and set(t) == {" "} else t for t in tokens]
+    vocab = {piece: i for i, piece in enumerate(pieces)}
+    merges = [  # each piece from two pieces, in file order; the longer left part first
+        (piece[:k], piece[k:])
+        for piece in pieces
+        for k in range(len(piece) - 1, 0, -1)
+        if piece[:k] in vocab and piece[k:] in vocab
+    ]
+    model = models.BPE(
+        vocab=vocab, merges=merges, unk_token=pieces[unk_id], fuse_unk=True, byte_fallback=True
+    )
+    backend = HFTokenizerBackend(model)
+    backend.normalizer = normalizers.Replace(" ", SPACE_PIECE)
+    backend.decoder = decoders.Sequence(
+        [decoders.Replace(SPACE_PIECE, " "), decoders.ByteFallback(), decoders.Fuse()]
+    )
+    kinds = list(zip(pieces, token_types, strict=True))
+    control = [p for p, kind in kinds if kind == GGUF_CONTROL_TOKEN]
+    user_defined = [p for p, kind in kinds if kind == GGUF_USER_DEFINED_TOKEN]
+    backend.add_special_tokens([AddedToken(p, special=True, normalized=False) for p in control])
+    backend.add_tokens([AddedToken(p, special=False, normalized=False) for p in user_defined])
     set_prefix(backend, prefix_ids)
     return HFTokenizer(backend, eos_id=eos_id, bos_id=bos_id, pad_id=pad_id)

@@ -39,6 +39,13 @@ def test_blocked_attention_equals_pytorch_with_padding_mask():
     torch.testing.assert_close(blocked_attention(q, k, v, mask), reference(q, k, v, mask))
 
 
+def test_blocked_attention_equals_pytorch_with_a_window_and_its_own_scale():
+    q, k, v = qkv(2, 6, 2, 300)
+    mask = causal_padding_mask(None, 300, window=70)  # one mask for the whole batch
+    expected = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True, scale=0.3)
+    torch.testing.assert_close(blocked_attention(q, k, v, mask, scale=0.3), expected)
+
+
 def test_blocked_attention_gradients_equal_pytorch():
     q, k, v = qkv(2, 6, 2, 260, grad=True)
     grad = torch.randn(2, 6, 260, 16)

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFWriter
+from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFWriter, RopeScalingType
 from gguf.quants import dequantize, quantize
 from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -160,10 +160,12 @@ def write_llama_gguf(
     architecture: str = "llama",
     pre: str = "smollm",
     add_bos: bool = False,
+    scaling: tuple[RopeScalingType, float] | None = None,
 ) -> Path:
     """A GGUF file with llama.cpp's metadata; 2-D tensors as ``matrix_type`` (or as
     ``tensor_types`` says for that name), 1-D norm weights in F32; with ``add_bos``, a tokenizer
-    that puts its start token before every text."""
+    that puts its start token before every text; with ``scaling``, rope scaling of that type and
+    factor."""
     writer = GGUFWriter(str(path), architecture)
     writer.add_block_count(cfg.num_hidden_layers)
     writer.add_context_length(cfg.max_position_embeddings)
@@ -179,6 +181,9 @@ def write_llama_gguf(
     writer.add_value_length(head_dim)
     if getattr(cfg, "sliding_window", None) is not None:
         writer.add_sliding_window(cfg.sliding_window)
+    if scaling is not None:
+        writer.add_rope_scaling_type(scaling[0])
+        writer.add_rope_scaling_factor(scaling[1])
     writer.add_tokenizer_model("gpt2")
     writer.add_tokenizer_pre(pre)
     writer.add_token_list(vocab.tokens)
@@ -568,3 +573,160 @@ def test_a_file_whose_tokenizer_adds_its_start_token_gives_a_tokenizer_that_does
     _, tokenizer = load_gguf(path)
     assert tokenizer.prefix_ids == ([vocab.id(END_OF_TEXT)] if add_bos else [])
     assert tokenizer.encode("the") == [vocab.id("the")]  # the text itself stays as it was
+
+
+# Gemma 3 as llama.cpp writes it: a SentencePiece vocabulary (pieces with "▁" for a space, runs
+# of spaces spelled as spaces, <0xNN> byte pieces, no merges: their order is the file's), norm
+# weights stored plus one, and the window pattern, local rotary base and attention scale of
+# llama.cpp's conventions (every 6th layer global, base 10,000, 1/√head_dim).
+GEMMA_CONTROL = ["<pad>", "<eos>", "<bos>", "<unk>", "<mask>"]
+GEMMA_PIECES = ["▁", "t", "h", "e", "a", "n", "s", "▁t", "th", "he", "▁th", "▁the", "an"]
+GEMMA_PIECES += ["  ", "   ", "\n", "▁a", "is", "▁is", "in", "▁an"]
+GEMMA_TOKENS = [*GEMMA_CONTROL, "<start_of_turn>", *(f"<0x{b:02X}>" for b in range(256))]
+GEMMA_TOKENS += GEMMA_PIECES
+GEMMA_TYPES = [3, 3, 3, 2, 3, 4] + [6] * 256 + [1] * len(GEMMA_PIECES)
+GEMMA_NAMES = {
+    "input_layernorm.weight": "attn_norm.weight",
+    "post_attention_layernorm.weight": "post_attention_norm.weight",
+    "pre_feedforward_layernorm.weight": "ffn_norm.weight",
+    "post_feedforward_layernorm.weight": "post_ffw_norm.weight",
+    "self_attn.q_proj.weight": "attn_q.weight",
+    "self_attn.k_proj.weight": "attn_k.weight",
+    "self_attn.v_proj.weight": "attn_v.weight",
+    "self_attn.o_proj.weight": "attn_output.weight",
+    "self_attn.q_norm.weight": "attn_q_norm.weight",
+    "self_attn.k_norm.weight": "attn_k_norm.weight",
+    "mlp.gate_proj.weight": "ffn_gate.weight",
+    "mlp.up_proj.weight": "ffn_up.weight",
+    "mlp.down_proj.weight": "ffn_down.weight",
+}
+
+
+def tiny_hf_gemma3():
+    """A random Gemma 3 on llama.cpp's conventions (head_dim 256 = query_pre_attn_scalar), six
+    layers so that one is global, a window of 4, every weight drawn at random."""
+    import transformers
+
+    torch.manual_seed(0)
+    config = transformers.Gemma3TextConfig(
+        vocab_size=len(GEMMA_TOKENS),
+        hidden_size=48,
+        intermediate_size=96,
+        num_hidden_layers=6,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=256,
+        query_pre_attn_scalar=256,
+        sliding_window=4,
+        max_position_embeddings=64,
+        rope_parameters={
+            "full_attention": {"rope_type": "default", "rope_theta": 50_000.0},
+            "sliding_attention": {"rope_type": "default", "rope_theta": 10_000.0},
+        },
+        rms_norm_eps=1e-6,
+    )
+    model = transformers.Gemma3ForCausalLM(config).float().eval()
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            param.normal_(std=0.3 if name.endswith("norm.weight") else 0.1)
+    return model
+
+
+def write_gemma3_gguf(path: Path, model) -> Path:
+    cfg = model.config
+    weights = {k: v.detach().numpy().copy() for k, v in model.state_dict().items()}
+    plus_one = {name: weights[name] + 1 for name in weights if name.endswith("norm.weight")}
+    weights |= plus_one  # llama.cpp stores Gemma's norms as 1 + weight
+    writer = GGUFWriter(str(path), "gemma3")
+    writer.add_block_count(cfg.num_hidden_layers)
+    writer.add_context_length(cfg.max_position_embeddings)
+    writer.add_embedding_length(cfg.hidden_size)
+    writer.add_feed_forward_length(cfg.intermediate_size)
+    writer.add_head_count(cfg.num_attention_heads)
+    writer.add_head_count_kv(cfg.num_key_value_heads)
+    writer.add_key_length(cfg.head_dim)
+    writer.add_value_length(cfg.head_dim)
+    writer.add_rope_freq_base(cfg.rope_parameters["full_attention"]["rope_theta"])
+    writer.add_layer_norm_rms_eps(cfg.rms_norm_eps)
+    writer.add_sliding_window(cfg.sliding_window)
+    writer.add_tokenizer_model("llama")
+    writer.add_tokenizer_pre("default")
+    writer.add_token_list(GEMMA_TOKENS)
+    writer.add_token_scores([float(i) for i in range(len(GEMMA_TOKENS))])  # not the merge order
+    writer.add_token_types(GEMMA_TYPES)
+    writer.add_bos_token_id(GEMMA_TOKENS.index("<bos>"))
+    writer.add_eos_token_id(GEMMA_TOKENS.index("<eos>"))
+    writer.add_unk_token_id(GEMMA_TOKENS.index("<unk>"))
+    writer.add_pad_token_id(GEMMA_TOKENS.index("<pad>"))
+    writer.add_add_bos_token(True)
+    writer.add_add_eos_token(False)
+    add_tensor(writer, "token_embd.weight", weights["model.embed_tokens.weight"], F32)
+    add_tensor(writer, "output_norm.weight", weights["model.norm.weight"], F32)
+    for i in range(cfg.num_hidden_layers):
+        for theirs, ours in GEMMA_NAMES.items():
+            add_tensor(writer, f"blk.{i}.{ours}", weights[f"model.layers.{i}.{theirs}"], F32)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
+@pytest.fixture(scope="module")
+def gemma3_file(tmp_path_factory):
+    model = tiny_hf_gemma3()
+    folder = tmp_path_factory.mktemp("gemma3-gguf")
+    return model, write_gemma3_gguf(folder / "tiny.gguf", model)
+
+
+def test_a_gemma3_file_gives_the_logits_of_the_model_it_was_written_from(gemma3_file):
+    hf_model, path = gemma3_file
+    model, _ = load_gguf(path)
+    cfg = model.cfg
+    assert (cfg.global_every, cfg.sliding_window, cfg.rope_local_base) == (6, 4, 10_000.0)
+    ours = logits_at_real_positions(model, len(GEMMA_TOKENS))
+    theirs = logits_at_real_positions(hf_model, len(GEMMA_TOKENS))
+    assert (ours - theirs).abs().max() < 1e-4
+
+
+def test_a_gemma3_file_reads_as_transformers_reads_it(gemma3_file):
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+    from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint
+
+    _, path = gemma3_file
+    settings = load_gguf_checkpoint(str(path))["config"]
+    del settings["model_type"]
+    theirs = Gemma3ForCausalLM(Gemma3TextConfig(**settings)).eval()
+    tensors = load_gguf_checkpoint(str(path), return_tensors=True, model_to_load=theirs)["tensors"]
+    theirs.load_state_dict(tensors, strict=False)
+    theirs.tie_weights()
+    model, _ = load_gguf(path)
+    ours = logits_at_real_positions(model, len(GEMMA_TOKENS))
+    assert (ours - logits_at_real_positions(theirs, len(GEMMA_TOKENS))).abs().max() < 1e-4
+
+
+GEMMA_TEXTS = ["the", " the an", "the  an   is\nthe", "é ünïcode 🙂", "<start_of_turn>a", "  "]
+
+
+def test_a_gemma3_files_tokenizer_splits_text_as_transformers_does(gemma3_file):
+    from transformers import AutoTokenizer
+
+    _, path = gemma3_file
+    theirs = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+    _, tokenizer = load_gguf(path)
+    assert tokenizer.prefix_ids == [GEMMA_TOKENS.index("<bos>")]
+    for text in GEMMA_TEXTS:
+        expected = theirs(text).input_ids
+        assert tokenizer.prefix_ids + tokenizer.encode(text) == expected, text
+        assert tokenizer.decode(tokenizer.encode(text)) == text
+
+
+@pytest.mark.parametrize(("kind", "factor"), [("linear", 8.0), ("yarn", 4.0)])
+def test_a_file_with_rope_scaling_is_refused_not_read_unscaled(
+    tmp_path, vocab, hf_model, kind, factor
+):
+    tensors = llama_cpp_tensors(hf_model)
+    scaling = (RopeScalingType(kind), factor)
+    path = write_llama_gguf(tmp_path / "t.gguf", hf_model.config, vocab, tensors, scaling=scaling)
+    with pytest.raises(GptclfError, match="rope scaling is not supported"):
+        load_gguf(path)

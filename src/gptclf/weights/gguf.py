@@ -28,7 +28,7 @@ from gptclf.atomic import atomic_path
 from gptclf.errors import GptclfError
 from gptclf.home import home_dir
 from gptclf.models import LlamaConfig, LlamaModel
-from gptclf.tokenizers import HFTokenizer, byte_level_bpe_tokenizer
+from gptclf.tokenizers import HFTokenizer, byte_level_bpe_tokenizer, gemma_tokenizer
 from gptclf.weights.common import Rule, empty_model, load_by_rules, rules_of, stack_rules
 from gptclf.weights.huggingface import LLAMA_LIKE, WINDOWED, llama_names, phi3_fused
 
@@ -91,7 +91,15 @@ def unpermute_rotary_rows(n_heads: int, weight: torch.Tensor) -> torch.Tensor:
     )
 
 
-GGUF_ARCHITECTURES = ("llama", "olmo2", "phi3", "qwen2", "qwen3")  # as transformers' model_type
+# llama.cpp's architecture names: transformers' model_type
+GGUF_ARCHITECTURES = {
+    "gemma3": "gemma3_text",
+    "llama": "llama",
+    "olmo2": "olmo2",
+    "phi3": "phi3",
+    "qwen2": "qwen2",
+    "qwen3": "qwen3",
+}
 
 
 def llama_config(gguf: GGUFFile) -> LlamaConfig:
@@ -100,16 +108,25 @@ def llama_config(gguf: GGUFFile) -> LlamaConfig:
         raise GptclfError(
             f"{gguf.path}: architecture {arch!r} is not supported ({', '.join(GGUF_ARCHITECTURES)})"
         )
-    if gguf.get(f"{arch}.rope.scaling.type", "none") not in ("none", "linear") or any(
-        t.name == "rope_freqs.weight" for t in gguf.reader.tensors
-    ):
+    model_type = GGUF_ARCHITECTURES[arch]
+    scaling = gguf.get(f"{arch}.rope.scaling.type", "none")
+    unscaled = scaling == "none" or (
+        scaling == "linear" and gguf.get(f"{arch}.rope.scaling.factor", 1.0) == 1.0
+    )
+    if not unscaled or any(t.name == "rope_freqs.weight" for t in gguf.reader.tensors):
         raise GptclfError(f"{gguf.path}: rope scaling is not supported")
     n_heads = int(gguf.require(f"{arch}.attention.head_count"))
     emb_dim = int(gguf.require(f"{arch}.embedding_length"))
+    n_layers = int(gguf.require(f"{arch}.block_count"))
     head_dim = int(
         gguf.get(f"{arch}.attention.key_length", gguf.get(f"{arch}.rope.dimension_count", 0))
         or emb_dim // n_heads
     )
+    family = dict(LLAMA_LIKE[model_type])
+    if model_type in WINDOWED:
+        family["sliding_window"] = _int_or_none(gguf.get(f"{arch}.attention.sliding_window"))
+    if arch == "gemma3":
+        family |= gemma3_conventions(n_layers, emb_dim // n_heads, head_dim)
     tensor_names = {t.name for t in gguf.reader.tensors}
     return LlamaConfig(
         vocab_size=len(gguf.require("tokenizer.ggml.tokens")),
@@ -118,16 +135,21 @@ def llama_config(gguf: GGUFFile) -> LlamaConfig:
         hidden_dim=int(gguf.require(f"{arch}.feed_forward_length")),
         n_heads=n_heads,
         n_kv_groups=int(gguf.get(f"{arch}.attention.head_count_kv", n_heads)),
-        n_layers=int(gguf.require(f"{arch}.block_count")),
+        n_layers=n_layers,
         rope_base=float(gguf.get(f"{arch}.rope.freq_base", 10_000.0)),
         rms_norm_eps=float(gguf.require(f"{arch}.attention.layer_norm_rms_epsilon")),
         tie_embeddings="output.weight" not in tensor_names,
         head_dim=head_dim if head_dim != emb_dim // n_heads else None,
-        sliding_window=_int_or_none(gguf.get(f"{arch}.attention.sliding_window"))
-        if arch in WINDOWED
-        else None,
-        **LLAMA_LIKE[arch],
+        **family,
     )
+
+
+def gemma3_conventions(n_layers: int, width_per_head: int, head_dim: int) -> dict:
+    """What llama.cpp takes for granted of Gemma 3 rather than storing it: every 6th layer sees
+    all keys, the windowed ones rotate at base 10,000, and scores scale by 1/√head_dim (by
+    1/√(width / heads) in the 27B model, the one of 62 layers)."""
+    scaled_by = width_per_head if n_layers == 62 else head_dim
+    return {"global_every": 6, "rope_local_base": 10_000.0, "attention_scale": scaled_by**-0.5}
 
 
 def _int_or_none(value: object) -> int | None:
@@ -136,10 +158,16 @@ def _int_or_none(value: object) -> int | None:
 
 def llama_rules(cfg: LlamaConfig, arch: str) -> list[Rule]:
     """The tensors of a GGUF file of ``arch``: llama.cpp stores Llama's query and key rows
-    permuted for its interleaved rotation (the others' as they are), and Phi-3's fused."""
+    permuted for its interleaved rotation (the others' as they are), Phi-3's fused, and
+    Gemma's norm weights plus one."""
     top, block = llama_names(cfg, column=2)
     if arch == "phi3":
         block |= phi3_fused(cfg, column=2)
+    if arch == "gemma3":
+        for names in (top, block):
+            for ours, theirs in names.items():
+                if theirs.endswith("norm.weight"):
+                    names[ours] = (theirs, _minus_one)
     if arch == "llama":
         for name, heads in (
             ("att.W_query.weight", cfg.n_heads),
@@ -149,14 +177,30 @@ def llama_rules(cfg: LlamaConfig, arch: str) -> list[Rule]:
     return rules_of(top) + stack_rules(cfg.n_layers, "blk.{i}", block)
 
 
+def _minus_one(t: torch.Tensor) -> torch.Tensor:
+    return t - 1
+
+
 def gguf_tokenizer(gguf: GGUFFile) -> HFTokenizer:
+    """The file's byte-level BPE vocabulary, or Gemma's SentencePiece one."""
     model = gguf.require("tokenizer.ggml.model")
-    if model != "gpt2":
-        raise GptclfError(
-            f"{gguf.path}: tokenizer model {model!r} is not supported (only gpt2 BPE)"
-        )
     tokens = gguf.require("tokenizer.ggml.tokens")
     bos = gguf.get("tokenizer.ggml.bos_token_id")
+    prefix = [bos] if gguf.get("tokenizer.ggml.add_bos_token") and bos is not None else []
+    if model == "llama" and gguf.get("general.architecture") == "gemma3":
+        return gemma_tokenizer(
+            tokens,
+            gguf.require("tokenizer.ggml.token_type"),
+            unk_id=int(gguf.require("tokenizer.ggml.unknown_token_id")),
+            eos_id=int(gguf.require("tokenizer.ggml.eos_token_id")),
+            bos_id=bos,
+            pad_id=gguf.get("tokenizer.ggml.padding_token_id"),
+            prefix_ids=prefix,
+        )
+    if model != "gpt2":
+        raise GptclfError(
+            f"{gguf.path}: tokenizer model {model!r} is not supported (gpt2 BPE, and Gemma's)"
+        )
     return byte_level_bpe_tokenizer(
         tokens,
         gguf.require("tokenizer.ggml.merges"),
@@ -165,7 +209,7 @@ def gguf_tokenizer(gguf: GGUFFile) -> HFTokenizer:
         eos_id=int(gguf.require("tokenizer.ggml.eos_token_id")),
         bos_id=bos,
         pad_id=gguf.get("tokenizer.ggml.padding_token_id"),
-        prefix_ids=[bos] if gguf.get("tokenizer.ggml.add_bos_token") and bos is not None else [],
+        prefix_ids=prefix,
     )
 
 
