@@ -6,6 +6,7 @@ import torch
 import transformers
 
 from gptclf.cli import main
+from gptclf.data.readers import read_labelled, write_labelled
 from gptclf.onnx_runtime import OnnxNetwork
 from gptclf.predict import Classifier
 from gptclf.tokenizers import gpt2_hf_tokenizer
@@ -23,10 +24,22 @@ def trained(spam_data, model_folder, out, *options) -> None:
 
 
 @pytest.fixture(scope="module")
-def gpt2_run(spam_data, tiny_gpt2_base, tmp_path_factory):
+def numbered_spam_data(spam_data, tmp_path_factory):
+    """``spam_data`` labelled 0 (ham) and 1 (spam), with those names in ``labels.json``."""
+    folder = tmp_path_factory.mktemp("numbered")
+    for name in ("train", "val", "test"):
+        data = read_labelled(spam_data / f"{name}.csv")
+        numbers = [int(label == "spam") for label in data.labels]
+        write_labelled(folder / f"{name}.csv", data.texts, numbers)
+    (folder / "labels.json").write_text(json.dumps({"0": "ham", "1": "spam"}))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def gpt2_run(numbered_spam_data, tiny_gpt2_base, tmp_path_factory):
     out = tmp_path_factory.mktemp("export") / "gpt2"
     cut = ["--max-length=12", "--truncate=tail"]  # the long text loses its start
-    trained(spam_data, tiny_gpt2_base, out, *EXPORTABLE, *cut, "--trainable=all")
+    trained(numbered_spam_data, tiny_gpt2_base, out, *EXPORTABLE, *cut, "--trainable=all")
     return out
 
 
@@ -141,7 +154,7 @@ def saved_sequence_classifier(kind: str, folder):
     """A tiny random ``*ForSequenceClassification`` of ``kind`` (gpt2 or a Llama-like model)
     saved with labels, a pad token and a tokenizer, as a user's finetuned checkpoint would be."""
     torch.manual_seed(3)
-    labels = {"id2label": {0: "neg", 1: "neutral", 2: "pos"}, "pad_token_id": 0}
+    labels = {"id2label": {0: "pos", 1: "neg", 2: "neutral"}, "pad_token_id": 0}
     if kind == "gpt2":
         config = transformers.GPT2Config(n_embd=32, n_layer=2, n_head=2, n_positions=64, **labels)
         model = transformers.GPT2ForSequenceClassification(config)
@@ -167,17 +180,21 @@ def test_imported_classifier_answers_as_the_transformers_pipeline(kind, tmp_path
     folder = saved_sequence_classifier(kind, tmp_path / "hf")
     assert main(["import", str(folder), f"--out={tmp_path / 'run'}"]) == 0
     classifier = Classifier.from_pretrained(tmp_path / "run")
-    assert classifier.labels.names == ("neg", "neutral", "pos")
+    assert classifier.labels.names == ("pos", "neg", "neutral")
+    assert classifier.labels.ids([2, "neg", "0"], "data") == [2, 1, 0]  # by class or name
     assert classifier.tokenizer.prefix_ids == ([START[kind]] if kind in START else [])
     texts = [*SPAM, *HAM]  # within the context: the saved tokenizer has no length to cut at
     ours = classifier.predict_proba(texts)
     np.testing.assert_allclose(ours, pipeline_probabilities(folder, texts), atol=1e-5)
 
 
-def test_export_then_import_gives_the_same_metrics(gpt2_run, spam_data, tmp_path, capsys):
+@pytest.mark.parametrize("labelled", ["by-value", "by-name"])
+def test_export_then_import_gives_the_same_metrics(
+    labelled, gpt2_run, numbered_spam_data, spam_data, tmp_path, capsys
+):
     main(["export", str(gpt2_run), "--format=hf", f"--out={tmp_path / 'hf'}"])
     assert main(["import", str(tmp_path / "hf"), f"--out={tmp_path / 'back'}"]) == 0
-    test_file = spam_data / "test.csv"
+    test_file = (numbered_spam_data if labelled == "by-value" else spam_data) / "test.csv"
     capsys.readouterr()
     for run in (gpt2_run, tmp_path / "back"):
         assert main(["eval", str(run), f"--data={test_file}", "--json"]) == 0
@@ -221,8 +238,16 @@ def test_a_folder_that_is_not_a_sequence_classifier_is_refused(tiny_gpt2_base, t
             lambda c, t: c.update(id2label={"0": "a", "1": "b"}),
             "score.weight must be the class head",
         ),
+        (
+            lambda c, t: c.update(id2label={"0": "1", "1": "0", "2": "x"}),
+            "id2label names class 0 '1', the label of class 1",
+        ),
+        (
+            lambda c, t: c.update(gptclf_label_values=["b", "a", "c"]),
+            "gptclf_label_values or id2label: labels are damaged",
+        ),
     ],
-    ids=["label-gap", "truncation-side", "head-shape"],
+    ids=["label-gap", "truncation-side", "head-shape", "name-of-another", "values-unordered"],
 )
 def test_an_edited_checkpoint_is_a_one_line_import_error(edit, message, tmp_path, capsys):
     folder = saved_sequence_classifier("qwen2", tmp_path / "hf")

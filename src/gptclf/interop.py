@@ -23,6 +23,7 @@ from gptclf.onnx_runtime import export_graph
 from gptclf.options import as_plain
 from gptclf.recipe import DEFAULT_MAX_LENGTH, max_length_within, recipe
 from gptclf.run import RunConfig, RunDir, load_run_model
+from gptclf.run.checks import checked_labels
 from gptclf.run.model import save_run_model
 from gptclf.tokenizers import HFTokenizer, Tokenizer, gpt2_hf_tokenizer, set_prefix
 from gptclf.weights import load_local
@@ -30,6 +31,7 @@ from gptclf.weights.files import read_config, read_tensor
 from gptclf.weights.huggingface import HF_ACTIVATIONS, hf_model_type, llama_names
 
 FORMATS = ("hf", "onnx")
+LABEL_VALUES = "gptclf_label_values"  # class i's label in the training data, for import
 KEPT_SIDE = {"head": "right", "tail": "left"}  # our --truncate: the part kept; theirs: the side cut
 HF_CLASS_PREFIX = {"gpt2": "GPT2", "llama": "Llama", "mistral": "Mistral"}
 HF_CLASS_PREFIX |= {
@@ -85,9 +87,7 @@ def import_hf(folder: Path, out: Path) -> None:
             f"{folder}/tokenizer.json adds end tokens after every text, which gptclf does not; "
             "remove them from its post_processor if the classifier was trained without them"
         )
-    if set(labels) != {str(i) for i in range(len(labels))}:
-        raise GptclfError(f"{folder}/config.json: id2label must name classes 0..{len(labels) - 1}")
-    names = tuple(labels[str(i)] for i in range(len(labels)))
+    label_map = _imported_labels(folder, hf_config)
     reading = read_config(folder, "tokenizer_config.json") or {}
     longest = reading.get("model_max_length")  # unset: a huge number
     wanted = longest if isinstance(longest, int) and 0 < longest < 1 << 20 else DEFAULT_MAX_LENGTH
@@ -99,7 +99,7 @@ def import_hf(folder: Path, out: Path) -> None:
         raise GptclfError(f"{folder}/tokenizer_config.json: truncation_side must be left or right")
     spec = dict(pooling="last-token", head_bias=False, ensemble="none", precision="fp32")
     options = recipe(model=str(folder), truncate=side, max_length=max_length, **spec)
-    classifier = build_classifier(model, options.classifier_spec(len(names)))
+    classifier = build_classifier(model, options.classifier_spec(len(label_map)))
     score = read_tensor(folder, "score.weight")  # the rest was read with the model
     if score is None or score.shape != classifier.head.weight.shape:
         raise GptclfError(
@@ -114,7 +114,7 @@ def import_hf(folder: Path, out: Path) -> None:
         standalone=True,
         family=family_of(model).name,
         architecture=asdict(model.cfg),
-        labels=LabelMap(names, names).to_json(),
+        labels=label_map.to_json(),
         max_length=max_length,
         pad_to=None,
         tokenizer=tokenizer.name if isinstance(tokenizer, HFTokenizer) else "gpt2",
@@ -131,6 +131,29 @@ def import_hf(folder: Path, out: Path) -> None:
         run_dir.root.mkdir()
         save_run_model(run_dir, classifier, config, tokenizer, [])
         run_dir.root.rename(out)
+
+
+def _imported_labels(folder: Path, hf_config: dict) -> LabelMap:
+    """Class ``i`` is shown as ``id2label[i]`` and stands for the label value gptclf's export
+    kept (``LABEL_VALUES``), else for ``i`` itself, as Hugging Face datasets store class labels:
+    data labelled either way is read."""
+    labels = hf_config["id2label"]
+    if set(labels) != {str(i) for i in range(len(labels))}:
+        raise GptclfError(f"{folder}/config.json: id2label must name classes 0..{len(labels) - 1}")
+    names = [labels[str(i)] for i in range(len(labels))]
+    values = hf_config.get(LABEL_VALUES, list(range(len(names))))
+    try:
+        label_map = checked_labels({"values": values, "names": names})
+    except GptclfError as exc:
+        raise GptclfError(f"{folder}/config.json: {LABEL_VALUES} or id2label: {exc}") from None
+    values = [str(value) for value in label_map.values]
+    for i, name in enumerate(names):
+        if name in values and values.index(name) != i:
+            raise GptclfError(
+                f"{folder}/config.json: id2label names class {i} {name!r}, the label of "
+                f"class {values.index(name)}; labels in data would be ambiguous"
+            )
+    return label_map
 
 
 def _first_set(*values: int | None) -> int | None:
@@ -313,11 +336,13 @@ def _gemma3_config(cfg: LlamaConfig, n_layers: int, rope: dict) -> dict:
 
 
 def _labels_config(config: RunConfig) -> dict:
-    """The labels and the pad token, as transformers' configs name them."""
+    """The labels and the pad token, as transformers' configs name them, and the label values
+    of gptclf's data (names are only what is shown) for an import to read."""
     names = config.label_map.names
     return {
         "id2label": {str(i): name for i, name in enumerate(names)},
         "label2id": {name: i for i, name in enumerate(names)},
+        LABEL_VALUES: list(config.label_map.values),
         "pad_token_id": config.special_ids["pad_id"],
         "eos_token_id": config.special_ids["eos_id"],
     }
