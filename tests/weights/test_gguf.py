@@ -150,6 +150,23 @@ def add_tensor(writer: GGUFWriter, name: str, array: np.ndarray, qtype: GGMLQuan
         writer.add_tensor(name, quantize(array, qtype), raw_dtype=qtype)
 
 
+def model_header(path: Path, architecture: str, cfg, head_dim: int, rope_theta: float):
+    """A GGUF writer holding the sizes every llama.cpp model states, from a transformers
+    ``cfg``."""
+    writer = GGUFWriter(str(path), architecture)
+    writer.add_block_count(cfg.num_hidden_layers)
+    writer.add_context_length(cfg.max_position_embeddings)
+    writer.add_embedding_length(cfg.hidden_size)
+    writer.add_feed_forward_length(cfg.intermediate_size)
+    writer.add_head_count(cfg.num_attention_heads)
+    writer.add_head_count_kv(cfg.num_key_value_heads)
+    writer.add_key_length(head_dim)
+    writer.add_value_length(head_dim)
+    writer.add_rope_freq_base(rope_theta)
+    writer.add_layer_norm_rms_eps(cfg.rms_norm_eps)
+    return writer
+
+
 def write_llama_gguf(
     path: Path,
     cfg: LlamaConfig,
@@ -166,19 +183,9 @@ def write_llama_gguf(
     ``tensor_types`` says for that name), 1-D norm weights in F32; with ``add_bos``, a tokenizer
     that puts its start token before every text; with ``scaling``, rope scaling of that type and
     factor."""
-    writer = GGUFWriter(str(path), architecture)
-    writer.add_block_count(cfg.num_hidden_layers)
-    writer.add_context_length(cfg.max_position_embeddings)
-    writer.add_embedding_length(cfg.hidden_size)
-    writer.add_feed_forward_length(cfg.intermediate_size)
-    writer.add_head_count(cfg.num_attention_heads)
-    writer.add_head_count_kv(cfg.num_key_value_heads)
-    writer.add_rope_freq_base(cfg.rope_parameters["rope_theta"])
-    writer.add_layer_norm_rms_eps(cfg.rms_norm_eps)
     head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+    writer = model_header(path, architecture, cfg, head_dim, cfg.rope_parameters["rope_theta"])
     writer.add_rope_dimension_count(head_dim)
-    writer.add_key_length(head_dim)
-    writer.add_value_length(head_dim)
     if getattr(cfg, "sliding_window", None) is not None:
         writer.add_sliding_window(cfg.sliding_window)
     if scaling is not None:
@@ -637,17 +644,8 @@ def write_gemma3_gguf(path: Path, model) -> Path:
     weights = {k: v.detach().numpy().copy() for k, v in model.state_dict().items()}
     plus_one = {name: weights[name] + 1 for name in weights if name.endswith("norm.weight")}
     weights |= plus_one  # llama.cpp stores Gemma's norms as 1 + weight
-    writer = GGUFWriter(str(path), "gemma3")
-    writer.add_block_count(cfg.num_hidden_layers)
-    writer.add_context_length(cfg.max_position_embeddings)
-    writer.add_embedding_length(cfg.hidden_size)
-    writer.add_feed_forward_length(cfg.intermediate_size)
-    writer.add_head_count(cfg.num_attention_heads)
-    writer.add_head_count_kv(cfg.num_key_value_heads)
-    writer.add_key_length(cfg.head_dim)
-    writer.add_value_length(cfg.head_dim)
-    writer.add_rope_freq_base(cfg.rope_parameters["full_attention"]["rope_theta"])
-    writer.add_layer_norm_rms_eps(cfg.rms_norm_eps)
+    rope_theta = cfg.rope_parameters["full_attention"]["rope_theta"]
+    writer = model_header(path, "gemma3", cfg, cfg.head_dim, rope_theta)
     writer.add_sliding_window(cfg.sliding_window)
     writer.add_tokenizer_model("llama")
     writer.add_tokenizer_pre("default")
