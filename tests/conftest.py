@@ -222,6 +222,22 @@ def spam_data(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def noisy_spam_data(spam_data, tmp_path_factory) -> Path:
+    """``spam_data`` with a spam and a ham of the validation split labelled the other way: no
+    threshold separates it, and no temperature makes it certain."""
+    from gptclf.data.readers import read_labelled, write_labelled
+
+    folder = tmp_path_factory.mktemp("noisy")
+    for name in ("train", "val", "test"):
+        data = read_labelled(spam_data / f"{name}.csv")
+        labels = list(data.labels)
+        if name == "val":
+            labels[0], labels[3] = labels[3], labels[0]
+        write_labelled(folder / f"{name}.csv", data.texts, labels)
+    return folder
+
+
+@pytest.fixture(scope="session")
 def tiny_gpt2_base(tmp_path_factory) -> Path:
     """The folder of a random tiny ``GPT2LMHeadModel`` (GPT-2's vocabulary, 2 blocks of 32)."""
     torch.manual_seed(0)

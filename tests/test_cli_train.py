@@ -5,12 +5,16 @@ import csv
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from gptclf.cli import main
-from gptclf.data.readers import write_labelled
+from gptclf.data.readers import read_labelled, write_labelled
+from gptclf.decision import calibration_metrics, with_temperature
+from gptclf.metrics import log_loss
 from gptclf.precision import cpu_has_int8_dot
+from gptclf.predict import Classifier
 from gptclf.recipe import PRESETS, TrainConfig
 
 from conftest import HAM, SPAM, split_options
@@ -153,6 +157,79 @@ def test_eval_json_has_the_promised_fields(trained_run, capsys):
 def test_eval_with_a_threshold_reports_it(trained_run, capsys):
     assert main(["eval", str(trained_run), "--threshold", "0.99"]) == 0
     assert "threshold" in capsys.readouterr().out
+
+
+@pytest.fixture(scope="module")
+def decided_run(noisy_spam_data, tiny_gpt2_base, tmp_path_factory) -> Path:
+    """A run that calibrates its probabilities and decides spam by the threshold with the best
+    precision at recall 1 on validation."""
+    out = tmp_path_factory.mktemp("decided-run") / "run"
+    options = ["--trainable=head", "--epochs=2", "--lr=1e-2", "--precision=fp32", "--quiet"]
+    options += ["--decide=precision@1", "--calibrate=temperature", "--ensemble=none"]
+    argv = ["train", *split_options(noisy_spam_data), f"--model={tiny_gpt2_base}", *options]
+    assert main([*argv, f"--out={out}"]) == 0
+    return out
+
+
+def test_the_threshold_chosen_on_validation_decides_predict_and_eval(
+    decided_run, noisy_spam_data, capsys
+):
+    decision = json.loads((decided_run / "metrics.json").read_text())["decision"]
+    threshold = decision["threshold"]
+    assert decision["rule"] == "precision@1" and decision["on_validation"]["recall"] == 1.0
+    validation = read_labelled(noisy_spam_data / "val.csv")
+    classifier = Classifier.from_pretrained(decided_run)
+    p_spam = classifier.predict_proba(validation.texts)[:, 1]
+    assert [p.label for p in classifier.predict(validation.texts)] == [
+        "spam" if p >= threshold else "ham" for p in p_spam
+    ]
+    assert min(p_spam[np.array(validation.labels) == "spam"]) >= threshold
+    capsys.readouterr()
+    val = noisy_spam_data / "val.csv"
+    assert main(["eval", str(decided_run), f"--data={val}", "--json"]) == 0
+    assert main(["eval", str(decided_run), "--threshold=0.5", "--json"]) == 0
+    by_run, given = (json.loads(line) for line in capsys.readouterr().out.splitlines())
+    assert by_run["threshold"] == threshold and by_run["per_class"]["spam"]["recall"] == 1.0
+    assert given["threshold"] == 0.5
+    for picture in ("val_reliability", "val_precision_recall", "test_reliability"):
+        assert (decided_run / "eval" / f"{picture}.png").is_file()
+
+
+def test_the_temperature_fitted_on_validation_lowers_its_log_loss(decided_run, noisy_spam_data):
+    metrics = json.loads((decided_run / "metrics.json").read_text())
+    temperature = json.loads((decided_run / "config.json").read_text())["decision"]["temperature"]
+    assert metrics["calibration"]["temperature"] == temperature != 1.0
+    validation = read_labelled(noisy_spam_data / "val.csv")
+    truth = [int(label == "spam") for label in validation.labels]
+    calibrated = Classifier.from_pretrained(decided_run).predict_proba(validation.texts)
+    as_trained = with_temperature(calibrated, 1 / temperature)
+    for other in (as_trained, with_temperature(as_trained, temperature * 1.5)):
+        assert log_loss(truth, calibrated) <= log_loss(truth, other) + 1e-9
+    uncalibrated = metrics["calibration"]["uncalibrated"]["validation"]
+    assert uncalibrated["ece"] == pytest.approx(calibration_metrics(truth, as_trained)["ece"])
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--decide=f1"], "--decide f1 needs two classes, not 3"),
+        (["--calibrate=temperature", "--no-validation"], "--calibrate chooses on the validation"),
+    ],
+)
+def test_a_decision_that_cannot_be_chosen_is_refused_before_training(
+    options, message, tiny_gpt2_base, tmp_path, capsys
+):
+    texts = [*SPAM, *HAM, "a third kind"] * 2
+    for name in ("train", "val", "test"):
+        write_labelled(tmp_path / f"{name}.csv", texts, (["spam"] * 3 + ["ham"] * 3 + ["x"]) * 2)
+    splits = split_options(tmp_path)
+    if "--no-validation" in options:
+        options, splits = options[:-1], [s for s in splits if not s.startswith("--val")]
+    argv = ["train", *splits, f"--model={tiny_gpt2_base}", "--epochs=1", *options]
+    assert main([*argv, f"--out={tmp_path / 'run'}"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+    assert not (tmp_path / "run" / "config.json").exists()
 
 
 def test_eval_on_labels_the_model_never_saw_lists_them(trained_run, tmp_path, capsys):

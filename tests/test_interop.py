@@ -206,6 +206,25 @@ def test_export_then_import_gives_the_same_metrics(
     np.testing.assert_allclose(back, ours, atol=1e-5)
 
 
+def test_a_calibrated_thresholded_run_keeps_its_probabilities_and_decisions_through_export(
+    noisy_spam_data, tiny_gpt2_base, tmp_path
+):
+    run_dir = tmp_path / "run"
+    decided = ["--decide=precision@1", "--calibrate=temperature", "--trainable=head"]
+    trained(noisy_spam_data, tiny_gpt2_base, run_dir, *EXPORTABLE, *decided)
+    decision = Classifier.from_pretrained(run_dir).config.decision_rule
+    assert decision.temperature != 1.0 and decision.threshold is not None
+    assert main(["export", str(run_dir), "--format=hf", f"--out={tmp_path / 'hf'}"]) == 0
+    assert main(["import", str(tmp_path / "hf"), f"--out={tmp_path / 'back'}"]) == 0
+    ours, back = (Classifier.from_pretrained(d) for d in (run_dir, tmp_path / "back"))
+    expected = ours.predict_proba(TEXTS)
+    np.testing.assert_allclose(pipeline_probabilities(tmp_path / "hf", TEXTS), expected, atol=1e-5)
+    np.testing.assert_allclose(back.predict_proba(TEXTS), expected, atol=1e-5)
+    assert back.config.decision_rule.threshold == decision.threshold
+    assert [p.label for p in back.predict(TEXTS)] == [p.label for p in ours.predict(TEXTS)]
+    assert f"p(spam) >= {decision.threshold:.6g}" in (tmp_path / "hf" / "README.md").read_text()
+
+
 def test_a_tokenizer_that_adds_end_tokens_is_refused_on_import(tmp_path, capsys):
     folder = saved_sequence_classifier("qwen2", tmp_path / "hf")
     stored = json.loads((folder / "tokenizer.json").read_text())

@@ -167,7 +167,7 @@ def _cmd_eval(args: argparse.Namespace) -> None:
     from gptclf.data.readers import read_labelled
     from gptclf.distributed import distributed_context
     from gptclf.metrics import compute_metrics, format_metrics, write_metrics
-    from gptclf.plots import plot_confusion_matrix
+    from gptclf.plots import plot_confusion_matrix, plot_precision_recall, plot_reliability
     from gptclf.predict import Classifier
     from gptclf.run import read_run_config
     from gptclf.store import PrefixStore
@@ -182,12 +182,18 @@ def _cmd_eval(args: argparse.Namespace) -> None:
         ids = classifier.token_ids(data.texts, lambda i: f"{data_path}: row {data.rows[i]}")
         store = PrefixStore.on_disk(keep=False) if classifier.config.recipe.store else None
         model_probabilities = classifier.probabilities_of_ids(ids, store=store)
-    probabilities = classifier.combined(data.texts, model_probabilities)
-    metrics = compute_metrics(truth, probabilities, classifier.labels.names, args.threshold)
+    probabilities = classifier.final_probabilities(data.texts, model_probabilities)
+    threshold = args.threshold
+    if threshold is None:
+        threshold = classifier.config.decision_rule.threshold
+    metrics = compute_metrics(truth, probabilities, classifier.labels.names, threshold)
     metrics["data"] = str(data_path)
-    metrics_path, picture_path = run_dir.evaluation(data_path)
+    metrics_path, pictures = run_dir.evaluation(data_path)
     write_metrics(metrics, metrics_path)
-    plot_confusion_matrix(metrics, picture_path)
+    plot_confusion_matrix(metrics, pictures["confusion_matrix"])
+    plot_reliability(truth, probabilities, pictures["reliability"])
+    if metrics.get("pr_auc") is not None:  # two classes, both in the data
+        plot_precision_recall(truth, probabilities, metrics, pictures["precision_recall"])
     print(json.dumps(metrics) if args.json else format_metrics(metrics))
 
 
@@ -370,7 +376,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("run_dir", type=Path)
     evaluate.add_argument("--data", type=Path, help="labelled file (default: the run's test split)")
     evaluate.add_argument("--json", action="store_true", help="print one JSON object")
-    evaluate.add_argument("--threshold", type=float, help="p(second class) cut-off, two classes")
+    evaluate.add_argument(
+        "--threshold", type=float, help="p(second class) cut-off, two classes (default: the run's)"
+    )
     add_options(evaluate, DataSource, READING_OPTIONS, keep_defaults=True)
     _add_device_option(evaluate)
     evaluate.set_defaults(run=_cmd_eval)

@@ -17,6 +17,7 @@ from tokenizers import Tokenizer as HFTokenizerBackend
 
 from gptclf.classifier import SequenceClassifier, build_classifier
 from gptclf.data.labels import LabelMap
+from gptclf.decision import Decision
 from gptclf.errors import GptclfError
 from gptclf.models import GPTConfig, LlamaConfig, family_of
 from gptclf.onnx_runtime import export_graph
@@ -32,6 +33,7 @@ from gptclf.weights.huggingface import HF_ACTIVATIONS, hf_model_type, llama_name
 
 FORMATS = ("hf", "onnx")
 LABEL_VALUES = "gptclf_label_values"  # class i's label in the training data, for import
+DECISION = "gptclf_decision"  # the threshold on p(class 1) and its rule (temperature: folded in)
 KEPT_SIDE = {"head": "right", "tail": "left"}  # our --truncate: the part kept; theirs: the side cut
 HF_CLASS_PREFIX = {"gpt2": "GPT2", "llama": "Llama", "mistral": "Mistral"}
 HF_CLASS_PREFIX |= {
@@ -50,6 +52,7 @@ def export_run(run_dir: Path, fmt: str, out: Path) -> list[str]:
     if out.exists():
         raise GptclfError(f"{out}: already exists; export writes a new folder")
     network, tokenizer, config = load_run_model(RunDir(run_dir), "fp32")
+    _fold_temperature(network, config.decision_rule.temperature)
     reason = unexpressible(config, network, fmt)
     if reason:
         raise GptclfError(f"{run_dir}: cannot export to {fmt}: {reason}")
@@ -109,6 +112,7 @@ def import_hf(folder: Path, out: Path) -> None:
     with torch.no_grad():
         classifier.head.weight.copy_(score)
     config = RunConfig(
+        decision=_imported_decision(folder, hf_config),
         base_model=str(folder),
         base_sha256=None,
         standalone=True,
@@ -156,6 +160,17 @@ def _imported_labels(folder: Path, hf_config: dict) -> LabelMap:
     return label_map
 
 
+def _imported_decision(folder: Path, hf_config: dict) -> dict | None:
+    """The threshold and rule a gptclf export kept (its temperature is in the head)."""
+    kept = hf_config.get(DECISION)
+    if kept is None:
+        return None
+    try:
+        return Decision.from_json({**kept, "temperature": 1.0}).to_json()
+    except (GptclfError, TypeError) as exc:
+        raise GptclfError(f"{folder}/config.json: {DECISION}: {exc}") from None
+
+
 def _first_set(*values: int | None) -> int | None:
     return next((v for v in values if v is not None), None)
 
@@ -190,6 +205,15 @@ def unexpressible(config: RunConfig, network: SequenceClassifier, fmt: str) -> s
             "RMSNorm cannot absorb (train with --no-head-bias)"
         )
     return None
+
+
+def _fold_temperature(network: SequenceClassifier, temperature: float) -> None:
+    """Divide the class head by the run's temperature: its logits are then the calibrated
+    ones, in any tool."""
+    with torch.no_grad():
+        network.head.weight /= temperature
+        if network.head.bias is not None:
+            network.head.bias /= temperature
 
 
 def _write_hf(folder: Path, network: SequenceClassifier, config: RunConfig) -> None:
@@ -343,6 +367,7 @@ def _labels_config(config: RunConfig) -> dict:
         "id2label": {str(i): name for i, name in enumerate(names)},
         "label2id": {name: i for i, name in enumerate(names)},
         LABEL_VALUES: list(config.label_map.values),
+        DECISION: {k: v for k, v in config.decision_rule.to_json().items() if k != "temperature"},
         "pad_token_id": config.special_ids["pad_id"],
         "eos_token_id": config.special_ids["eos_id"],
     }
@@ -369,6 +394,25 @@ def _write_tokenizer(folder: Path, tokenizer: Tokenizer, config: RunConfig) -> N
     _write_json(folder / "tokenizer_config.json", settings)
 
 
+def _decision_lines(config: RunConfig) -> list[str]:
+    """What the model card says of the run's temperature and threshold, where it has them."""
+    decision, lines = config.decision_rule, []
+    if decision.temperature != 1.0:
+        lines.append(
+            f"Its probabilities are calibrated on the validation split by temperature "
+            f"{decision.temperature:.4g}, folded into `score.weight`."
+        )
+    if decision.threshold is not None:
+        positive = config.label_map.names[1]
+        lines.append(
+            f"It predicts {positive} when p({positive}) >= {decision.threshold:.6g}, a threshold "
+            f"chosen on the validation split by {decision.rule} (`{DECISION}` in config.json); "
+            "the pipeline's top label is the more probable one: apply the threshold to its "
+            "probabilities."
+        )
+    return ["", *lines] if lines else []
+
+
 def _write_model_card(path: Path, run_dir: RunDir, config: RunConfig) -> None:
     """The model card: base model, labels, the data the run was trained on, its recipe and
     its validation and test metrics."""
@@ -389,6 +433,7 @@ def _write_model_card(path: Path, run_dir: RunDir, config: RunConfig) -> None:
         "",
         f"Labels: {', '.join(config.label_map.names)}. Reads the last token of each text "
         f"(at most {config.tokens_kept} tokens, cut at the {KEPT_SIDE[config.recipe.truncate]}).",
+        *_decision_lines(config),
         "",
         "## Data",
         "",

@@ -20,9 +20,8 @@ from sklearn.metrics import (
 )
 
 from gptclf.atomic import write_text_atomic
+from gptclf.decision import POSITIVE_CLASS, calibration_metrics, check_threshold, decide
 from gptclf.errors import GptclfError
-
-POSITIVE_CLASS = 1
 
 
 def compute_metrics(
@@ -33,10 +32,11 @@ def compute_metrics(
 ) -> dict:
     """Metrics of the predictions that ``probabilities`` (n, n_classes) make for class ids
     ``y_true``, as a JSON-ready dict; the prediction is the argmax, or for two classes with a
-    ``threshold``, class 1 whenever p(class 1) >= threshold."""
+    ``threshold``, class 1 whenever p(class 1) >= threshold. Calibration (ECE, Brier score) is
+    measured on the probabilities whatever decides."""
     y_true, probabilities = _checked_inputs(y_true, probabilities, names)
-    _check_threshold(threshold, len(names))
-    predicted = _predictions(probabilities, threshold)
+    check_threshold(threshold, len(names))
+    predicted = decide(probabilities, threshold)
     class_ids = list(range(len(names)))
     metrics = {
         "n": len(y_true),
@@ -48,6 +48,7 @@ def compute_metrics(
         "confusion_matrix": confusion_matrix(y_true, predicted, labels=class_ids).tolist(),
         "labels": list(names),
         "threshold": None if threshold is None else float(threshold),
+        **calibration_metrics(y_true, probabilities),
     }
     if len(names) == 2:
         metrics.update(_binary_ranking_metrics(y_true, probabilities[:, POSITIVE_CLASS], names))
@@ -80,23 +81,6 @@ def _checked_inputs(
     if y_true.min() < 0 or y_true.max() >= len(names):
         raise ValueError(f"class ids must lie in 0..{len(names) - 1}")
     return y_true, probabilities
-
-
-def _check_threshold(threshold: float | None, n_classes: int) -> None:
-    if threshold is None:
-        return
-    if n_classes != 2:
-        raise GptclfError(f"a decision threshold needs exactly two classes, not {n_classes}")
-    if not 0 < threshold < 1:
-        raise GptclfError(
-            f"the decision threshold must lie strictly between 0 and 1, not {threshold}"
-        )
-
-
-def _predictions(probabilities: np.ndarray, threshold: float | None) -> np.ndarray:
-    if threshold is None:
-        return probabilities.argmax(axis=1)
-    return (probabilities[:, POSITIVE_CLASS] >= threshold).astype(int)
 
 
 def log_loss(ids: Sequence[int], probabilities: np.ndarray) -> float:
@@ -155,6 +139,7 @@ def _headline(metrics: dict) -> str:
         f"accuracy {metrics['accuracy']:.2%} ({errors} {noun} of {metrics['n']})",
         f"macro F1 {_number(metrics['macro_f1'])}",
         f"MCC {_number(metrics['mcc'])}",
+        f"calibration: ECE {metrics['ece']:.4f}, Brier score {metrics['brier']:.4f}",
     ]
     if "roc_auc" in metrics:
         positive = f" (positive class: {metrics['positive_class']})"

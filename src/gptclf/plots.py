@@ -1,6 +1,6 @@
 """The pictures of a run: training curves from its metrics.jsonl (train and validation loss and
-accuracy against epochs, with examples seen on a second x-axis at the top), and the confusion
-matrix of an evaluation.
+accuracy against epochs, with examples seen on a second x-axis at the top), and an evaluation's
+confusion matrix, reliability diagram and precision-recall curve.
 
 Figures are drawn with matplotlib's object-oriented API on an Agg canvas, so no global
 matplotlib state (backend, pyplot figures) is touched, and every PNG is written atomically."""
@@ -15,6 +15,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from gptclf.atomic import atomic_path
+from gptclf.decision import POSITIVE_CLASS, reliability_bins
 
 CURVE_METRICS = {"loss": "Loss", "accuracy": "Accuracy"}
 KINDS = {"train": "training", "validation": "validation"}
@@ -148,3 +149,65 @@ def _write_counts_in_cells(axes, counts: np.ndarray) -> None:
     for (row, column), count in np.ndenumerate(counts):
         colour = "white" if count > middle else "black"
         axes.text(column, row, str(count), ha="center", va="center", color=colour)
+
+
+def plot_reliability(ids: Sequence[int], probabilities: np.ndarray, path: Path) -> None:
+    """A reliability diagram: in each bin of top-class confidence, the accuracy against the
+    mean confidence (a calibrated model lies on the diagonal), with the bin's count."""
+    bins = reliability_bins(np.asarray(ids), probabilities)
+    figure = new_figure(5.0, 5.0)
+    axes = figure.add_subplot()
+    axes.plot([0, 1], [0, 1], linestyle=":", color="grey", label="calibrated")
+    lows = [b["low"] for b in bins]
+    widths = [b["high"] - b["low"] for b in bins]
+    accuracy = [b["accuracy"] for b in bins]
+    axes.bar(lows, accuracy, width=widths, align="edge", alpha=0.6, edgecolor="black")
+    axes.plot([b["confidence"] for b in bins], accuracy, marker="o", label="accuracy per bin")
+    for b in bins:
+        axes.annotate(
+            str(b["count"]),
+            (b["low"] + (b["high"] - b["low"]) / 2, b["accuracy"]),
+            textcoords="offset points",
+            xytext=(0, 4),
+            ha="center",
+            fontsize=7,
+        )
+    axes.set_xlim(0, 1)
+    axes.set_ylim(0, 1.05)
+    axes.set_xlabel("confidence (probability of the predicted class)")
+    axes.set_ylabel("accuracy")
+    axes.set_title("Reliability (numbers: texts per bin)")
+    axes.legend(loc="upper left")
+    save_png(figure, path)
+
+
+def plot_precision_recall(
+    ids: Sequence[int], probabilities: np.ndarray, metrics: dict, path: Path
+) -> None:
+    """The precision-recall curve of the positive class, with the point ``metrics`` decided at
+    (their threshold, or the most probable class)."""
+    from sklearn.metrics import precision_recall_curve
+
+    positive = metrics["labels"][POSITIVE_CLASS]
+    is_positive = np.asarray(ids) == POSITIVE_CLASS
+    precision, recall, _ = precision_recall_curve(is_positive, probabilities[:, POSITIVE_CLASS])
+    decided = metrics["per_class"][positive]
+    threshold = metrics["threshold"]
+    rule = "the more probable class" if threshold is None else f"p >= {threshold:.4g}"
+    figure = new_figure(5.0, 5.0)
+    axes = figure.add_subplot()
+    axes.step(recall, precision, where="post", label=f"PR-AUC {metrics['pr_auc']:.4f}")
+    axes.plot(
+        decided["recall"],
+        decided["precision"],
+        marker="o",
+        color="red",
+        label=f"decided by {rule}: P {decided['precision']:.3f}, R {decided['recall']:.3f}",
+    )
+    axes.set_xlim(0, 1.02)
+    axes.set_ylim(0, 1.02)
+    axes.set_xlabel(f"recall of {positive}")
+    axes.set_ylabel(f"precision of {positive}")
+    axes.set_title("Precision-recall")
+    axes.legend(loc="lower left")
+    save_png(figure, path)

@@ -24,6 +24,7 @@ from gptclf.data.labels import LabelMap
 from gptclf.data.readers import SHOWN_ROWS, listed_rows
 from gptclf.data.streaming import text_chunks
 from gptclf.data.tokenized import TokenizedTexts, frame, template_ids
+from gptclf.decision import decide
 from gptclf.distributed import CPU, LOCAL, DistributedContext, device_scope
 from gptclf.ensemble import Ensemble
 from gptclf.errors import GptclfError
@@ -188,7 +189,9 @@ class Classifier:
         if empty is not None and on_empty == "error":
             raise GptclfError(f"{where(empty)}: {NO_TEXT}; {ON_EMPTY_HINT}")
         computed = self.probabilities_of_ids(self._cut([x for x in ids if x]), batch_size)
-        found = iter(self.combined([t for t, x in zip(texts, ids, strict=True) if x], computed))
+        found = iter(
+            self.final_probabilities([t for t, x in zip(texts, ids, strict=True) if x], computed)
+        )
         return [next(found) if x else None for x in ids]
 
     def _encoded(self, texts: Sequence[str]) -> list[list[int]]:
@@ -205,20 +208,22 @@ class Classifier:
         chunks = recipe.chunks is not None
         return frame(ids, self.config.tokens_kept, recipe.truncate, around, chunks)
 
-    def combined(self, texts: Sequence[str], probabilities: np.ndarray) -> np.ndarray:
-        """The network's ``probabilities`` of ``texts``, blended with the baseline's where the
-        run blends with it (``--ensemble``)."""
-        if self.ensemble is None:
-            return probabilities
-        return self.ensemble.combine(list(texts), probabilities)
+    def final_probabilities(self, texts: Sequence[str], probabilities: np.ndarray) -> np.ndarray:
+        """The network's ``probabilities`` of ``texts`` as the run answers: blended with the
+        baseline's where it blends (``--ensemble``), then calibrated where it calibrates
+        (``--calibrate``)."""
+        if self.ensemble is not None:
+            probabilities = self.ensemble.combine(list(texts), probabilities)
+        return self.config.decision_rule.calibrated(probabilities)
 
     def probabilities_of_ids(
         self, ids: list[list[int]], batch_size: int = 32, store: PrefixStore | None = None
     ) -> np.ndarray:
         """The network's class probabilities (n, n_classes) of texts as ``token_ids`` gives
-        them, columns in label-id order (see ``combined`` for those of a run blended with the
-        baseline); a text read in chunks gets the mean or maximum of its chunks' logits. With
-        ``store``, the states of the bottom blocks that training cached come from it."""
+        them, columns in label-id order (``final_probabilities`` makes them the run's answer:
+        blended, calibrated); a text read in chunks gets the mean or maximum of its chunks'
+        logits. With ``store``, the states of the bottom blocks that training cached come from
+        it."""
         if not ids:
             return np.zeros((0, len(self.labels)), dtype=np.float32)
         chunks = self.config.recipe.chunks
@@ -254,10 +259,13 @@ class Classifier:
 
     def predict_proba(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
         """Class probabilities (n_texts, n_classes), columns in label-id order."""
-        return self.combined(texts, self.probabilities_of_ids(self.token_ids(texts), batch_size))
+        return self.final_probabilities(
+            texts, self.probabilities_of_ids(self.token_ids(texts), batch_size)
+        )
 
     def predict(self, texts: Sequence[str], batch_size: int = 32) -> list[Prediction]:
-        """The most likely label of each text, its probability and every class's probability."""
+        """The label of each text (the most probable, or as the run's threshold decides), its
+        probability and every class's probability."""
         return [self.prediction(p) for p in self.predict_proba(texts, batch_size)]
 
     def classify(self, text: str) -> str:
@@ -265,7 +273,9 @@ class Classifier:
         return self.predict([text])[0].label
 
     def prediction(self, probabilities: np.ndarray) -> Prediction:
-        best = int(probabilities.argmax())
+        """The label that ``probabilities`` (as ``final_probabilities`` gives them) decide, as
+        the run decides (``--decide``)."""
+        best = int(decide(probabilities[None], self.config.decision_rule.threshold)[0])
         return Prediction(
             label=self.labels.names[best],
             probability=float(probabilities[best]),

@@ -12,6 +12,7 @@ from gptclf.atomic import write_text_atomic
 from gptclf.classifier import POOLINGS, ClassifierSpec
 from gptclf.data.dataset import DataSource
 from gptclf.data.tokenized import TEXT_SLOT, TRUNCATE_SIDES
+from gptclf.decision import CALIBRATIONS, DECIDE_PATTERN, DECIDE_SHOWN
 from gptclf.errors import GptclfError
 from gptclf.options import as_plain, at_least, build, option, read_config_file
 from gptclf.precision import PRECISIONS
@@ -155,6 +156,20 @@ class TrainConfig:
         "the model's weight in the blend with the baseline (default: chosen on validation)",
         valid=lambda v: 0 <= v <= 1,
         rule="in [0, 1]",
+    )
+    decide: str = output_option(
+        "argmax",
+        "how two classes are decided: the more probable, or by a threshold on p(second class) "
+        "chosen on the validation split for the best F1, the best precision with recall at "
+        "least R, or the best recall with precision at least P (e.g. precision@0.99)",
+        valid=lambda v: re.fullmatch(DECIDE_PATTERN, v) is not None,
+        rule=f"one of {DECIDE_SHOWN}, R and P in (0, 1]",
+    )
+    calibrate: str | None = output_option(
+        None,
+        "calibrate the probabilities: a temperature dividing the logits, fitted on the "
+        "validation split (before --decide chooses its threshold)",
+        choices=CALIBRATIONS,
     )
     eval_every: int | None = output_option(
         None, "also evaluate every N optimizer steps", **at_least(1)

@@ -28,7 +28,11 @@ def test_every_file_of_a_run_has_its_fixed_place_in_the_folder(tmp_path):
     assert run.checkpoint == root / "checkpoint"
     assert run.evaluation(Path("elsewhere/new data.csv")) == (
         root / "eval" / "new data.json",
-        root / "eval" / "new data_confusion_matrix.png",
+        {
+            "confusion_matrix": root / "eval" / "new data_confusion_matrix.png",
+            "reliability": root / "eval" / "new data_reliability.png",
+            "precision_recall": root / "eval" / "new data_precision_recall.png",
+        },
     )
 
 

@@ -89,6 +89,7 @@ def test_model_endpoint_describes_the_classifier_and_its_training_metrics(
         "pooling": classifier.config.pooling,
         "max_length": classifier.config.max_length,
         "template": None,
+        "decision": {"temperature": 1.0, "threshold": None, "rule": "argmax"},
         "metrics": {"validation": recorded["validation"], "test": recorded["test"]},
     }
 

@@ -8,6 +8,8 @@ from pathlib import Path
 
 from gptclf.errors import GptclfError
 
+EVALUATION_PICTURES = ("confusion_matrix", "reliability", "precision_recall")
+
 
 def _inside(name: str, doc: str) -> property:
     """A path in the run folder, named ``name``."""
@@ -53,10 +55,11 @@ class RunDir:
             raise GptclfError(f"{self.root}: the run has no test split; pass --data FILE")
         return found[0]
 
-    def evaluation(self, data: Path) -> tuple[Path, Path]:
-        """Where ``gptclf eval`` writes the metrics and confusion matrix of ``data``."""
+    def evaluation(self, data: Path) -> tuple[Path, dict[str, Path]]:
+        """Where ``gptclf eval`` writes the metrics of ``data``, and each of its pictures."""
         folder = self.root / "eval"
-        return folder / f"{data.stem}.json", folder / f"{data.stem}_confusion_matrix.png"
+        pictures = {name: folder / f"{data.stem}_{name}.png" for name in EVALUATION_PICTURES}
+        return folder / f"{data.stem}.json", pictures
 
     def create(self, resume: bool) -> None:
         """Make the folder for a new run (it must be empty) or check it holds one to resume."""

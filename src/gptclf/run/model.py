@@ -16,6 +16,7 @@ from gptclf.atomic import atomic_path, write_text_atomic
 from gptclf.classifier import ClassifierSpec, SequenceClassifier, build_classifier
 from gptclf.data.labels import LabelMap
 from gptclf.data.tokenized import frame, template_ids
+from gptclf.decision import Decision
 from gptclf.errors import GptclfError
 from gptclf.lora import merge_lora
 from gptclf.models import FAMILIES, LanguageModel
@@ -46,6 +47,7 @@ class RunConfig:
     train: dict  # the resolved recipe
     weights: dict | None = None  # the weights file's SHA-256 and tensor shapes, once written
     ensemble: dict | None = None  # the blended baseline's weight and files' SHA-256, if any
+    decision: dict | None = None  # the temperature and threshold chosen on validation, if any
 
     def __post_init__(self) -> None:
         """Every field checked, so that a damaged or edited config fails here, naming it."""
@@ -60,6 +62,9 @@ class RunConfig:
             raise GptclfError(f"train must be a mapping of options, not {self.train!r}")
         self._recipe = recipe(source="train", **self.train)
         checks.check_ensemble(self.ensemble, len(self._labels))
+        self._decision = Decision.from_json(self.decision)
+        if self._decision.threshold is not None and len(self._labels) != 2:
+            raise GptclfError(f"a decision threshold needs two classes, not {len(self._labels)}")
 
     @property
     def recipe(self) -> TrainConfig:
@@ -68,6 +73,11 @@ class RunConfig:
     @property
     def label_map(self) -> LabelMap:
         return self._labels
+
+    @property
+    def decision_rule(self) -> Decision:
+        """How the run calibrates its probabilities and decides."""
+        return self._decision
 
     @property
     def tokens_kept(self) -> int:

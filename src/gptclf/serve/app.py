@@ -88,6 +88,7 @@ def _model_info(classifier: Classifier, metrics: dict | None) -> ModelInfo:
         pooling=classifier.config.pooling,
         max_length=classifier.config.max_length,
         template=classifier.config.template,
+        decision=classifier.config.decision_rule.to_json(),
         metrics=metrics or {},
     )
 
@@ -163,7 +164,9 @@ def _add_classify(
             raise HTTPException(422, str(exc)) from exc
         try:
             probabilities = await unless_client_leaves(batcher.probabilities(ids), request.receive)
-            probabilities = await asyncio.to_thread(classifier.combined, texts, probabilities)
+            probabilities = await asyncio.to_thread(
+                classifier.final_probabilities, texts, probabilities
+            )
         except QueueFull as busy:
             raise HTTPException(
                 503, str(busy), headers={"Retry-After": str(busy.retry_after_s)}

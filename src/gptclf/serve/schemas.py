@@ -48,6 +48,7 @@ class ModelInfo(BaseModel):
     pooling: str
     max_length: int
     template: str | None
+    decision: dict  # temperature, and threshold on p(second label) with the rule that chose it
     metrics: dict  # validation and test metrics recorded by training, when the run has them
 
 

@@ -14,6 +14,14 @@ import torch
 
 from gptclf.data.batching import POOL_BATCHES, Collator
 from gptclf.data.dataset import DataSource
+from gptclf.decision import (
+    Decision,
+    at_temperature_bound,
+    calibration_metrics,
+    choose_threshold,
+    fit_temperature,
+    with_temperature,
+)
 from gptclf.distributed import LOCAL, DistributedContext
 from gptclf.ensemble import Ensemble, choose_weight
 from gptclf.errors import GptclfError
@@ -77,6 +85,7 @@ def train(
     prepared = prepare(config, source, run_dir, dist, store)
     prepare_seconds = time.perf_counter() - began
     blends = _blends(config, prepared)
+    _check_decision(config, prepared)
     quiet = quiet or not dist.is_main
     checkpoints = run_dir.checkpoint if dist.is_main else None
     trainer = build_trainer(config, prepared, checkpoints, quiet, dist, mechanics)
@@ -96,11 +105,19 @@ def train(
         if name in ("validation", "test")
     }
     ensemble = _fitted_ensemble(config, prepared, probabilities) if blends else None
-    results = _final_results(
-        trainer, prepared, parameters, prepare_seconds, probabilities, ensemble
-    )
+    blended = _blended(prepared, probabilities, ensemble)
+    decision, chosen = _fitted_decision(config, prepared, blended)
+    results = _run_figures(trainer, prepared, parameters, prepare_seconds)
+    results |= _split_metrics(prepared, probabilities, blended, decision)
+    if ensemble is not None:
+        c = ensemble.baseline.named_steps["logreg"].C
+        results["ensemble"] = {"weight": ensemble.weight, "baseline_C": c, **results["ensemble"]}
+    if chosen is not None:
+        results["decision"] = decision.to_json() | {"on_validation": chosen}
+    if decision != Decision():
+        logger.say(_decision_note(decision, chosen))
     if dist.is_main:
-        _write_run_folder(trainer, prepared, config, run_dir, logger, results, ensemble)
+        _write_run_folder(trainer, prepared, config, run_dir, logger, results, ensemble, decision)
     return results
 
 
@@ -196,18 +213,56 @@ def _fitted_ensemble(
     return ensemble
 
 
-def _final_results(
-    trainer: Trainer,
-    prepared: Prepared,
-    parameters: tuple[int, int],
-    prepare_seconds: float,
-    probabilities: dict[str, np.ndarray],
-    ensemble: Ensemble | None,
+def _blended(
+    prepared: Prepared, probabilities: dict[str, np.ndarray], ensemble: Ensemble | None
+) -> dict[str, np.ndarray]:
+    """Each split's probabilities blended with the baseline's, where the run blends."""
+    if ensemble is None:
+        return probabilities
+    parts = prepared.splits.parts
+    return {name: ensemble.combine(parts[name].texts, p) for name, p in probabilities.items()}
+
+
+def _check_decision(config: TrainConfig, prepared: Prepared) -> None:
+    """Before training: --decide and --calibrate choose on a validation split, and a
+    threshold needs two classes."""
+    asked = [
+        f
+        for f, on in (("--decide", config.decide != "argmax"), ("--calibrate", config.calibrate))
+        if on
+    ]
+    if asked and "validation" not in prepared.datasets:
+        raise GptclfError(f"{asked[0]} chooses on the validation split: give one")
+    n_classes = len(prepared.splits.labels)
+    if config.decide != "argmax" and n_classes != 2:
+        raise GptclfError(f"--decide {config.decide} needs two classes, not {n_classes}")
+
+
+def _fitted_decision(
+    config: TrainConfig, prepared: Prepared, probabilities: dict[str, np.ndarray]
+) -> tuple[Decision, dict | None]:
+    """The temperature (``--calibrate``) and then the threshold (``--decide``) chosen on the
+    validation split, with the precision and recall that threshold gives there (None: no
+    threshold)."""
+    if config.calibrate is None and config.decide == "argmax":
+        return Decision(), None
+    truth, validation = _truth(prepared, "validation"), probabilities["validation"]
+    temperature = fit_temperature(truth, validation) if config.calibrate else 1.0
+    if config.decide == "argmax":
+        return Decision(temperature), None
+    chosen = choose_threshold(config.decide, truth, with_temperature(validation, temperature))
+    return Decision(temperature, chosen["threshold"], config.decide), chosen
+
+
+def _truth(prepared: Prepared, split: str) -> list[int]:
+    return list(prepared.datasets[split].labels)
+
+
+def _run_figures(
+    trainer: Trainer, prepared: Prepared, parameters: tuple[int, int], prepare_seconds: float
 ) -> dict:
-    """metrics.json: the run's figures and the validation and test metrics (of the blend, with
-    the model's own beside them, where the run blends with the baseline)."""
-    labels = prepared.splits.labels
-    results = {
+    """metrics.json's figures of the run itself."""
+    return {
         "best_epoch": trainer.state.best_epoch,
         "epochs_run": trainer.state.epochs_done,
         "prepare_seconds": round(prepare_seconds, 2),  # load, tokenize, run the frozen prefix
@@ -217,21 +272,32 @@ def _final_results(
         "trainable_parameters": parameters[0],
         "total_parameters": parameters[1],
     }
-    alone = {}
-    for name, model_probabilities in probabilities.items():
-        truth = list(prepared.datasets[name].labels)
-        results[name] = compute_metrics(truth, model_probabilities, labels.names)
-        if ensemble is not None:
-            alone[name] = {k: results[name][k] for k in ("accuracy", "n_errors", "macro_f1")}
-            texts = prepared.splits.parts[name].texts
-            blended = ensemble.combine(texts, model_probabilities)
-            results[name] = compute_metrics(truth, blended, labels.names)
-    if ensemble is not None:
-        results["ensemble"] = {
-            "weight": ensemble.weight,
-            "baseline_C": ensemble.baseline.named_steps["logreg"].C,
-            "model_alone": alone,
-        }
+
+
+def _split_metrics(
+    prepared: Prepared,
+    probabilities: dict[str, np.ndarray],
+    blended: dict[str, np.ndarray],
+    decision: Decision,
+) -> dict:
+    """metrics.json's validation and test metrics, as the run decides (blended, calibrated,
+    thresholded); beside them the model's own where it blends, and the calibration before the
+    temperature where it calibrates."""
+    names = prepared.splits.labels.names
+    results, alone, uncalibrated = {}, {}, {}
+    for name, final in blended.items():
+        truth = _truth(prepared, name)
+        calibrated = decision.calibrated(final)
+        results[name] = compute_metrics(truth, calibrated, names, decision.threshold)
+        if final is not probabilities[name]:
+            own = compute_metrics(truth, probabilities[name], names)
+            alone[name] = {k: own[k] for k in ("accuracy", "n_errors", "macro_f1")}
+        if calibrated is not final:
+            uncalibrated[name] = calibration_metrics(truth, final)
+    if alone:
+        results["ensemble"] = {"model_alone": alone}
+    if uncalibrated:
+        results["calibration"] = {"temperature": decision.temperature, "uncalibrated": uncalibrated}
     return results
 
 
@@ -243,8 +309,9 @@ def _write_run_folder(
     logger: Logger,
     results: dict,
     ensemble: Ensemble | None,
+    decision: Decision,
 ) -> None:
-    """The test metrics shown, plots, the trained model (and blended baseline) and
+    """The test metrics shown, plots, the trained model (blended baseline, decision) and
     metrics.json; the checkpoint goes."""
     if "test" in results:
         logger.say("test set:\n" + format_metrics(results["test"]))
@@ -255,9 +322,29 @@ def _write_run_folder(
     if ensemble is not None:
         logger.say(f"blended with the TF-IDF baseline, the model's weight {ensemble.weight}")
         run_config.ensemble = ensemble.save(run_dir.baseline_arrays, run_dir.baseline_vocabulary)
+    if decision != Decision():
+        run_config.decision = decision.to_json()
     save_run_model(run_dir, prepared.classifier, run_config, tokenizer, list(trainer.trainable))
     write_metrics(results, run_dir.metrics)
     shutil.rmtree(run_dir.checkpoint, ignore_errors=True)
+
+
+def _decision_note(decision: Decision, chosen: dict | None) -> str:
+    """What the run decides by, e.g. "probabilities calibrated by temperature 1.8; decides
+    spam when p >= 0.0912 (validation: precision 0.9333, recall 1.0000)"."""
+    parts = []
+    if decision.temperature != 1.0:
+        parts.append(f"probabilities calibrated by temperature {decision.temperature:.4g}")
+    if at_temperature_bound(decision.temperature):
+        parts[-1] += " (at its bound: the validation split has no best; it is too small or easy)"
+    if chosen is not None:
+        unmet = "" if chosen["met"] else f"; {decision.rule} was out of reach, this came closest"
+        parts.append(
+            f"threshold {decision.threshold:.4g} on p(class 1) chosen by {decision.rule} "
+            f"(validation: precision {chosen['precision']:.4f}, recall {chosen['recall']:.4f}"
+            f"{unmet})"
+        )
+    return "; ".join(parts)
 
 
 def run_config_of(config: TrainConfig, prepared: Prepared) -> RunConfig:
