@@ -16,6 +16,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
+from gptclf.decision import Decision
 from gptclf.serve import ServeSettings, create_app
 from gptclf.serve.page import PAGE, PAGE_POLICY, sha256_source
 
@@ -54,7 +55,9 @@ def test_sha256_source_is_the_csp_hash_of_the_text():
 def test_the_page_is_served_with_its_policy_and_without_a_model_call():
     stub = SimpleNamespace(
         labels=SimpleNamespace(names=["ham", "spam"]),
-        config=SimpleNamespace(base_model="m", pooling="last", max_length=8, template=None),
+        config=SimpleNamespace(
+            base_model="m", pooling="last", max_length=8, template=None, decision_rule=Decision()
+        ),
     )
     with TestClient(create_app(stub, ServeSettings(api_key="s3cret"))) as client:
         response = client.get("/")
