@@ -6,6 +6,8 @@ import pytest
 from gptclf.cli import main
 from gptclf.registry import MODELS
 
+from conftest import byte_tokenizer_json, save_tiny_llama
+
 
 def test_models_lists_every_registered_model_and_whether_it_is_here(capsys):
     assert main(["models"]) == 0
@@ -22,6 +24,13 @@ def test_generate_completes_a_prompt_with_a_local_model(tiny_gpt2, capsys):
     captured = capsys.readouterr()
     assert captured.out.startswith("Hello")
     assert "loaded" in captured.err
+
+
+def test_a_prompt_of_no_tokens_is_refused_even_where_a_start_token_comes_first(tmp_path, capsys):
+    save_tiny_llama(tmp_path, tie_embeddings=True)
+    (tmp_path / "tokenizer.json").write_text(byte_tokenizer_json(bos=1))
+    assert main(["generate", "", "--model", str(tmp_path)]) == 2
+    assert "the prompt is empty" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

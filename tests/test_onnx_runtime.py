@@ -15,6 +15,8 @@ from gptclf.weights.huggingface import load_hf_llama
 
 from conftest import HAM, SPAM, padded_batch, save_llama_like, save_tiny_llama
 
+POOLINGS = ("last-token+mean", "last-token")
+
 
 def tiny_network(family: str, pooling: str, tmp_path) -> SequenceClassifier:
     torch.manual_seed(0)
@@ -30,8 +32,13 @@ def tiny_network(family: str, pooling: str, tmp_path) -> SequenceClassifier:
     return SequenceClassifier(model, n_classes=3, pooling=pooling).eval()
 
 
-@pytest.mark.parametrize("family", ["gpt2", "llama", "gemma3"])  # Gemma: windowed layers
-@pytest.mark.parametrize("pooling", ["last-token+mean", "last-token"])
+@pytest.mark.parametrize(
+    ("family", "pooling"),
+    [
+        *((family, pooling) for family in ("gpt2", "llama") for pooling in POOLINGS),
+        ("gemma3", "last-token+mean"),  # windowed layers
+    ],
+)
 def test_exported_graph_gives_the_networks_logits_at_any_batch_size_and_length(
     family, pooling, tmp_path
 ):
@@ -45,7 +52,7 @@ def test_exported_graph_gives_the_networks_logits_at_any_batch_size_and_length(
         torch.testing.assert_close(graph(ids, mask), expected, atol=1e-4, rtol=0)
 
 
-@pytest.mark.parametrize("pooling", ["last-token+mean", "last-token"])
+@pytest.mark.parametrize("pooling", POOLINGS)
 def test_int8_layers_are_all_but_the_down_projections_and_the_head(pooling, tmp_path):
     network = tiny_network("llama", pooling, tmp_path)
     linears = {n for n, m in network.named_modules() if isinstance(m, torch.nn.Linear)}

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from contextlib import nullcontext
 from pathlib import Path
 
+from gptclf.audit import AuditOptions
 from gptclf.data.dataset import READING_OPTIONS, DataSource
 from gptclf.distributed import DEVICES, is_main_process, launched_in_parallel
 from gptclf.errors import GptclfError
@@ -47,9 +48,10 @@ def _cmd_generate(args: argparse.Namespace) -> None:
     seconds = pretrained.load_seconds
     print(f"loaded {args.model} ({n_params:.1f}M parameters) in {seconds:.1f} s", file=sys.stderr)
     tokenizer = pretrained.tokenizer
-    prompt_ids = tokenizer.prefix_ids + tokenizer.encode(args.prompt)
-    if not prompt_ids:
+    text_ids = tokenizer.encode(args.prompt)
+    if not text_ids:
         raise GptclfError("the prompt is empty")
+    prompt_ids = tokenizer.prefix_ids + text_ids
     ids = generate_greedy(pretrained.model, prompt_ids, args.max_new_tokens, tokenizer.eos_id)
     print(args.prompt + tokenizer.decode(ids[len(prompt_ids) :]))
 
@@ -119,6 +121,28 @@ def _cmd_data_split(args: argparse.Namespace) -> None:
     parts = stratified_split(data, tuple(args.fractions), args.split_seed)
     for name, path in write_split(parts, args.out).items():
         print(f"{name:<10}  {len(parts[name].texts):>6} rows  {path}")
+    _report_dropped(data)
+
+
+def _cmd_data_audit(args: argparse.Namespace) -> None:
+    from gptclf.atomic import check_writable
+    from gptclf.audit import audit_labels, format_audit, write_audit
+    from gptclf.data.dataset import label_names_beside
+    from gptclf.data.labels import LabelMap
+    from gptclf.data.readers import read_labelled
+    from gptclf.recipe import recipe
+
+    options = build(AuditOptions, given(args, AuditOptions))
+    config = recipe(args.preset, **given(args, TrainConfig))
+    if args.out:
+        check_writable(args.out)
+    data = read_labelled(args.file, **_reading_options(args))
+    labels = LabelMap.from_labels(data.labels, label_names_beside(args.file), source=data.source)
+    audit = audit_labels(data, labels, config, options)
+    print(format_audit(audit, options.top, options.by, options.folds))
+    if args.out:
+        write_audit(audit, args.out)
+        print(f"every row, ranked: {args.out}")
     _report_dropped(data)
 
 
@@ -444,6 +468,17 @@ def _add_data_commands(data: argparse.ArgumentParser) -> None:
     add_options(inspect, DataSource, READING_OPTIONS, keep_defaults=True)
     add_options(inspect, TrainConfig, ["model", "max_length", "truncate"], keep_defaults=True)
     inspect.set_defaults(run=_cmd_data_inspect)
+
+    audit = data_commands.add_parser(
+        "audit", help="rank the rows most likely mislabelled (cross-validation, confident learning)"
+    )
+    audit.add_argument("file", type=Path)
+    add_options(audit, DataSource, READING_OPTIONS, keep_defaults=True)
+    add_options(audit, AuditOptions, keep_defaults=True)
+    audit.add_argument("--preset", choices=["book"], help="a complete recipe (book: chapter 6)")
+    add_options(audit, TrainConfig)
+    audit.add_argument("--out", type=Path, help="CSV file for every row, ranked")
+    audit.set_defaults(run=_cmd_data_audit)
 
     split = data_commands.add_parser("split", help="split one labelled file, stratified, seeded")
     split.add_argument("file", type=Path)

@@ -127,6 +127,7 @@ def import_hf(folder: Path, out: Path) -> None:
             "bos_id": tokenizer.bos_id,
             "pad_id": _first_set(hf_config.get("pad_token_id"), tokenizer.pad_id),
         },
+        prefix_ids=list(tokenizer.prefix_ids),
         train=as_plain(options),
     )
     out.parent.mkdir(parents=True, exist_ok=True)

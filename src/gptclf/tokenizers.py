@@ -11,6 +11,7 @@ puts first (``data/tokenized.py``).
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 from abc import ABC, abstractmethod
@@ -120,6 +121,15 @@ class HFTokenizer(Tokenizer):
 
     def decode(self, ids: Sequence[int]) -> str:
         return self.backend.decode(list(ids), skip_special_tokens=False)
+
+
+def with_prefix(tokenizer: Tokenizer, prefix_ids: Sequence[int]) -> Tokenizer:
+    """``tokenizer``, putting ``prefix_ids`` before every text instead of its own start tokens."""
+    if list(tokenizer.prefix_ids) == list(prefix_ids):
+        return tokenizer
+    changed = copy.copy(tokenizer)
+    changed.prefix_ids = list(prefix_ids)
+    return changed
 
 
 def tokens_added_around(backend: HFTokenizerBackend) -> tuple[list[int], list[int]]:

@@ -3,6 +3,7 @@ error naming the file and what is wrong, never a classifier that answers with a 
 
 import json
 import shutil
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -11,8 +12,11 @@ from safetensors.torch import load_file, save_file
 from gptclf.assets import sha256_of
 from gptclf.cli import main
 from gptclf.errors import GptclfError
+from gptclf.models import FAMILIES, LlamaConfig
 from gptclf.predict import Classifier
 from gptclf.run.checks import weights_record
+from gptclf.run.model import RunConfig
+from gptclf.tokenizers import gpt2_tokenizer
 
 from conftest import SPAM
 
@@ -44,6 +48,17 @@ def refused(run: Path) -> str:
     with pytest.raises(GptclfError) as error:
         Classifier.from_pretrained(run)
     return str(error.value)
+
+
+TINY_LLAMA = dict(
+    vocab_size=50257,
+    context_length=64,
+    emb_dim=48,
+    hidden_dim=96,
+    n_heads=6,
+    n_kv_groups=2,
+    n_layers=2,
+)
 
 
 def drop_head(tensors: dict) -> None:
@@ -92,6 +107,7 @@ def test_a_truncated_weights_file_is_refused_not_a_safetensors_crash(run_copy):
             "labels",
         ),
         (lambda c: c["special_ids"].update(eos_id=10**9), "special_ids: eos_id"),
+        (lambda c: c.update(prefix_ids=[10**9]), "prefix_ids = [1000000000] is not a list"),
         (lambda c: c.update(base_sha256="0" * 10), "base_sha256 = '0000000000'"),
         (lambda c: c.update(extra=1), "not a model config of this gptclf"),
         (lambda c: c.pop("weights"), "not a model config of this gptclf"),
@@ -101,6 +117,24 @@ def test_an_edited_config_is_one_error_naming_the_file_and_field(run_copy, chang
     edit_config(run_copy, change)
     message = refused(run_copy)
     assert message.startswith(f"{run_copy / 'config.json'}: ") and named in message
+
+
+def test_texts_start_with_the_tokens_the_run_was_trained_with_not_the_tokenizers(run_copy):
+    edit_config(run_copy, lambda c: c.update(prefix_ids=[7]))
+    assert Classifier.from_pretrained(run_copy).tokenizer.prefix_ids == [7]
+    assert gpt2_tokenizer().prefix_ids == []  # the shared tokenizer is left as it was
+    edit_config(run_copy, lambda c: c.pop("prefix_ids"))  # a run from before they were kept
+    assert Classifier.from_pretrained(run_copy).tokenizer.prefix_ids == []
+
+
+def test_a_config_from_before_olmo2s_norms_became_pre_and_post_norms_still_reads(trained_run):
+    config = json.loads((trained_run / "config.json").read_text())
+    today = LlamaConfig(**TINY_LLAMA, qk_norm="head", pre_norms=False, post_norms=True)
+    added = FAMILIES["llama"].added_fields
+    architecture = {k: v for k, v in asdict(today).items() if k not in added}
+    architecture |= {"qk_norm": True, "norm_after": True}  # as gptclf wrote them before
+    older = RunConfig(**{**config, "family": "llama", "architecture": architecture})
+    assert FAMILIES["llama"].config(**older.architecture) == today
 
 
 def test_an_architecture_other_than_the_base_models_is_refused(run_copy):

@@ -6,9 +6,9 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from gptclf.errors import GptclfError
-from gptclf.models import GPTModel, LlamaModel
+from gptclf.models import GPTModel, LlamaConfig, LlamaModel
 from gptclf.registry import MODELS, load_pretrained
-from gptclf.weights.huggingface import load_hf_gpt2, load_hf_llama
+from gptclf.weights.huggingface import hf_model_type, load_hf_gpt2, load_hf_llama
 
 from conftest import (
     LLAMA_LIKE_MODELS,
@@ -241,3 +241,34 @@ def test_the_start_token_is_put_first_as_tokenizer_json_or_tokenizer_config_says
     tokenizer = folder_tokenizer(tmp_path)
     assert tokenizer.prefix_ids == prefix
     assert tokenizer.encode("ab") == [64, 65]
+
+
+TINY_LLAMA = dict(
+    vocab_size=60,
+    context_length=32,
+    emb_dim=48,
+    hidden_dim=96,
+    n_heads=6,
+    n_kv_groups=2,
+    n_layers=2,
+)
+
+
+@pytest.mark.parametrize(
+    ("settings", "model_type"),
+    [
+        ({}, "llama"),
+        ({"sliding_window": 16}, "mistral"),
+        ({"qkv_bias": True}, "qwen2"),
+        ({"qk_norm": "head"}, "qwen3"),
+        ({"qk_norm": "all", "pre_norms": False, "post_norms": True}, "olmo2"),
+    ],
+)
+def test_a_config_is_exported_as_the_model_type_it_has_the_settings_of(settings, model_type):
+    cfg = LlamaConfig(**TINY_LLAMA, **settings)
+    assert hf_model_type(cfg) == model_type
+
+
+def test_settings_of_no_model_type_are_refused_for_export_not_called_llama():
+    with pytest.raises(GptclfError, match="no model type of transformers has these settings"):
+        hf_model_type(LlamaConfig(**TINY_LLAMA, qkv_bias=True, qk_norm="head"))

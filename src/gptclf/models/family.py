@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -81,6 +82,7 @@ class Family:
     lora_targets: dict[str, tuple[str, ...]]
     presets: dict[str, Any] = field(default_factory=dict)
     added_fields: tuple[str, ...] = ()  # config fields that run folders written before may lack
+    upgrade: Callable[[dict], dict] = dict  # an older run's config fields as they are now
 
     def build(self, architecture: dict) -> nn.Module:
         """The model of ``architecture`` (its config's fields) with storage-less weights, to be

@@ -253,6 +253,18 @@ class LlamaModel(LanguageModel):
         return x
 
 
+def upgrade_config(architecture: dict) -> dict:
+    """A config written by an earlier gptclf, in today's fields: ``qk_norm`` was true for
+    Qwen3's per-head norms, and OLMo 2's ``norm_after`` is ``post_norms`` without ``pre_norms``."""
+    upgraded = dict(architecture)
+    if isinstance(upgraded.get("qk_norm"), bool):
+        upgraded["qk_norm"] = "head" if upgraded["qk_norm"] else None
+    if isinstance(upgraded.get("norm_after"), bool):
+        after = upgraded.pop("norm_after")
+        upgraded |= {"pre_norms": not after, "post_norms": after}
+    return upgraded
+
+
 LLAMA = Family(
     name="llama",
     model=LlamaModel,
@@ -279,4 +291,5 @@ LLAMA = Family(
         "rope_high_freq_factor",
         "rope_original_context",
     ),
+    upgrade=upgrade_config,
 )

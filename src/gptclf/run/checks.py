@@ -114,9 +114,19 @@ def check_tokenizer(tokenizer: object, special_ids: object, vocab_size: int) -> 
     if not isinstance(special_ids, dict) or set(special_ids) != set(SPECIAL_IDS):
         raise GptclfError(f"special_ids must name exactly {', '.join(SPECIAL_IDS)}")
     for name, value in special_ids.items():
-        is_id = isinstance(value, int) and not isinstance(value, bool) and 0 <= value < vocab_size
-        if value is not None and not is_id:
+        if value is not None and not _is_token_id(value, vocab_size):
             raise GptclfError(f"special_ids: {name} = {value!r} is not a token id")
+
+
+def check_prefix(prefix_ids: object, vocab_size: int) -> None:
+    if not isinstance(prefix_ids, list) or not all(
+        _is_token_id(value, vocab_size) for value in prefix_ids
+    ):
+        raise GptclfError(f"prefix_ids = {prefix_ids!r} is not a list of token ids")
+
+
+def _is_token_id(value: object, vocab_size: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < vocab_size
 
 
 def weights_record(path: Path, tensors: Mapping[str, torch.Tensor]) -> dict:

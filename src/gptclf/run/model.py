@@ -6,7 +6,7 @@ standalone, every tensor."""
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import torch
@@ -24,7 +24,7 @@ from gptclf.precision import frozen_linears, resolve_precision, set_frozen_preci
 from gptclf.recipe import TrainConfig, recipe
 from gptclf.run import checks
 from gptclf.run.folder import RunDir
-from gptclf.tokenizers import HFTokenizer, Tokenizer, gpt2_tokenizer
+from gptclf.tokenizers import HFTokenizer, Tokenizer, gpt2_tokenizer, with_prefix
 from gptclf.trainable import set_trainable, trainable_parameters
 
 
@@ -45,6 +45,7 @@ class RunConfig:
     tokenizer: str  # "gpt2", or the name of a Hugging Face tokenizer
     special_ids: dict  # the tokenizer's eos_id, bos_id and pad_id
     train: dict  # the resolved recipe
+    prefix_ids: list = field(default_factory=list)  # put before every text (none in older runs)
     weights: dict | None = None  # the weights file's SHA-256 and tensor shapes, once written
     ensemble: dict | None = None  # the blended baseline's weight and files' SHA-256, if any
     decision: dict | None = None  # the temperature and threshold chosen on validation, if any
@@ -53,11 +54,14 @@ class RunConfig:
         """Every field checked, so that a damaged or edited config fails here, naming it."""
         checks.check_base(self.base_model, self.base_sha256, self.standalone)
         family = checks.checked_family(self.family)
+        if isinstance(self.architecture, dict):
+            self.architecture = family.upgrade(self.architecture)
         checks.check_architecture(family, self.architecture)
         self._labels = checks.checked_labels(self.labels)
         architecture = self.architecture
         checks.check_lengths(self.max_length, self.pad_to, architecture["context_length"])
         checks.check_tokenizer(self.tokenizer, self.special_ids, architecture["vocab_size"])
+        checks.check_prefix(self.prefix_ids, architecture["vocab_size"])
         if not isinstance(self.train, dict):
             raise GptclfError(f"train must be a mapping of options, not {self.train!r}")
         self._recipe = recipe(source="train", **self.train)
@@ -153,6 +157,7 @@ def load_run_model(
     config = read_run_config(run_dir)
     saved = checks.verified_weights(run_dir.weights, config.weights)
     model, tokenizer = _base(run_dir, config)
+    tokenizer = with_prefix(tokenizer, config.prefix_ids)  # as the run was trained
     try:
         classifier = build_classifier(model, config.classifier_spec())
         frame([[0]], config.tokens_kept, around=template_ids(tokenizer, config.template))

@@ -366,5 +366,6 @@ def run_config_of(config: TrainConfig, prepared: Prepared) -> RunConfig:
             "bos_id": tokenizer.bos_id,
             "pad_id": tokenizer.pad_id,
         },
+        prefix_ids=list(tokenizer.prefix_ids),
         train=as_plain(config),
     )

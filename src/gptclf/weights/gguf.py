@@ -126,7 +126,7 @@ def llama_config(gguf: GGUFFile) -> LlamaConfig:
     if model_type in WINDOWED:
         family["sliding_window"] = _int_or_none(gguf.get(f"{arch}.attention.sliding_window"))
     if arch == "gemma3":
-        family |= gemma3_conventions(n_layers, emb_dim // n_heads, head_dim)
+        family |= gemma3_conventions(head_dim)
     tensor_names = {t.name for t in gguf.reader.tensors}
     return LlamaConfig(
         vocab_size=len(gguf.require("tokenizer.ggml.tokens")),
@@ -144,12 +144,11 @@ def llama_config(gguf: GGUFFile) -> LlamaConfig:
     )
 
 
-def gemma3_conventions(n_layers: int, width_per_head: int, head_dim: int) -> dict:
+def gemma3_conventions(head_dim: int) -> dict:
     """What llama.cpp takes for granted of Gemma 3 rather than storing it: every 6th layer sees
-    all keys, the windowed ones rotate at base 10,000, and scores scale by 1/√head_dim (by
-    1/√(width / heads) in the 27B model, the one of 62 layers)."""
-    scaled_by = width_per_head if n_layers == 62 else head_dim
-    return {"global_every": 6, "rope_local_base": 10_000.0, "attention_scale": scaled_by**-0.5}
+    all keys, the windowed ones rotate at base 10,000, and scores scale by 1/√head_dim (the 4B
+    to 27B files, whose rotation is scaled, are refused before)."""
+    return {"global_every": 6, "rope_local_base": 10_000.0, "attention_scale": head_dim**-0.5}
 
 
 def _int_or_none(value: object) -> int | None:

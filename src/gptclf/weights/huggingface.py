@@ -102,7 +102,7 @@ LLAMA_LIKE = {
     "qwen2": {"qkv_bias": True},
     "qwen3": {"qk_norm": "head"},
     "olmo2": {"qk_norm": "all", "pre_norms": False, "post_norms": True},
-    "gemma3_text": {  # with the settings of GEMMA3 below
+    "gemma3_text": {  # with the settings of _gemma3_layers below
         "qk_norm": "head",
         "post_norms": True,
         "norm_unit_offset": True,
@@ -118,13 +118,14 @@ GEMMA3_ROPE_BASES = {"full_attention": 1_000_000.0, "sliding_attention": 10_000.
 def hf_model_type(cfg: LlamaConfig) -> str:
     """The ``model_type`` of ``LLAMA_LIKE`` that ``cfg`` is (Mistral: Llama with a window)."""
     defaults = {f.name: f.default for f in fields(LlamaConfig)}
+    names = sorted({name for own in LLAMA_LIKE.values() for name in own})
+    settings = {name: getattr(cfg, name) for name in names}
     for model_type, own in LLAMA_LIKE.items():
-        if own and all(
-            getattr(cfg, name) == own.get(name, defaults[name])
-            for name in {name for family in LLAMA_LIKE.values() for name in family}
-        ):
+        if settings == {name: own.get(name, defaults[name]) for name in names}:
+            if model_type == "llama" and cfg.sliding_window is not None:
+                return "mistral"
             return model_type
-    return "mistral" if cfg.sliding_window is not None else "llama"
+    raise GptclfError(f"no model type of transformers has these settings: {settings}")
 
 
 def _rope(rope: dict, theta: float, source: str) -> dict:
@@ -199,7 +200,8 @@ def llama_config(config: dict, source: str) -> LlamaConfig:
     ``config.json``."""
     model_type = config.get("model_type", "llama")
     if model_type not in LLAMA_LIKE:
-        hint = " (take the text model of a multimodal one)" if model_type == "gemma3" else ""
+        multimodal = model_type == "gemma3"
+        hint = " (Gemma 3's multimodal 4B and up are not supported)" if multimodal else ""
         raise GptclfError(f"{source}: model_type {model_type!r} is not Llama-like{hint}")
     if config.get("attention_bias") or config.get("mlp_bias"):
         raise GptclfError(f"{source}: bias terms beyond {model_type}'s own are not supported")
@@ -270,7 +272,11 @@ LLAMA_POST_NORM_NAMES = [  # OLMo 2, Gemma 3: the norms of the sublayers' output
     ("post_att_norm.weight", "post_attention_layernorm.weight", "post_attention_norm.weight"),
     ("post_ff_norm.weight", "post_feedforward_layernorm.weight", "post_ffw_norm.weight"),
 ]
-GEMMA3_FF_NORM_NAME = ("norm2.weight", "pre_feedforward_layernorm.weight", "ffn_norm.weight")
+GEMMA3_NORM_NAMES = [  # norms before and after each sublayer; post_attention_layernorm is after
+    LLAMA_PRE_NORM_NAMES[0],
+    ("norm2.weight", "pre_feedforward_layernorm.weight", "ffn_norm.weight"),
+    *LLAMA_POST_NORM_NAMES,
+]
 
 
 def llama_names(cfg: LlamaConfig, column: int) -> tuple[dict[str, str], dict[str, str]]:
@@ -281,9 +287,10 @@ def llama_names(cfg: LlamaConfig, column: int) -> tuple[dict[str, str], dict[str
         del top["out_head.weight"]
     rows = LLAMA_BLOCK_NAMES + LLAMA_BIAS_NAMES * cfg.qkv_bias
     rows += LLAMA_QK_NORM_NAMES * bool(cfg.qk_norm)
-    rows += LLAMA_PRE_NORM_NAMES * cfg.pre_norms + LLAMA_POST_NORM_NAMES * cfg.post_norms
-    if cfg.pre_norms and cfg.post_norms:  # Gemma 3: post_attention_layernorm is a post norm
-        rows.append(GEMMA3_FF_NORM_NAME)
+    if cfg.pre_norms and cfg.post_norms:
+        rows += GEMMA3_NORM_NAMES
+    else:
+        rows += LLAMA_PRE_NORM_NAMES * cfg.pre_norms + LLAMA_POST_NORM_NAMES * cfg.post_norms
     return top, {row[0]: row[column] for row in rows}
 
 
