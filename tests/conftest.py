@@ -93,6 +93,15 @@ def sms_book_splits(tmp_path_factory):
     return prepare_sms_spam("book", out_dir=tmp_path_factory.mktemp("sms-book"))
 
 
+TINY_LLAMA_CONFIG = dict(  # our LlamaConfig fields: a tiny model with grouped-query attention
+    vocab_size=60,
+    context_length=32,
+    emb_dim=48,
+    hidden_dim=96,
+    n_heads=6,
+    n_kv_groups=2,
+    n_layers=2,
+)
 LLAMA_LIKE_COMMON = dict(
     vocab_size=101,
     hidden_size=48,

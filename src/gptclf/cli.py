@@ -14,6 +14,7 @@ from gptclf.audit import AuditOptions
 from gptclf.data.dataset import READING_OPTIONS, DataSource
 from gptclf.distributed import DEVICES, is_main_process, launched_in_parallel
 from gptclf.errors import GptclfError
+from gptclf.explain import ExplainOptions
 from gptclf.interop import FORMATS
 from gptclf.options import add_options, build, given
 from gptclf.predict import PredictOptions
@@ -283,6 +284,26 @@ def _cmd_predict(args: argparse.Namespace) -> None:
     _note_if(tally.note(options.on_empty, "text"))
 
 
+def _cmd_explain(args: argparse.Namespace) -> None:
+    from gptclf.atomic import check_writable, write_text_atomic
+    from gptclf.explain import explanation_html, format_explanation
+    from gptclf.predict import Classifier
+
+    options = build(ExplainOptions, given(args, ExplainOptions))
+    if args.html:
+        check_writable(args.html)
+    classifier = Classifier.from_pretrained(args.run_dir).to(args.device)
+    explanation = classifier.explain(args.text, options.method, options.label)
+    if args.json:
+        print(json.dumps(explanation.to_json(), ensure_ascii=False))
+    else:
+        colour = options.colour == "always" or (options.colour == "auto" and sys.stdout.isatty())
+        print(format_explanation(explanation, colour))
+    if args.html:
+        write_text_atomic(args.html, explanation_html(explanation))
+        _note(f"written: {args.html}")
+
+
 def _cmd_baseline(args: argparse.Namespace) -> None:
     from gptclf.baseline import train_baseline
     from gptclf.data.dataset import load_splits
@@ -419,6 +440,15 @@ def build_parser() -> argparse.ArgumentParser:
     add_options(predict, PredictOptions, keep_defaults=True)
     _add_device_option(predict)
     predict.set_defaults(run=_cmd_predict, data_parallel=True)
+
+    explain = commands.add_parser("explain", help="which tokens pushed a text's decision")
+    explain.add_argument("run_dir", type=Path)
+    explain.add_argument("text", help="the text to explain")
+    add_options(explain, ExplainOptions, keep_defaults=True)
+    explain.add_argument("--html", type=Path, help="also write the shaded text as an HTML page")
+    explain.add_argument("--json", action="store_true", help="print one JSON object")
+    _add_device_option(explain)
+    explain.set_defaults(run=_cmd_explain)
 
     baseline = commands.add_parser("baseline", help="TF-IDF + logistic regression on the same data")
     add_options(baseline, DataSource)

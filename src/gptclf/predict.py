@@ -28,6 +28,7 @@ from gptclf.decision import decide
 from gptclf.distributed import CPU, LOCAL, DistributedContext, device_scope
 from gptclf.ensemble import Ensemble
 from gptclf.errors import GptclfError
+from gptclf.explain import DEFAULT_METHOD, Explanation, attributions, token_pieces
 from gptclf.inference import in_length_batches, logits_of, text_logits
 from gptclf.onnx_runtime import (
     RUNTIMES,
@@ -271,6 +272,34 @@ class Classifier:
     def classify(self, text: str) -> str:
         """The label name of one text, like the book's ``classify_review``."""
         return self.predict([text])[0].label
+
+    def explain(
+        self, text: str, method: str = DEFAULT_METHOD, label: str | None = None
+    ) -> Explanation:
+        """Which tokens of ``text`` pushed the network toward ``label`` (default: the label the
+        run decides), by ``method`` (see ``gptclf.explain``), with the run's decision."""
+        if self.config.recipe.chunks:
+            raise GptclfError("explain reads one window of tokens, not a run's chunks")
+        if label is not None and label not in self.labels.names:
+            raise GptclfError(f"label {label!r} is not one of {', '.join(self.labels.names)}")
+        ids = self.token_ids([text])[0]
+        before, after = template_ids(self.tokenizer, self.config.template)
+        text_ids = ids[len(before) : len(ids) - len(after)]
+        decided = self.predict([text])[0]
+        target = self.labels.names.index(label or decided.label)
+        precision = resolve_precision(self.config.recipe.precision, self.device.type)
+        padding = (self.tokenizer.pad_id, self.config.pad_to) if self.config.pad_to else None
+        with device_scope(self.device, precision):
+            scores = attributions(self.network, ids, target, method, precision, padding)
+        return Explanation(
+            label=decided.label,
+            probability=decided.probability,
+            explained=self.labels.names[target],
+            method=method,
+            tokens=token_pieces(self.tokenizer, text_ids),
+            scores=scores[len(before) : len(ids) - len(after)].tolist(),
+            truncated=len(text_ids) < len(self._encoded([text])[0]),
+        )
 
     def prediction(self, probabilities: np.ndarray) -> Prediction:
         """The label that ``probabilities`` (as ``final_probabilities`` gives them) decide, as

@@ -2,21 +2,15 @@ import torch
 
 from gptclf.models import LlamaConfig, LlamaModel
 
-from conftest import assert_padded_batch_matches_each_sequence_alone, padded_batch
+from conftest import (
+    TINY_LLAMA_CONFIG,
+    assert_padded_batch_matches_each_sequence_alone,
+    padded_batch,
+)
 
 
 def tiny_llama_config(**overrides) -> LlamaConfig:
-    settings = dict(
-        vocab_size=60,
-        context_length=32,
-        emb_dim=48,
-        hidden_dim=96,
-        n_heads=6,
-        n_kv_groups=2,
-        n_layers=2,
-        rope_base=10_000.0,
-    )
-    return LlamaConfig(**{**settings, **overrides})
+    return LlamaConfig(**{**TINY_LLAMA_CONFIG, **overrides})
 
 
 def test_right_padding_gives_each_sequence_the_hidden_states_it_gets_alone():

@@ -18,7 +18,7 @@ from gptclf.run.checks import weights_record
 from gptclf.run.model import RunConfig
 from gptclf.tokenizers import gpt2_tokenizer
 
-from conftest import SPAM
+from conftest import SPAM, TINY_LLAMA_CONFIG
 
 
 @pytest.fixture
@@ -48,17 +48,6 @@ def refused(run: Path) -> str:
     with pytest.raises(GptclfError) as error:
         Classifier.from_pretrained(run)
     return str(error.value)
-
-
-TINY_LLAMA = dict(
-    vocab_size=50257,
-    context_length=64,
-    emb_dim=48,
-    hidden_dim=96,
-    n_heads=6,
-    n_kv_groups=2,
-    n_layers=2,
-)
 
 
 def drop_head(tensors: dict) -> None:
@@ -129,7 +118,8 @@ def test_texts_start_with_the_tokens_the_run_was_trained_with_not_the_tokenizers
 
 def test_a_config_from_before_olmo2s_norms_became_pre_and_post_norms_still_reads(trained_run):
     config = json.loads((trained_run / "config.json").read_text())
-    today = LlamaConfig(**TINY_LLAMA, qk_norm="head", pre_norms=False, post_norms=True)
+    sizes = {**TINY_LLAMA_CONFIG, "vocab_size": 50257, "context_length": 64}  # the run's
+    today = LlamaConfig(**sizes, qk_norm="head", pre_norms=False, post_norms=True)
     added = FAMILIES["llama"].added_fields
     architecture = {k: v for k, v in asdict(today).items() if k not in added}
     architecture |= {"qk_norm": True, "norm_after": True}  # as gptclf wrote them before

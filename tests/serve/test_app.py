@@ -94,9 +94,56 @@ def test_model_endpoint_describes_the_classifier_and_its_training_metrics(
     }
 
 
+def test_explain_answers_what_classifier_explain_returns(client, classifier):
+    response = client.post("/v1/explain", json={"text": SPAM[0], "method": "gradient-x-input"})
+    assert response.status_code == 200
+    answer, expected = response.json(), classifier.explain(SPAM[0], "gradient-x-input").to_json()
+    assert [t["text"] for t in answer["tokens"]] == [t["text"] for t in expected["tokens"]]
+    assert [t["score"] for t in answer["tokens"]] == pytest.approx(
+        [t["score"] for t in expected["tokens"]], abs=1e-6
+    )
+    assert {k: v for k, v in answer.items() if k != "tokens"} == {
+        k: v for k, v in expected.items() if k != "tokens"
+    }
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"text": SPAM[0], "label": "eggs"}, "label 'eggs' is not one of ham, spam"),
+        ({"text": SPAM[0], "method": "lime"}, "method: Input should be"),
+        ({"text": ""}, "no text to classify"),
+        ({"text": "x" * 201}, "text has 201 characters; the limit is 200"),
+        ({"texts": [SPAM[0]]}, "text: Field required"),
+    ],
+)
+def test_a_bad_explain_request_is_a_422_naming_the_problem(client, body, message):
+    response = client.post("/v1/explain", json=body)
+    assert response.status_code == 422 and message in response.json()["error"]
+
+
+def test_a_second_explanation_while_one_is_computed_is_a_503(classifier, monkeypatch):
+    started, release = threading.Event(), threading.Event()
+    explain = classifier.explain
+
+    def slow(*args):
+        started.set()
+        release.wait(10)
+        return explain(*args)
+
+    monkeypatch.setattr(classifier, "explain", slow)
+    with TestClient(create_app(classifier, LIMITS)) as client, ThreadPoolExecutor(1) as pool:
+        first = pool.submit(client.post, "/v1/explain", json={"text": SPAM[0]})
+        assert started.wait(10)
+        second = client.post("/v1/explain", json={"text": SPAM[1]})
+        release.set()
+        assert first.result().status_code == 200
+    assert second.status_code == 503 and second.headers["retry-after"] == "1"
+
+
 def test_openapi_schema_lists_the_endpoints_and_docs_are_served(client):
     schema = client.get("/openapi.json").json()
-    assert set(schema["paths"]) == {"/v1/classify", "/v1/model", "/healthz"}
+    assert set(schema["paths"]) == {"/v1/classify", "/v1/explain", "/v1/model", "/healthz"}
     body = schema["paths"]["/v1/classify"]["post"]["requestBody"]["content"]["application/json"]
     assert set(body["schema"]["properties"]) == {"text", "texts"}
     assert client.get("/docs").status_code == 200

@@ -127,11 +127,11 @@ def test_a_model_answer_with_missing_rows_is_a_500_never_a_200(classifier, monke
     assert "the model answered 1 rows for 2 texts" in caplog.text
 
 
-def _classify_bodies(app) -> st.SearchStrategy[dict]:
-    """Bodies of ``POST /v1/classify`` as the app's OpenAPI schema describes them: one of the
+def _bodies(app, path: str = "/v1/classify") -> st.SearchStrategy[dict]:
+    """Bodies of ``POST path`` as the app's OpenAPI schema describes them: one of the
     properties, or any subset of them, each drawn by hypothesis-jsonschema from its own schema
     (its strategy for whole objects no longer runs on this Hypothesis)."""
-    request = app.openapi()["paths"]["/v1/classify"]["post"]["requestBody"]
+    request = app.openapi()["paths"][path]["post"]["requestBody"]
     schema = request["content"]["application/json"]["schema"]
     assert schema["type"] == "object" and schema["additionalProperties"] is False
     properties = {name: from_schema(sub) for name, sub in schema["properties"].items()}
@@ -149,7 +149,7 @@ JSON_VALUES = st.recursive(
 def test_fuzzed_bodies_never_make_a_500_and_every_4xx_is_a_json_error(classifier):
     app = create_app(classifier, LIMITS)
     bodies = st.one_of(
-        _classify_bodies(app).map(json.dumps),
+        _bodies(app).map(json.dumps),
         JSON_VALUES.map(json.dumps),
         st.dictionaries(st.sampled_from(["text", "texts"]), JSON_VALUES).map(json.dumps),
     ).map(str.encode) | st.binary(max_size=64)
@@ -177,5 +177,31 @@ def test_fuzzed_bodies_never_make_a_500_and_every_4xx_is_a_json_error(classifier
                 assert len(response.json()["predictions"]) == count
             else:
                 assert list(response.json()) == ["error"]
+
+        check()
+
+
+def test_fuzzed_explain_bodies_never_make_a_500_and_every_4xx_is_a_json_error(classifier):
+    app = create_app(classifier, LIMITS)
+    bodies = st.one_of(
+        _bodies(app, "/v1/explain").map(json.dumps),
+        st.dictionaries(st.sampled_from(["text", "label", "method"]), JSON_VALUES).map(json.dumps),
+    ).map(str.encode) | st.binary(max_size=64)
+
+    with TestClient(app, raise_server_exceptions=False) as client:
+
+        @settings(max_examples=40, deadline=None, database=None)
+        @given(body=bodies)
+        @example(body=b'{"text": "<|endoftext|>", "label": "spam"}')
+        def check(body: bytes) -> None:
+            response = client.post(
+                "/v1/explain", content=body, headers={"Content-Type": "application/json"}
+            )
+            assert response.status_code in (200, 413, 422), response.text
+            answer = response.json()
+            if response.status_code == 200 and not answer["truncated"]:
+                assert "".join(t["text"] for t in answer["tokens"]) == json.loads(body)["text"]
+            elif response.status_code != 200:
+                assert list(answer) == ["error"]
 
         check()

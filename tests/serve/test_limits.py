@@ -4,7 +4,7 @@ import pytest
 from fastapi import HTTPException
 from pydantic import ValidationError
 
-from gptclf.serve.limits import checked_texts, parse_classify_request, validation_message
+from gptclf.serve.limits import checked_texts, parse_request, validation_message
 from gptclf.serve.schemas import ClassifyRequest
 
 from .conftest import LIMITS
@@ -85,13 +85,13 @@ def test_each_limit_is_one_clear_json_error_before_the_model_runs(
     "content_type", ["application/json", "Application/JSON; charset=utf-8", "application/x+json"]
 )
 def test_any_json_media_type_is_read(content_type):
-    request = parse_classify_request(b'{"texts": ["a", "b"]}', content_type)
+    request = parse_request(b'{"texts": ["a", "b"]}', content_type)
     assert request == ClassifyRequest(texts=["a", "b"])
 
 
 def test_a_missing_content_type_is_refused():
     with pytest.raises(HTTPException) as refused:
-        parse_classify_request(b'{"text": "a"}', None)
+        parse_request(b'{"text": "a"}', None)
     assert refused.value.status_code == 415
 
 

@@ -108,6 +108,12 @@ def test_page_in_a_headless_browser_shows_the_verdict_and_probabilities_of_the_a
             headers={"Authorization": "Bearer s3cret"},
             timeout=30,
         ).json()["predictions"][0]
+        explained = httpx.post(
+            f"{url}/v1/explain",
+            json={"text": message},
+            headers={"Authorization": "Bearer s3cret"},
+            timeout=60,
+        ).json()
         driver = webdriver.Chrome(options=options, service=Service(str(CHROMEDRIVER)))
         try:
             driver.get(url + "/")
@@ -127,8 +133,20 @@ def test_page_in_a_headless_browser_shows_the_verdict_and_probabilities_of_the_a
                 for row in driver.find_elements(By.CSS_SELECTOR, "#probabilities tr")
             ]
             status_text = status.text
+            driver.find_element(By.ID, "explain").click()
+            driver.find_element(By.ID, "classify").click()
+            explanation = driver.find_element(By.ID, "explanation")
+            WebDriverWait(driver, 30).until(lambda _: explanation.is_displayed())
+            spans = driver.find_elements(By.CSS_SELECTOR, "#tokens span")
+            shown_tokens = [span.get_attribute("textContent") for span in spans]
+            shades = [span.value_of_css_property("background-color") for span in spans]
         finally:
             driver.quit()
+    assert [t["text"] for t in explained["tokens"]] == shown_tokens
+    assert "".join(shown_tokens) == message
+    strongest = max(range(len(spans)), key=lambda i: abs(explained["tokens"][i]["score"]))
+    toward = explained["tokens"][strongest]["score"] > 0
+    assert shades[strongest] == ("rgba(220, 38, 38, 1)" if toward else "rgba(37, 99, 235, 1)")
     assert verdict == api["label"] and status_text == ""
     assert float(confidence) == pytest.approx(api["probability"], abs=5e-5)
     assert [label for label, _ in rows] == list(api["probabilities"])

@@ -12,6 +12,7 @@ from gptclf.weights.huggingface import hf_model_type, load_hf_gpt2, load_hf_llam
 
 from conftest import (
     LLAMA_LIKE_MODELS,
+    TINY_LLAMA_CONFIG,
     byte_tokenizer_json,
     max_diff_on_real_tokens,
     padded_batch,
@@ -243,17 +244,6 @@ def test_the_start_token_is_put_first_as_tokenizer_json_or_tokenizer_config_says
     assert tokenizer.encode("ab") == [64, 65]
 
 
-TINY_LLAMA = dict(
-    vocab_size=60,
-    context_length=32,
-    emb_dim=48,
-    hidden_dim=96,
-    n_heads=6,
-    n_kv_groups=2,
-    n_layers=2,
-)
-
-
 @pytest.mark.parametrize(
     ("settings", "model_type"),
     [
@@ -265,10 +255,10 @@ TINY_LLAMA = dict(
     ],
 )
 def test_a_config_is_exported_as_the_model_type_it_has_the_settings_of(settings, model_type):
-    cfg = LlamaConfig(**TINY_LLAMA, **settings)
+    cfg = LlamaConfig(**TINY_LLAMA_CONFIG, **settings)
     assert hf_model_type(cfg) == model_type
 
 
 def test_settings_of_no_model_type_are_refused_for_export_not_called_llama():
     with pytest.raises(GptclfError, match="no model type of transformers has these settings"):
-        hf_model_type(LlamaConfig(**TINY_LLAMA, qkv_bias=True, qk_norm="head"))
+        hf_model_type(LlamaConfig(**TINY_LLAMA_CONFIG, qkv_bias=True, qk_norm="head"))

@@ -14,6 +14,7 @@ from fastapi import Depends, FastAPI, HTTPException, Request, Response
 from fastapi.params import Depends as Dependency
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.security import HTTPBearer
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Receive
 
@@ -25,15 +26,18 @@ from gptclf.serve.guards import ApiKeyGuard
 from gptclf.serve.limits import (
     BodySizeLimit,
     ClientGone,
+    check_text,
     checked_texts,
     error_response,
-    parse_classify_request,
+    parse_request,
 )
 from gptclf.serve.page import PAGE, PAGE_POLICY
 from gptclf.serve.schemas import (
     ClassifyRequest,
     ClassifyResponse,
     ErrorBody,
+    ExplainRequest,
+    ExplainResponse,
     ModelInfo,
     ServedPrediction,
 )
@@ -130,9 +134,33 @@ def create_app(
     app.add_exception_handler(Exception, _internal_error)
     documented = [Depends(BEARER)] if settings.api_key else []
     _add_classify(app, classifier, settings, documented)
+    _add_explain(app, classifier, settings, documented)
     _add_model(app, _model_info(classifier, metrics), documented)
     _add_open_routes(app)
     return app
+
+
+def _json_route(
+    app: FastAPI,
+    path: str,
+    request: type[BaseModel],
+    response: type[BaseModel],
+    documented: list[Dependency],
+) -> Callable:
+    """``POST path`` taking a JSON ``request`` (read by the route itself, within the limits, so
+    only documented here) and answering ``response`` or a JSON error."""
+    return app.post(
+        path,
+        response_model=response,
+        responses={code: {"model": ErrorBody} for code in (401, 408, 413, 415, 422, 503)},
+        dependencies=documented,
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": request.model_json_schema()}},
+            }
+        },
+    )
 
 
 def _add_classify(
@@ -142,21 +170,10 @@ def _add_classify(
     batches of ``app.state.batcher``, unless its client leaves first."""
     batcher: MicroBatcher = app.state.batcher
 
-    @app.post(
-        "/v1/classify",
-        response_model=ClassifyResponse,
-        responses={code: {"model": ErrorBody} for code in (401, 408, 413, 415, 422, 503)},
-        dependencies=documented,
-        openapi_extra={
-            "requestBody": {
-                "required": True,
-                "content": {"application/json": {"schema": ClassifyRequest.model_json_schema()}},
-            }
-        },
-    )
+    @_json_route(app, "/v1/classify", ClassifyRequest, ClassifyResponse, documented)
     async def classify(request: Request) -> ClassifyResponse:
         """Label and class probabilities of each text, in request order."""
-        body = parse_classify_request(await request.body(), request.headers.get("content-type"))
+        body = parse_request(await request.body(), request.headers.get("content-type"))
         texts, where = checked_texts(body, settings)
         try:
             ids = await asyncio.to_thread(classifier.token_ids, texts, where, settings.max_chunks)
@@ -175,6 +192,34 @@ def _add_classify(
             return Response(status_code=499)  # nginx's "client closed request": nobody reads it
         predictions = [ServedPrediction.of(classifier.prediction(p)) for p in probabilities]
         return ClassifyResponse(predictions=predictions)
+
+
+def _add_explain(
+    app: FastAPI, classifier: Classifier, settings: ServeSettings, documented: list[Dependency]
+) -> None:
+    """``POST /v1/explain``: one text's decision and its tokens' scores, computed in the model
+    thread between batches; one explanation at a time (it costs dozens of forward and backward
+    passes), another meanwhile is a 503."""
+    batcher: MicroBatcher = app.state.batcher
+    busy = asyncio.Lock()
+
+    @_json_route(app, "/v1/explain", ExplainRequest, ExplainResponse, documented)
+    async def explain(request: Request) -> ExplainResponse:
+        """Which tokens of the text pushed its decision (see ``gptclf explain``)."""
+        raw, content_type = await request.body(), request.headers.get("content-type")
+        body = parse_request(raw, content_type, ExplainRequest)
+        check_text(body.text, "text", settings)
+        if busy.locked():
+            message = "another explanation is being computed; try again shortly"
+            raise HTTPException(503, message, headers={"Retry-After": "1"})
+        async with busy:
+            try:
+                explained = await batcher.in_model_thread(
+                    classifier.explain, body.text, body.method, body.label
+                )
+            except GptclfError as exc:
+                raise HTTPException(422, str(exc)) from exc
+        return ExplainResponse.model_validate(explained.to_json())
 
 
 async def unless_client_leaves(work: Awaitable[T], receive: Receive) -> T:

@@ -11,10 +11,13 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import numpy as np
 
 log = logging.getLogger("gptclf.serve")
+
+T = TypeVar("T")
 
 
 def model_thread() -> ThreadPoolExecutor:
@@ -161,6 +164,12 @@ class MicroBatcher:
         self._line.append(job)
         self._arrived.set()
         return await job.future
+
+    async def in_model_thread(self, work: Callable[..., T], *args: object) -> T:
+        """``work(*args)`` computed in the model thread, between batches."""
+        if not self._running:
+            raise RuntimeError("the batcher is not running")
+        return await asyncio.get_running_loop().run_in_executor(self._executor, work, *args)
 
     def _retry_after_s(self, waiting: int) -> int:
         """Whole seconds until the texts waiting now are likely computed (at least 1)."""

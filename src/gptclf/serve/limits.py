@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gptclf.serve.schemas import ClassifyRequest
+from gptclf.serve.schemas import ClassifyRequest, RequestBody
 from gptclf.serve.settings import ServeSettings
 
 LONE_SURROGATE = re.compile("[\ud800-\udfff]")
@@ -113,9 +113,11 @@ def _replaying(body: bytes, receive: Receive) -> Receive:
     return replay
 
 
-def parse_classify_request(raw: bytes, content_type: str | None) -> ClassifyRequest:
-    """The request body as a ``ClassifyRequest``; anything else is a 415 or 422 error naming
-    the problem."""
+def parse_request(
+    raw: bytes, content_type: str | None, schema: type[RequestBody] = ClassifyRequest
+) -> RequestBody:
+    """The request body as a ``schema`` (``ClassifyRequest``, ``ExplainRequest``); anything else
+    is a 415 or 422 error naming the problem."""
     media_type = (content_type or "").split(";")[0].strip().lower()
     if media_type != "application/json" and not media_type.endswith("+json"):
         raise HTTPException(415, "send the body as JSON with Content-Type: application/json")
@@ -128,11 +130,9 @@ def parse_classify_request(raw: bytes, content_type: str | None) -> ClassifyRequ
     except ValueError as exc:
         raise HTTPException(422, f"the body is not valid JSON: {exc}") from exc
     if not isinstance(data, dict):
-        raise HTTPException(
-            422, 'the body must be a JSON object: {"text": ...} or {"texts": [...]}'
-        )
+        raise HTTPException(422, f"the body must be a JSON object: {schema.SHAPE}")
     try:
-        return ClassifyRequest.model_validate(data)
+        return schema.model_validate(data)
     except ValidationError as exc:
         raise HTTPException(422, validation_message(exc)) from exc
 
@@ -165,16 +165,16 @@ def checked_texts(
             422, f"the request has {len(texts):,} texts; the limit is {settings.max_texts:,}"
         )
     for i, text in enumerate(texts):
-        if len(text) > settings.max_chars:
-            raise HTTPException(
-                422,
-                f"{where(i)} has {len(text):,} characters; the limit is {settings.max_chars:,}",
-            )
-        _check_unicode(text, where(i))
+        check_text(text, where(i), settings)
     return texts, where
 
 
-def _check_unicode(text: str, name: str) -> None:
-    """Refuse a text with a lone surrogate, which JSON allows but no encoding can hold."""
+def check_text(text: str, name: str, settings: ServeSettings) -> None:
+    """Refuse a text over the length limit, or with a lone surrogate (which JSON allows but no
+    encoding can hold)."""
+    if len(text) > settings.max_chars:
+        raise HTTPException(
+            422, f"{name} has {len(text):,} characters; the limit is {settings.max_chars:,}"
+        )
     if LONE_SURROGATE.search(text):
         raise HTTPException(422, f"{name} is not valid Unicode (a lone surrogate)")

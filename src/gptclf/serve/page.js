@@ -17,25 +17,46 @@ function show(prediction) {
   byId("result").hidden = false;
 }
 
+function highlight(explanation) {
+  byId("explained").textContent = explanation.explained;
+  byId("method").textContent = explanation.method;
+  const scale = Math.max(1e-12, ...explanation.tokens.map((token) => Math.abs(token.score)));
+  const spans = explanation.tokens.map((token) => {
+    const span = document.createElement("span");
+    span.textContent = token.text;
+    span.title = token.score.toFixed(4);
+    const colour = token.score > 0 ? "220, 38, 38" : "37, 99, 235";
+    span.style.backgroundColor = "rgba(" + colour + ", " + Math.abs(token.score) / scale + ")";
+    return span;
+  });
+  byId("tokens").replaceChildren(...spans);
+  byId("explanation").hidden = false;
+}
+
+async function call(path, headers, body) {
+  const response = await fetch(path, {method: "POST", headers, body: JSON.stringify(body)});
+  const answer = await response.json();
+  if (!response.ok) throw new Error(answer.error || "error " + response.status);
+  return answer;
+}
+
 async function classify() {
   const headers = {"Content-Type": "application/json"};
   const key = byId("api-key").value;
   if (key) headers["Authorization"] = "Bearer " + key;
+  const text = byId("message").value;
   byId("result").hidden = true;
+  byId("explanation").hidden = true;
   byId("status").textContent = "classifying...";
   try {
-    const response = await fetch("v1/classify", {
-      method: "POST", headers, body: JSON.stringify({text: byId("message").value}),
-    });
-    const answer = await response.json();
-    if (!response.ok) {
-      byId("status").textContent = answer.error || "error " + response.status;
-      return;
+    show((await call("v1/classify", headers, {text})).predictions[0]);
+    if (byId("explain").checked) {
+      byId("status").textContent = "finding the words that decided...";
+      highlight(await call("v1/explain", headers, {text}));
     }
     byId("status").textContent = "";
-    show(answer.predictions[0]);
   } catch (error) {
-    byId("status").textContent = "the request failed: " + error.message;
+    byId("status").textContent = error.message;
   }
 }
 

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 from dataclasses import asdict
+from typing import ClassVar, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, model_validator
 
+from gptclf.explain import DEFAULT_METHOD, METHODS
 from gptclf.predict import Prediction
 
 
 class ClassifyRequest(BaseModel):
     """One text, or a list of texts classified in order."""
 
+    SHAPE: ClassVar[str] = '{"text": ...} or {"texts": [...]}'
     model_config = ConfigDict(extra="forbid", strict=True)
     text: str | None = None
     texts: list[str] | None = None
@@ -22,6 +25,35 @@ class ClassifyRequest(BaseModel):
         if (self.text is None) == (self.texts is None):
             raise ValueError('give exactly one of "text" and "texts"')
         return self
+
+
+class ExplainRequest(BaseModel):
+    """One text, and optionally the label to explain (default: the one decided) and how."""
+
+    SHAPE: ClassVar[str] = '{"text": ...}'
+    model_config = ConfigDict(extra="forbid", strict=True)
+    text: str
+    label: str | None = None
+    method: Literal[METHODS] = DEFAULT_METHOD
+
+
+RequestBody = TypeVar("RequestBody", ClassifyRequest, ExplainRequest)
+
+
+class TokenScore(BaseModel):
+    text: str
+    score: float
+
+
+class ExplainResponse(BaseModel):
+    """The decision, and each token's push toward ``explained`` (positive) or away from it."""
+
+    label: str
+    probability: float
+    explained: str
+    method: str
+    truncated: bool
+    tokens: list[TokenScore]
 
 
 class ServedPrediction(BaseModel):

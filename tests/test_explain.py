@@ -1,0 +1,102 @@
+"""Explanations: the token scores follow from the network (integrated gradients add up to the
+logit's change from all-zero embeddings; gradient x input is the derivative along the text's
+embeddings), the tokens shown are the text, and the CLI shows them safely."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from gptclf.cli import main
+from gptclf.errors import GptclfError
+from gptclf.explain import attributions, deletion_curve, explanation_html, token_pieces
+from gptclf.predict import Classifier
+from gptclf.tokenizers import gpt2_tokenizer
+
+from conftest import SPAM
+
+
+@pytest.fixture(scope="module")
+def classifier(trained_run) -> Classifier:
+    return Classifier.from_pretrained(trained_run)
+
+
+def logit_at_scale(network, ids: list[int], target: int, scale: float) -> float:
+    """Class ``target``'s logit with the token embeddings multiplied by ``scale``."""
+    embedding = network.language_model.tok_emb
+    hook = embedding.register_forward_hook(lambda module, args, out: out * scale)
+    try:
+        with torch.no_grad():
+            inputs = torch.tensor([ids])
+            return float(network(inputs, torch.ones_like(inputs))[0, target])
+    finally:
+        hook.remove()
+
+
+def test_integrated_gradients_add_up_to_the_logits_change_from_zero_embeddings(classifier):
+    network, ids = classifier.network, classifier.token_ids([SPAM[0]])[0]
+    scores = attributions(network, ids, target=1, method="integrated-gradients")
+    change = logit_at_scale(network, ids, 1, 1.0) - logit_at_scale(network, ids, 1, 0.0)
+    assert len(scores) == len(ids)
+    assert scores.sum() == pytest.approx(change, rel=0.02, abs=1e-3)
+
+
+def test_gradient_x_input_is_the_derivative_along_the_texts_embeddings(classifier):
+    network, ids = classifier.network, classifier.token_ids([SPAM[1]])[0]
+    scores = attributions(network, ids, target=0, method="gradient-x-input")
+    step = 1e-3
+    slope = logit_at_scale(network, ids, 0, 1 + step) - logit_at_scale(network, ids, 0, 1 - step)
+    assert scores.sum() == pytest.approx(slope / (2 * step), rel=0.01, abs=1e-4)
+
+
+def test_a_padded_sequence_is_scored_on_its_real_tokens_as_prediction_reads_it(classifier):
+    network, ids = classifier.network, classifier.token_ids([SPAM[2]])[0]
+    alone = attributions(network, ids, 1, "gradient-x-input")
+    padded = attributions(network, ids, 1, "gradient-x-input", padding=(50256, len(ids) + 5))
+    assert len(padded) == len(ids)
+    np.testing.assert_allclose(padded, alone, atol=1e-5)
+
+
+@pytest.mark.parametrize("text", ["WIN a prize", "naïve café 🙂 ok", "  spaced\n\nout  "])
+def test_the_tokens_shown_put_together_are_the_text(text):
+    tokenizer = gpt2_tokenizer()
+    pieces = token_pieces(tokenizer, tokenizer.encode(text))
+    assert "".join(pieces) == text and len(pieces) == len(tokenizer.encode(text))
+
+
+def test_removing_the_tokens_a_method_ranks_first_is_the_deletion_curve(classifier):
+    network, ids = classifier.network, classifier.token_ids([SPAM[0]])[0]
+    curve = deletion_curve(network, ([], []), ids, np.arange(len(ids)), target=1)
+    inputs = torch.tensor([ids])
+    with torch.no_grad():
+        whole = network(inputs, torch.ones_like(inputs)).softmax(-1)[0, 1]
+    assert len(curve) == 10 and curve[0] == pytest.approx(float(whole), abs=1e-6)
+
+
+def test_explain_prints_the_decision_and_the_tokens_that_pushed_it(trained_run, capsys):
+    assert main(["explain", str(trained_run), SPAM[0], "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["label"] == "spam" and shown["explained"] == "spam"
+    assert shown["method"] == "integrated-gradients" and not shown["truncated"]
+    assert "".join(t["text"] for t in shown["tokens"]) == SPAM[0]
+    assert main(["explain", str(trained_run), SPAM[0], "--colour=always"]) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith("spam (") and "\x1b[38;2;0;0;0;48;2;" in printed
+
+
+def test_the_html_page_escapes_the_text(trained_run, tmp_path, capsys):
+    page = tmp_path / "why.html"
+    text = "<script>alert(1)</script> WIN a FREE prize"
+    assert main(["explain", str(trained_run), text, f"--html={page}"]) == 0
+    written = page.read_text()
+    assert "<script" not in written and written.count("&lt;") == 2 and "alert" in written
+    assert explanation_html(Classifier.from_pretrained(trained_run).explain(text)) == written
+
+
+@pytest.mark.parametrize(
+    ("label", "message"), [("eggs", "label 'eggs' is not one of ham, spam"), (None, "no text")]
+)
+def test_an_unknown_label_or_empty_text_is_one_line_error(classifier, label, message):
+    with pytest.raises(GptclfError, match=message):
+        classifier.explain("" if label is None else "hello", label=label)
