@@ -70,7 +70,7 @@ def test_the_audit_ranks_purposely_flipped_labels_at_the_top(
 
 def test_too_few_rows_of_a_label_for_the_folds_is_one_line_error(tmp_path, capsys):
     path = tmp_path / "few.csv"
-    write_labelled(path, ["a", "b", "c", "d"], ["x", "x", "x", "y"])
+    write_labelled(path, [f"text {i}" for i in range(11)], ["x"] * 8 + ["y"] * 3)
     assert main(["data", "audit", str(path), "--by=baseline", "--folds=2"]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "too few of 'y' (use fewer --folds)" in err
+    assert err.count("\n") == 1 and "3 of them outside each fold; too few of 'y'" in err

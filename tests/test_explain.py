@@ -10,7 +10,14 @@ import torch
 
 from gptclf.cli import main
 from gptclf.errors import GptclfError
-from gptclf.explain import attributions, deletion_curve, explanation_html, token_pieces
+from gptclf.explain import (
+    Explanation,
+    attributions,
+    deletion_curve,
+    explanation_html,
+    format_explanation,
+    token_pieces,
+)
 from gptclf.predict import Classifier
 from gptclf.tokenizers import gpt2_tokenizer
 
@@ -22,10 +29,14 @@ def classifier(trained_run) -> Classifier:
     return Classifier.from_pretrained(trained_run)
 
 
-def logit_at_scale(network, ids: list[int], target: int, scale: float) -> float:
-    """Class ``target``'s logit with the token embeddings multiplied by ``scale``."""
+def logit_at_scale(
+    network, ids: list[int], target: int, scale: float, where: slice = slice(None)
+) -> float:
+    """Class ``target``'s logit with the token embeddings at ``where`` multiplied by ``scale``."""
     embedding = network.language_model.tok_emb
-    hook = embedding.register_forward_hook(lambda module, args, out: out * scale)
+    scales = torch.ones(len(ids), 1)
+    scales[where] = scale
+    hook = embedding.register_forward_hook(lambda module, args, out: out * scales)
     try:
         with torch.no_grad():
             inputs = torch.tensor([ids])
@@ -40,6 +51,23 @@ def test_integrated_gradients_add_up_to_the_logits_change_from_zero_embeddings(c
     change = logit_at_scale(network, ids, 1, 1.0) - logit_at_scale(network, ids, 1, 0.0)
     assert len(scores) == len(ids)
     assert scores.sum() == pytest.approx(change, rel=0.02, abs=1e-3)
+
+
+def test_start_and_template_tokens_stay_put_so_the_texts_scores_add_up(classifier):
+    network, ids = classifier.network, [50256, 3, 4, *classifier.token_ids([SPAM[0]])[0], 5]
+    text = slice(3, len(ids) - 1)  # a start token and a template around the text
+    scores = attributions(network, ids, 1, "integrated-gradients", text=text)
+    change = logit_at_scale(network, ids, 1, 1.0) - logit_at_scale(network, ids, 1, 0.0, text)
+    assert scores[text].sum() == pytest.approx(change, rel=0.02, abs=1e-3)
+
+
+def test_control_characters_of_a_text_reach_the_terminal_escaped():
+    explanation = Explanation(
+        "spam", 0.9, "spam", "gradient-x-input", ["a\x1b[2J\r", "\x9bb"], [1.0, -1.0], False
+    )
+    shaded = format_explanation(explanation, colour=True).splitlines()[1]
+    assert "\r" not in shaded and "\x9b" not in shaded and "\x1b[2J" not in shaded
+    assert "\\x1b[2J\\r" in shaded and "\\x9bb" in shaded
 
 
 def test_gradient_x_input_is_the_derivative_along_the_texts_embeddings(classifier):

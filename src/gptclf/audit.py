@@ -18,10 +18,11 @@ from gptclf.data.dataset import Splits
 from gptclf.data.labels import LabelMap
 from gptclf.data.readers import LabelledTexts
 from gptclf.errors import GptclfError
-from gptclf.options import at_least, option
-from gptclf.recipe import TrainConfig
+from gptclf.options import as_plain, at_least, option
+from gptclf.recipe import TrainConfig, recipe
 
 AUDITORS = ("model", "baseline")
+MIN_TRAINING_ROWS = 3
 COLUMNS = ("rank", "row", "label", "suggested", "label_probability", "flagged", "text")
 
 
@@ -69,12 +70,15 @@ class Audit:
 def audit_labels(
     data: LabelledTexts, labels: LabelMap, config: TrainConfig, options: AuditOptions
 ) -> Audit:
-    """Out-of-fold probabilities of every row of ``data`` by ``options.by``, and the ranking."""
+    """Out-of-fold probabilities of every row of ``data`` by ``options.by``, and the ranking.
+    The model is measured alone, as ``tune`` measures it: its last weights (the held-out rows
+    never choose an epoch), unblended."""
     from gptclf.tune.crossval import baseline_out_of_fold, cross_validate, fold_indices
+    from gptclf.tune.space import MEASURED_ALONE
 
     given = np.array(labels.ids(data.labels, data.source))
-    _check_folds(given, labels, options.folds, data.source)
     folds = fold_indices(given.tolist(), options.folds, config.seed)
+    _check_folds(given, folds, labels, data.source)
     pooled = Splits({"train": data}, labels)
     if options.by == "baseline":
         measured = baseline_out_of_fold(pooled, folds, config.seed)
@@ -82,8 +86,9 @@ def audit_labels(
         from gptclf.store import PrefixStore
         from gptclf.training.prepare import base_model
 
-        store = PrefixStore.on_disk() if config.store else PrefixStore()
-        measured = cross_validate(config, pooled, base_model(config), store, folds)
+        alone = recipe(**{**as_plain(config), **MEASURED_ALONE})
+        store = PrefixStore.on_disk() if alone.store else PrefixStore()
+        measured = cross_validate(alone, pooled, base_model(alone), store, folds)
     return ranked(data, labels, given, measured.probabilities)
 
 
@@ -101,13 +106,23 @@ def ranked(
     return Audit(data, labels, given, probabilities, order, flagged, accuracy)
 
 
-def _check_folds(given: np.ndarray, labels: LabelMap, folds: int, source: str) -> None:
+def _check_folds(
+    given: np.ndarray, folds: list[tuple[np.ndarray, np.ndarray]], labels: LabelMap, source: str
+) -> None:
+    """Every label in every fold's held-out part, and at least ``MIN_TRAINING_ROWS`` of it in
+    every fold's training part (the baseline chooses its C by 3-fold cross-validation there)."""
     counts = Counter(given.tolist())
-    scarce = [labels.names[c] for c in range(len(labels)) if counts[c] < folds]
+    scarce = [
+        labels.names[c]
+        for c in range(len(labels))
+        if counts[c] < len(folds)
+        or any(np.count_nonzero(given[train] == c) < MIN_TRAINING_ROWS for train, _ in folds)
+    ]
     if scarce:
         raise GptclfError(
-            f"{source}: {folds}-fold cross-validation needs at least {folds} rows of each "
-            f"label; too few of {', '.join(map(repr, scarce))} (use fewer --folds)"
+            f"{source}: {len(folds)}-fold cross-validation needs at least {len(folds)} rows of "
+            f"each label, {MIN_TRAINING_ROWS} of them outside each fold; too few of "
+            f"{', '.join(map(repr, scarce))} (use fewer --folds)"
         )
 
 

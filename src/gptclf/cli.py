@@ -286,14 +286,16 @@ def _cmd_predict(args: argparse.Namespace) -> None:
 
 def _cmd_explain(args: argparse.Namespace) -> None:
     from gptclf.atomic import check_writable, write_text_atomic
+    from gptclf.distributed import distributed_context
     from gptclf.explain import explanation_html, format_explanation
     from gptclf.predict import Classifier
 
     options = build(ExplainOptions, given(args, ExplainOptions))
     if args.html:
         check_writable(args.html)
-    classifier = Classifier.from_pretrained(args.run_dir).to(args.device)
-    explanation = classifier.explain(args.text, options.method, options.label)
+    with distributed_context(args.device) as dist:  # one process: the device, checked
+        classifier = Classifier.from_pretrained(args.run_dir).to(dist.device)
+        explanation = classifier.explain(args.text, options.method, options.label)
     if args.json:
         print(json.dumps(explanation.to_json(), ensure_ascii=False))
     else:

@@ -80,9 +80,13 @@ def attributions(
     method: str = DEFAULT_METHOD,
     precision: str = "fp32",
     padding: Padding = None,
+    text: slice = slice(None),
 ) -> np.ndarray:
     """Each token's attribution (len(ids),) toward class ``target``'s logit, the sequence read
-    as prediction reads it (``padding``: the pad id and length of a run that pads batches)."""
+    as prediction reads it (``padding``: the pad id and length of a run that pads batches).
+    Integrated gradients moves only the ``text`` positions from zero (start and template
+    tokens, and padding, keep their embeddings), so the text's scores add up to the logit's
+    change."""
     check_method(method)
     if precision == "int8":
         raise GptclfError("explanations need gradients, which int8 layers have none of")
@@ -91,11 +95,13 @@ def attributions(
     with torch.no_grad():
         embedded = embedding(inputs).float()  # (1, seq, dim)
     n = STEPS if method == "integrated-gradients" else 1
-    alphas = (torch.arange(n, device=inputs.device) + 0.5) / n if n > 1 else torch.ones(1)
-    real = mask[0, :, None].bool()  # padding keeps its embeddings along the path
+    alphas = (torch.arange(n, device=inputs.device) + 0.5) / n if n > 1 else mask.new_ones(1)
+    moved = torch.zeros_like(mask[0], dtype=torch.bool)
+    moved[: len(ids)][text] = True
     total = torch.zeros_like(embedded[0])
-    for part in alphas.split(STEPS_AT_ONCE):
-        path = torch.where(real, part[:, None, None] * embedded, embedded).requires_grad_()
+    for part in alphas.float().split(STEPS_AT_ONCE):
+        path = torch.where(moved[:, None], part[:, None, None] * embedded, embedded)
+        path.requires_grad_()
         total += _gradient(network, inputs, mask, path, target, precision).sum(0)
     return (embedded[0] * total / n).sum(-1)[: len(ids)].cpu().numpy()
 
@@ -150,7 +156,7 @@ def deletion_curve(
     for share in DELETED_SHARES:
         gone = set(order[: int(share * len(text_ids))].tolist())
         kept = [t for i, t in enumerate(text_ids) if i not in gone]
-        inputs, mask = _batch(before + kept + after, padding)
+        inputs, mask = _batch(before + kept + after, padding, network.head.weight.device)
         with autocast(precision):
             logits = network(inputs, mask).float()
         curve.append(float(logits.softmax(-1)[0, target]))
@@ -194,7 +200,10 @@ def _ansi(token: str, score: float, scale: float) -> str:
     strength = _strength(score, scale)
     full = (220, 38, 38) if score > 0 else (37, 99, 235)
     red, green, blue = (round(255 + (c - 255) * strength) for c in full)
-    printable = token.replace("\n", "\u21b5\n").replace("\x1b", "\\x1b")
+    printable = "".join(
+        "\u21b5\n" if c == "\n" else c if c.isprintable() or c == "\t" else repr(c)[1:-1]
+        for c in token
+    )
     return f"\x1b[38;2;0;0;0;48;2;{red};{green};{blue}m{printable}\x1b[0m"
 
 

@@ -277,28 +277,30 @@ class Classifier:
         self, text: str, method: str = DEFAULT_METHOD, label: str | None = None
     ) -> Explanation:
         """Which tokens of ``text`` pushed the network toward ``label`` (default: the label the
-        run decides), by ``method`` (see ``gptclf.explain``), with the run's decision."""
+        run decides), by ``method`` (see ``gptclf.explain``), with the run's decision. Not to
+        be called while another thread uses the same classifier: the scores are taken through
+        a hook on its token embeddings."""
         if self.config.recipe.chunks:
             raise GptclfError("explain reads one window of tokens, not a run's chunks")
         if label is not None and label not in self.labels.names:
             raise GptclfError(f"label {label!r} is not one of {', '.join(self.labels.names)}")
         ids = self.token_ids([text])[0]
         before, after = template_ids(self.tokenizer, self.config.template)
-        text_ids = ids[len(before) : len(ids) - len(after)]
+        span = slice(len(before), len(ids) - len(after))  # the text's own tokens
         decided = self.predict([text])[0]
         target = self.labels.names.index(label or decided.label)
         precision = resolve_precision(self.config.recipe.precision, self.device.type)
         padding = (self.tokenizer.pad_id, self.config.pad_to) if self.config.pad_to else None
         with device_scope(self.device, precision):
-            scores = attributions(self.network, ids, target, method, precision, padding)
+            scores = attributions(self.network, ids, target, method, precision, padding, span)
         return Explanation(
             label=decided.label,
             probability=decided.probability,
             explained=self.labels.names[target],
             method=method,
-            tokens=token_pieces(self.tokenizer, text_ids),
-            scores=scores[len(before) : len(ids) - len(after)].tolist(),
-            truncated=len(text_ids) < len(self._encoded([text])[0]),
+            tokens=token_pieces(self.tokenizer, ids[span]),
+            scores=scores[span].tolist(),
+            truncated=len(ids[span]) < len(self._encoded([text])[0]),
         )
 
     def prediction(self, probabilities: np.ndarray) -> Prediction:

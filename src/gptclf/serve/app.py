@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -199,9 +201,10 @@ def _add_explain(
 ) -> None:
     """``POST /v1/explain``: one text's decision and its tokens' scores, computed in the model
     thread between batches; one explanation at a time (it costs dozens of forward and backward
-    passes), another meanwhile is a 503."""
+    passes), another meanwhile is a 503 whose Retry-After is the last one's duration."""
     batcher: MicroBatcher = app.state.batcher
     busy = asyncio.Lock()
+    last_seconds = [1.0]
 
     @_json_route(app, "/v1/explain", ExplainRequest, ExplainResponse, documented)
     async def explain(request: Request) -> ExplainResponse:
@@ -211,14 +214,18 @@ def _add_explain(
         check_text(body.text, "text", settings)
         if busy.locked():
             message = "another explanation is being computed; try again shortly"
-            raise HTTPException(503, message, headers={"Retry-After": "1"})
+            retry = str(max(1, math.ceil(last_seconds[0])))
+            raise HTTPException(503, message, headers={"Retry-After": retry})
         async with busy:
+            began = time.perf_counter()
             try:
                 explained = await batcher.in_model_thread(
                     classifier.explain, body.text, body.method, body.label
                 )
             except GptclfError as exc:
                 raise HTTPException(422, str(exc)) from exc
+            finally:
+                last_seconds[0] = time.perf_counter() - began
         return ExplainResponse.model_validate(explained.to_json())
 
 
