@@ -35,7 +35,8 @@ def tiny_network(family: str, pooling: str, tmp_path) -> SequenceClassifier:
 @pytest.mark.parametrize(
     ("family", "pooling"),
     [
-        *((family, pooling) for family in ("gpt2", "llama") for pooling in POOLINGS),
+        *(("gpt2", pooling) for pooling in POOLINGS),
+        ("llama", "last-token"),
         ("gemma3", "last-token+mean"),  # windowed layers
     ],
 )
