@@ -9,7 +9,9 @@ the better the tokens were chosen (``benchmarks/explain.py`` compares the two me
 from __future__ import annotations
 
 import html
+from collections.abc import Generator
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -26,6 +28,7 @@ STEPS = 32  # integrated gradients' points along the path (midpoints of equal st
 STEPS_AT_ONCE = 8  # points computed in one batch: bounds the memory backward needs
 DELETED_SHARES = tuple(k / 10 for k in range(10))  # of the text's tokens, most important first
 COLOUR = ("auto", "always", "never")
+T = TypeVar("T")
 Padding = tuple[int, int] | None  # (pad id, length) of a run that pads every batch to a length
 
 
@@ -87,6 +90,36 @@ def attributions(
     Integrated gradients moves only the ``text`` positions from zero (start and template
     tokens, and padding, keep their embeddings), so the text's scores add up to the logit's
     change."""
+    return finished(attribution_steps(network, ids, target, method, precision, padding, text))
+
+
+def advance(steps: Generator[None, None, T]) -> T | None:
+    """Run the next step of ``steps``: None while there are more, then what they return."""
+    try:
+        next(steps)
+    except StopIteration as done:
+        return done.value
+    return None
+
+
+def finished(steps: Generator[None, None, T]) -> T:
+    """What ``steps`` return, once all of them have run."""
+    while (result := advance(steps)) is None:
+        pass
+    return result
+
+
+def attribution_steps(
+    network: SequenceClassifier,
+    ids: list[int],
+    target: int,
+    method: str = DEFAULT_METHOD,
+    precision: str = "fp32",
+    padding: Padding = None,
+    text: slice = slice(None),
+) -> Generator[None, None, np.ndarray]:
+    """:func:`attributions` in steps of ``STEPS_AT_ONCE`` points each (a service computes
+    other work between them)."""
     check_method(method)
     if precision == "int8":
         raise GptclfError("explanations need gradients, which int8 layers have none of")
@@ -103,6 +136,7 @@ def attributions(
         path = torch.where(moved[:, None], part[:, None, None] * embedded, embedded)
         path.requires_grad_()
         total += _gradient(network, inputs, mask, path, target, precision).sum(0)
+        yield
     return (embedded[0] * total / n).sum(-1)[: len(ids)].cpu().numpy()
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import os
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from functools import partial
@@ -28,7 +28,13 @@ from gptclf.decision import decide
 from gptclf.distributed import CPU, LOCAL, DistributedContext, device_scope
 from gptclf.ensemble import Ensemble
 from gptclf.errors import GptclfError
-from gptclf.explain import DEFAULT_METHOD, Explanation, attributions, token_pieces
+from gptclf.explain import (
+    DEFAULT_METHOD,
+    Explanation,
+    attribution_steps,
+    finished,
+    token_pieces,
+)
 from gptclf.inference import in_length_batches, logits_of, text_logits
 from gptclf.onnx_runtime import (
     RUNTIMES,
@@ -280,6 +286,13 @@ class Classifier:
         run decides), by ``method`` (see ``gptclf.explain``), with the run's decision. Not to
         be called while another thread uses the same classifier: the scores are taken through
         a hook on its token embeddings."""
+        return finished(self.explanation_steps(text, method, label))
+
+    def explanation_steps(
+        self, text: str, method: str = DEFAULT_METHOD, label: str | None = None
+    ) -> Generator[None, None, Explanation]:
+        """:meth:`explain` in steps, so that a service can classify between them: the first
+        checks the text and decides it, each next computes some of the scores."""
         if self.config.recipe.chunks:
             raise GptclfError("explain reads one window of tokens, not a run's chunks")
         if label is not None and label not in self.labels.names:
@@ -291,8 +304,10 @@ class Classifier:
         target = self.labels.names.index(label or decided.label)
         precision = resolve_precision(self.config.recipe.precision, self.device.type)
         padding = (self.tokenizer.pad_id, self.config.pad_to) if self.config.pad_to else None
-        with device_scope(self.device, precision):
-            scores = attributions(self.network, ids, target, method, precision, padding, span)
+        yield
+        scores = yield from attribution_steps(
+            self.network, ids, target, method, precision, padding, span
+        )
         return Explanation(
             label=decided.label,
             probability=decided.probability,

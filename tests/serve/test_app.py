@@ -124,14 +124,14 @@ def test_a_bad_explain_request_is_a_422_naming_the_problem(client, body, message
 
 def test_a_second_explanation_while_one_is_computed_is_a_503(classifier, monkeypatch):
     started, release = threading.Event(), threading.Event()
-    explain = classifier.explain
+    steps_of = classifier.explanation_steps
 
-    def slow(*args):
+    def held(*args):
         started.set()
         release.wait(10)
-        return explain(*args)
+        return (yield from steps_of(*args))
 
-    monkeypatch.setattr(classifier, "explain", slow)
+    monkeypatch.setattr(classifier, "explanation_steps", held)
     with TestClient(create_app(classifier, LIMITS)) as client, ThreadPoolExecutor(1) as pool:
         first = pool.submit(client.post, "/v1/explain", json={"text": SPAM[0]})
         assert started.wait(10)
@@ -139,6 +139,30 @@ def test_a_second_explanation_while_one_is_computed_is_a_503(classifier, monkeyp
         release.set()
         assert first.result().status_code == 200
     assert second.status_code == 503 and second.headers["retry-after"] == "1"
+
+
+def test_texts_are_classified_between_the_steps_of_an_explanation(classifier, monkeypatch):
+    steps_of, started = classifier.explanation_steps, threading.Event()
+
+    def slow_steps(*args):  # each step a fifth of a second longer, in the model thread
+        steps = steps_of(*args)
+        while True:
+            started.set()
+            time.sleep(0.2)
+            try:
+                next(steps)
+            except StopIteration as done:
+                return done.value
+            yield
+
+    monkeypatch.setattr(classifier, "explanation_steps", slow_steps)
+    with TestClient(create_app(classifier, LIMITS)) as client, ThreadPoolExecutor(1) as pool:
+        explaining = pool.submit(client.post, "/v1/explain", json={"text": SPAM[0]})
+        assert started.wait(10)
+        classified = client.post("/v1/classify", json={"text": HAM[0]})
+        assert not explaining.done()  # answered while the explanation still has steps to go
+        assert explaining.result().status_code == 200
+    assert classified.json() == {"predictions": expected_predictions(classifier, [HAM[0]])}
 
 
 def test_openapi_schema_lists_the_endpoints_and_docs_are_served(client):

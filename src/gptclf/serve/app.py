@@ -21,6 +21,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Receive
 
 from gptclf.errors import GptclfError
+from gptclf.explain import advance
 from gptclf.predict import Classifier
 from gptclf.run.folder import RunDir
 from gptclf.serve.batcher import MicroBatcher, QueueFull, model_thread
@@ -200,8 +201,9 @@ def _add_explain(
     app: FastAPI, classifier: Classifier, settings: ServeSettings, documented: list[Dependency]
 ) -> None:
     """``POST /v1/explain``: one text's decision and its tokens' scores, computed in the model
-    thread between batches; one explanation at a time (it costs dozens of forward and backward
-    passes), another meanwhile is a 503 whose Retry-After is the last one's duration."""
+    thread in steps, with batches between them; one explanation at a time (it costs dozens of
+    forward and backward passes), another meanwhile is a 503 whose Retry-After is the last
+    one's duration."""
     batcher: MicroBatcher = app.state.batcher
     busy = asyncio.Lock()
     last_seconds = [1.0]
@@ -218,10 +220,11 @@ def _add_explain(
             raise HTTPException(503, message, headers={"Retry-After": retry})
         async with busy:
             began = time.perf_counter()
+            steps = classifier.explanation_steps(body.text, body.method, body.label)
             try:
-                explained = await batcher.in_model_thread(
-                    classifier.explain, body.text, body.method, body.label
-                )
+                explained = None
+                while explained is None:  # batches are computed between the steps
+                    explained = await batcher.in_model_thread(advance, steps)
             except GptclfError as exc:
                 raise HTTPException(422, str(exc)) from exc
             finally:
