@@ -12,9 +12,7 @@ Writes ``audit.json`` and ``audit.md``.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import csv
-import io
 import json
 import math
 import tempfile
@@ -23,22 +21,13 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from common import run
 
 from gptclf.atomic import write_text_atomic
-from gptclf.cli import main as gptclf
 from gptclf.data.readers import read_labelled
 
 FLIPPED_SHARE = 0.05
 TOP_SHARE = 0.10
-
-
-def run(*argv: str) -> str:
-    """What ``gptclf`` prints; an error stops the benchmark."""
-    printed = io.StringIO()
-    with contextlib.redirect_stdout(printed):
-        if gptclf(list(argv)) != 0:
-            raise SystemExit(f"gptclf {' '.join(argv)} failed")
-    return printed.getvalue()
 
 
 def flipped_copy(train: Path, out: Path, seed: int) -> set[int]:

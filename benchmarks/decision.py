@@ -15,26 +15,16 @@ Writes ``decision.json``, ``decision.md``, ``decision-reliability.png`` and
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import json
 import shutil
 import tempfile
 from pathlib import Path
 
+from common import run
+
 from gptclf.atomic import write_text_atomic
-from gptclf.cli import main as gptclf
 
 RULE = "precision@0.99"
-
-
-def run(*argv: str) -> str:
-    """What ``gptclf`` prints; an error stops the benchmark."""
-    printed = io.StringIO()
-    with contextlib.redirect_stdout(printed):
-        if gptclf(list(argv)) != 0:
-            raise SystemExit(f"gptclf {' '.join(argv)} failed")
-    return printed.getvalue()
 
 
 def spam_figures(metrics: dict) -> dict:

@@ -16,8 +16,6 @@ Writes ``explain.json``, ``explain.md``, ``explain-deletion.png``, ``explain-spa
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import json
 import os
 import re
@@ -28,9 +26,9 @@ import time
 from pathlib import Path
 
 import numpy as np
+from common import run
 
 from gptclf.atomic import write_text_atomic
-from gptclf.cli import main as gptclf
 from gptclf.data.readers import read_labelled
 from gptclf.data.tokenized import template_ids
 from gptclf.explain import (
@@ -49,15 +47,6 @@ SPAM_MESSAGE = (
     "Txt the word: CLAIM to No: 81010"
 )
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
-
-
-def run(*argv: str) -> str:
-    """What ``gptclf`` prints; an error stops the benchmark."""
-    printed = io.StringIO()
-    with contextlib.redirect_stdout(printed):
-        if gptclf(list(argv)) != 0:
-            raise SystemExit(f"gptclf {' '.join(argv)} failed")
-    return printed.getvalue()
 
 
 def curves(classifier: Classifier, texts: list[str], seed: int = 0) -> tuple[dict, dict]:

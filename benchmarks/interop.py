@@ -12,8 +12,6 @@ Writes ``interop.json`` and ``interop.md``.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import json
 import tempfile
 import time
@@ -22,9 +20,9 @@ from pathlib import Path
 import numpy as np
 import torch
 import transformers
+from common import run
 
 from gptclf.atomic import write_text_atomic
-from gptclf.cli import main as gptclf
 from gptclf.data.readers import read_labelled
 from gptclf.data.sms_spam import prepare_sms_spam
 from gptclf.onnx_runtime import OnnxNetwork
@@ -32,11 +30,6 @@ from gptclf.predict import Classifier
 
 EXPORTABLE = ["--pooling=last-token", "--ensemble=none", "--no-head-bias", "--quiet"]
 METRICS = ("accuracy", "macro_f1", "roc_auc", "confusion_matrix")
-
-
-def run(*argv: str) -> None:
-    if gptclf(list(argv)) != 0:
-        raise SystemExit(f"gptclf {' '.join(argv)} failed")
 
 
 def pipeline_probabilities(folder: Path, texts: list[str], names: tuple[str, ...]) -> np.ndarray:
@@ -57,10 +50,8 @@ def onnx_probabilities(folder: Path, classifier: Classifier, texts: list[str]) -
 
 
 def evaluated(run_dir: Path, test: Path) -> dict:
-    printed = io.StringIO()
-    with contextlib.redirect_stdout(printed):
-        run("eval", str(run_dir), f"--data={test}", "--json")
-    return {k: v for k, v in json.loads(printed.getvalue()).items() if k in METRICS}
+    printed = run("eval", str(run_dir), f"--data={test}", "--json")
+    return {k: v for k, v in json.loads(printed).items() if k in METRICS}
 
 
 def main() -> None:
