@@ -48,7 +48,11 @@ class Audit:
     probabilities: np.ndarray  # (n, n_classes) out of fold
     order: np.ndarray  # positions, by the probability of the row's own label, lowest first
     flagged: np.ndarray  # (n,) bool: confident learning finds the label wrong
-    accuracy: float  # of the out-of-fold decisions
+
+    @property
+    def accuracy(self) -> float:
+        """Of the out-of-fold decisions."""
+        return float((self.probabilities.argmax(1) == self.given).mean())
 
     def rows(self) -> list[dict]:
         """One record per row, in rank order."""
@@ -102,8 +106,7 @@ def ranked(
     own = probabilities[np.arange(len(given)), given]
     order = np.lexsort((np.arange(len(given)), own))
     flagged = find_label_issues(given, probabilities, n_jobs=1)
-    accuracy = float((probabilities.argmax(1) == given).mean())
-    return Audit(data, labels, given, probabilities, order, flagged, accuracy)
+    return Audit(data, labels, given, probabilities, order, flagged)
 
 
 def _check_folds(

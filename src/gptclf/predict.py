@@ -300,7 +300,9 @@ class Classifier:
         ids = self.token_ids([text])[0]
         before, after = template_ids(self.tokenizer, self.config.template)
         span = slice(len(before), len(ids) - len(after))  # the text's own tokens
-        decided = self.predict([text])[0]
+        decided = self.prediction(
+            self.final_probabilities([text], self.probabilities_of_ids([ids]))[0]
+        )
         target = self.labels.names.index(label or decided.label)
         precision = resolve_precision(self.config.recipe.precision, self.device.type)
         padding = (self.tokenizer.pad_id, self.config.pad_to) if self.config.pad_to else None
