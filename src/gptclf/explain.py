@@ -28,6 +28,7 @@ STEPS = 32  # integrated gradients' points along the path (midpoints of equal st
 STEPS_AT_ONCE = 8  # points computed in one batch: bounds the memory backward needs
 DELETED_SHARES = tuple(k / 10 for k in range(10))  # of the text's tokens, most important first
 COLOUR = ("auto", "always", "never")
+TOWARD, AWAY = (220, 38, 38), (37, 99, 235)  # red, blue
 T = TypeVar("T")
 Padding = tuple[int, int] | None  # (pad id, length) of a run that pads every batch to a length
 
@@ -232,7 +233,7 @@ def format_explanation(explanation: Explanation, colour: bool, top: int = 10) ->
 def _ansi(token: str, score: float, scale: float) -> str:
     """``token`` on a 24-bit background: red toward, blue away, as strong as ``score``."""
     strength = _strength(score, scale)
-    full = (220, 38, 38) if score > 0 else (37, 99, 235)
+    full = _colour(score)
     red, green, blue = (round(255 + (c - 255) * strength) for c in full)
     printable = "".join(
         "\u21b5\n" if c == "\n" else c if c.isprintable() or c == "\t" else repr(c)[1:-1]
@@ -246,7 +247,7 @@ def explanation_html(explanation: Explanation) -> str:
     the number); every piece of the text escaped."""
     scale = max((abs(s) for s in explanation.scores), default=0.0)
     spans = "".join(
-        f'<span title="{s:+.4f}" style="background:rgba({_rgb(s)},{_strength(s, scale):.3f})">'
+        f'<span title="{s:+.4f}" style="background:rgba({_css(s)},{_strength(s, scale):.3f})">'
         f"{html.escape(t)}</span>"
         for t, s in zip(explanation.tokens, explanation.scores, strict=True)
     )
@@ -259,5 +260,10 @@ def explanation_html(explanation: Explanation) -> str:
     )
 
 
-def _rgb(score: float) -> str:
-    return "220,38,38" if score > 0 else "37,99,235"
+def _colour(score: float) -> tuple[int, int, int]:
+    """Red toward the explained label, blue away (the page's own colours too)."""
+    return TOWARD if score > 0 else AWAY
+
+
+def _css(score: float) -> str:
+    return ",".join(map(str, _colour(score)))
