@@ -100,7 +100,7 @@ def _cmd_data_inspect(args: argparse.Namespace) -> None:
     labels = None
     if data.labels is not None:
         names = label_names_beside(args.file)
-        labels = LabelMap.from_labels(data.labels, names, source=data.source)
+        labels = LabelMap.from_labels(data.labels, names, data.source, data.multi_label)
     tokenizer, context_length = load_tokenizer(args.model)
     max_length = max_length_within(args.max_length, context_length)
     tokens = tokenize(tokenizer, data.texts, max_length, args.truncate)
@@ -138,6 +138,8 @@ def _cmd_data_audit(args: argparse.Namespace) -> None:
     if args.out:
         check_writable(args.out)
     data = read_labelled(args.file, **_reading_options(args))
+    if data.multi_label:
+        raise GptclfError(f"{data.source}: the audit ranks one label per text, not sets of labels")
     labels = LabelMap.from_labels(data.labels, label_names_beside(args.file), source=data.source)
     audit = audit_labels(data, labels, config, options)
     print(format_audit(audit, options.top, options.by, options.folds))
@@ -200,8 +202,9 @@ def _cmd_eval(args: argparse.Namespace) -> None:
     run_dir = RunDir(args.run_dir)
     labels = read_run_config(run_dir).label_map  # bad input fails before the model loads
     data_path = args.data or run_dir.test_split()
-    data = read_labelled(data_path, **_reading_options(args))
-    truth = labels.ids(data.labels, data.source)
+    reading = _reading_options(args) if args.data else _run_reading(run_dir)
+    data = read_labelled(data_path, **reading)
+    truth = labels.targets(data.labels, data.source)
     with distributed_context(args.device) as dist:  # one process: the device, checked
         classifier = Classifier.from_pretrained(args.run_dir).to(dist.device)
         ids = classifier.token_ids(data.texts, lambda i: f"{data_path}: row {data.rows[i]}")
@@ -215,11 +218,23 @@ def _cmd_eval(args: argparse.Namespace) -> None:
     metrics["data"] = str(data_path)
     metrics_path, pictures = run_dir.evaluation(data_path)
     write_metrics(metrics, metrics_path)
-    plot_confusion_matrix(metrics, pictures["confusion_matrix"])
+    if "confusion_matrix" in metrics:
+        plot_confusion_matrix(metrics, pictures["confusion_matrix"])
     plot_reliability(truth, probabilities, pictures["reliability"])
-    if metrics.get("pr_auc") is not None:  # two classes, both in the data
+    if metrics.get("pr_auc") is not None or labels.multi_label:
         plot_precision_recall(truth, probabilities, metrics, pictures["precision_recall"])
     print(json.dumps(metrics) if args.json else format_metrics(metrics))
+
+
+def _run_reading(run_dir: RunDir) -> dict:
+    """How the run's own split files are read: as training read its data (the columns, a
+    label separator or label columns), where the run records it."""
+    from gptclf.recipe import read_options
+
+    if not run_dir.options.is_file():  # an imported run
+        return {}
+    recorded = read_options(run_dir.options)[1]
+    return {name: recorded[name] for name in READING_OPTIONS if name in recorded}
 
 
 def _cmd_cache(args: argparse.Namespace) -> None:
@@ -280,7 +295,7 @@ def _cmd_predict(args: argparse.Namespace) -> None:
         classifier = load()
     rows, tally = predict_texts(classifier, args.texts, options)
     for text, prediction in rows:
-        print(text_line(text, prediction, args.json))
+        print(text_line(text, prediction, args.json, classifier.labels.multi_label))
     _note_if(tally.note(options.on_empty, "text"))
 
 

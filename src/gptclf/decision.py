@@ -1,7 +1,8 @@
 """From class probabilities to a decision: a temperature that calibrates the probabilities and a
-threshold on the positive class (class id 1 of two), both chosen on the validation split and
-saved with the run; and how well probabilities are calibrated (expected calibration error, Brier
-score, the reliability curve)."""
+threshold on the positive class (class id 1 of two), or for multi-label runs one threshold per
+label, both chosen on the validation split and saved with the run; and how well probabilities
+are calibrated (expected calibration error, Brier score, the reliability curve). Multi-label
+probabilities are each label's own (a sigmoid), and calibration pools every (text, label)."""
 
 from __future__ import annotations
 
@@ -22,22 +23,24 @@ CALIBRATIONS = (None, "temperature")
 CALIBRATION_BINS = 15
 THRESHOLD_MARGIN = 1e-12  # a threshold lies strictly between 0 and 1
 LOG_TEMPERATURE_BOUND = 5.0  # temperatures from e^-5 to e^5
+MULTI_LABEL_THRESHOLD = 0.5  # a label is decided where its probability reaches this
 
 
 @dataclass(frozen=True)
 class Decision:
     """How a run turns probabilities into a label: it divides their logits by ``temperature``
     (1: as the model computes them), then predicts the positive class wherever its probability
-    reaches ``threshold`` (None: the most probable class), which ``rule`` chose."""
+    reaches ``threshold`` (None: the most probable class), which ``rule`` chose. A multi-label
+    run decides each label where its probability reaches its own threshold (a list; None: 0.5
+    for every label)."""
 
     temperature: float = 1.0
-    threshold: float | None = None
+    threshold: float | list[float] | None = None
     rule: str = "argmax"
 
-    def calibrated(self, probabilities: np.ndarray) -> np.ndarray:
-        """``probabilities`` (n, n_classes) as the softmax of their logits over the
-        temperature."""
-        return with_temperature(probabilities, self.temperature)
+    def calibrated(self, probabilities: np.ndarray, multi_label: bool = False) -> np.ndarray:
+        """``probabilities`` (n, n_classes) as those of their logits over the temperature."""
+        return with_temperature(probabilities, self.temperature, multi_label)
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -57,8 +60,23 @@ class Decision:
             raise GptclfError(f"decision rule = {rule!r} is not one of {DECIDE_SHOWN}")
         if (threshold is None) != (rule == "argmax"):
             raise GptclfError(f"decision threshold = {threshold!r} does not fit rule {rule!r}")
-        check_threshold(threshold, 2)  # the number of classes is the run config's to check
+        # the number of classes, and whether the run is multi-label, are the run config's to check
+        for one in threshold if isinstance(threshold, list) else [threshold]:
+            check_threshold(one, 2)
         return cls(float(temperature), threshold, rule)
+
+    def check_fits(self, n_classes: int, multi_label: bool) -> None:
+        """The thresholds fit the run's labels: one per label for a multi-label run, one for two
+        classes otherwise."""
+        threshold = self.threshold
+        if multi_label and threshold is not None and (
+            not isinstance(threshold, list) or len(threshold) != n_classes
+        ):
+            raise GptclfError(f"decision threshold = {threshold!r} is not one per label")
+        if not multi_label:
+            if isinstance(threshold, list):
+                raise GptclfError(f"decision threshold = {threshold!r} is not one number")
+            check_threshold(threshold, n_classes)
 
 
 def _is_number(value: object) -> bool:
@@ -77,18 +95,34 @@ def check_threshold(threshold: float | None, n_classes: int) -> None:
         )
 
 
-def decide(probabilities: np.ndarray, threshold: float | None) -> np.ndarray:
+def decide(
+    probabilities: np.ndarray,
+    threshold: float | Sequence[float] | None,
+    multi_label: bool = False,
+) -> np.ndarray:
     """The class id each row of ``probabilities`` decides: the positive class where its
-    probability reaches ``threshold``, else (no threshold) the most probable class."""
+    probability reaches ``threshold``, else (no threshold) the most probable class. Multi-label:
+    a 0/1 row per text, 1 where a label's probability reaches its threshold (one for all, one
+    per label, or None: 0.5)."""
+    if multi_label:
+        bound = MULTI_LABEL_THRESHOLD if threshold is None else np.asarray(threshold)
+        return (probabilities >= bound).astype(int)
     if threshold is None:
         return probabilities.argmax(axis=1)
     return (probabilities[:, POSITIVE_CLASS] >= threshold).astype(int)
 
 
-def with_temperature(probabilities: np.ndarray, temperature: float) -> np.ndarray:
-    """The softmax of ``log(probabilities) / temperature``: the same as dividing the logits."""
+def with_temperature(
+    probabilities: np.ndarray, temperature: float, multi_label: bool = False
+) -> np.ndarray:
+    """The softmax of ``log(probabilities) / temperature``: the same as dividing the logits;
+    multi-label, each label's sigmoid of its logit over the temperature."""
     if temperature == 1.0:
         return probabilities
+    if multi_label:
+        p = np.clip(np.asarray(probabilities, dtype=np.float64), 1e-300, 1 - 1e-16)
+        logits = (np.log(p) - np.log1p(-p)) / temperature
+        return (1 / (1 + np.exp(-logits))).astype(probabilities.dtype)
     scaled = np.log(np.clip(np.asarray(probabilities, dtype=np.float64), 1e-300, 1.0))
     scaled /= temperature
     scaled -= scaled.max(axis=1, keepdims=True)
@@ -96,12 +130,18 @@ def with_temperature(probabilities: np.ndarray, temperature: float) -> np.ndarra
     return (exp / exp.sum(axis=1, keepdims=True)).astype(probabilities.dtype)
 
 
-def fit_temperature(ids: Sequence[int], probabilities: np.ndarray) -> float:
-    """The temperature that minimises the mean negative log-likelihood of the true classes."""
+def fit_temperature(ids: Sequence[int] | np.ndarray, probabilities: np.ndarray) -> float:
+    """The temperature that minimises the mean negative log-likelihood of the true classes (of
+    every label's truth where ``ids`` are multi-label 0/1 rows)."""
     ids = np.asarray(ids)
+    multi_label = ids.ndim == 2
 
     def loss(log_temperature: float) -> float:
-        scaled = with_temperature(probabilities.astype(np.float64), float(np.exp(log_temperature)))
+        temperature = float(np.exp(log_temperature))
+        scaled = with_temperature(probabilities.astype(np.float64), temperature, multi_label)
+        if multi_label:
+            truth = np.where(ids > 0.5, scaled, 1 - scaled)
+            return float(-np.log(np.clip(truth, 1e-300, 1.0)).mean())
         return float(-np.log(np.clip(scaled[np.arange(len(ids)), ids], 1e-300, 1.0)).mean())
 
     bound = LOG_TEMPERATURE_BOUND
@@ -143,6 +183,24 @@ def choose_threshold(rule: str, ids: Sequence[int], probabilities: np.ndarray) -
     }
 
 
+def choose_thresholds(rule: str, truth: np.ndarray, probabilities: np.ndarray) -> dict:
+    """A multi-label run's threshold per label, each chosen by ``rule`` on that label's column
+    as :func:`choose_threshold` does; a label whose validation texts all have it, or all lack
+    it, keeps 0.5 (chosen None). Returns the thresholds and, per label, what was chosen."""
+    thresholds, chosen = [], []
+    for label in range(truth.shape[1]):
+        column = truth[:, label] > 0.5
+        if column.all() or not column.any():
+            thresholds.append(MULTI_LABEL_THRESHOLD)
+            chosen.append(None)
+            continue
+        pair = np.stack([1 - probabilities[:, label], probabilities[:, label]], axis=1)
+        picked = choose_threshold(rule, column.astype(int), pair)
+        thresholds.append(picked["threshold"])
+        chosen.append(picked)
+    return {"thresholds": thresholds, "per_label": chosen}
+
+
 def _best_point(rule: str, precision: np.ndarray, recall: np.ndarray) -> tuple[int, bool]:
     """The index of the point ``rule`` picks on the curve, and whether it meets its bound; of
     points equally good, the one better on the other measure."""
@@ -162,13 +220,16 @@ def _best(first: np.ndarray, then: np.ndarray) -> int:
     return int(np.lexsort((then, first))[-1])
 
 
-def calibration_metrics(ids: Sequence[int], probabilities: np.ndarray) -> dict:
+def calibration_metrics(ids: Sequence[int] | np.ndarray, probabilities: np.ndarray) -> dict:
     """Expected calibration error (confidence of the most probable class against accuracy, in
     ``CALIBRATION_BINS`` equal-width bins, weighted by their counts) and the Brier score
-    (binary: mean squared error of p(class 1); more classes: summed over the classes)."""
+    (binary: mean squared error of p(class 1); more classes: summed over the classes). For
+    multi-label 0/1 rows, both pool every (text, label) as a binary decision."""
     ids = np.asarray(ids)
     bins = reliability_bins(ids, probabilities)
     gaps = [abs(b["accuracy"] - b["confidence"]) * b["count"] for b in bins]
+    if ids.ndim == 2:
+        return {"ece": float(sum(gaps) / ids.size), "brier": float(((probabilities - ids) ** 2).mean())}
     truth = np.eye(probabilities.shape[1])[ids]
     squared = ((probabilities - truth) ** 2).sum(axis=1)
     brier = squared.mean() / 2 if probabilities.shape[1] == 2 else squared.mean()
@@ -177,9 +238,13 @@ def calibration_metrics(ids: Sequence[int], probabilities: np.ndarray) -> dict:
 
 def reliability_bins(ids: np.ndarray, probabilities: np.ndarray) -> list[dict]:
     """The non-empty equal-width bins of top-class confidence: each one's range, count, mean
-    confidence and accuracy."""
-    confidence = probabilities.max(axis=1)
-    correct = probabilities.argmax(axis=1) == ids
+    confidence and accuracy (multi-label: of every label's decision at 0.5)."""
+    if ids.ndim == 2:
+        p, truth = probabilities.reshape(-1), ids.reshape(-1) > 0.5
+        confidence, correct = np.maximum(p, 1 - p), (p >= MULTI_LABEL_THRESHOLD) == truth
+    else:
+        confidence = probabilities.max(axis=1)
+        correct = probabilities.argmax(axis=1) == ids
     edges = np.linspace(0.0, 1.0, CALIBRATION_BINS + 1)
     which = np.clip(np.searchsorted(edges, confidence, side="right") - 1, 0, CALIBRATION_BINS - 1)
     return [

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from contextlib import nullcontext
 
+import numpy as np
 import torch
 
 from gptclf.classifier import SequenceClassifier
@@ -30,6 +31,12 @@ def batch_logits(
     with autocast(precision, device), nullcontext() if tuned_kernel else stock_attention():
         logits = classifier(batch.inputs, batch.attention_mask, start_block)
     return logits.float()
+
+
+def class_probabilities(logits: torch.Tensor, multi_label: bool) -> np.ndarray:
+    """Probabilities of class logits: their softmax over the classes, or with ``multi_label``
+    each label's own sigmoid (the labels of a text are decided one by one)."""
+    return (logits.sigmoid() if multi_label else logits.softmax(-1)).numpy()
 
 
 def text_logits(logits: torch.Tensor, owners: torch.Tensor, how: str) -> torch.Tensor:

@@ -33,6 +33,7 @@ from gptclf.weights.huggingface import HF_ACTIVATIONS, hf_model_type, llama_name
 
 FORMATS = ("hf", "onnx")
 LABEL_VALUES = "gptclf_label_values"  # class i's label in the training data, for import
+PROBLEM_TYPES = {False: "single_label_classification", True: "multi_label_classification"}
 DECISION = "gptclf_decision"  # the threshold on p(class 1) and its rule (temperature: folded in)
 KEPT_SIDE = {"head": "right", "tail": "left"}  # our --truncate: the part kept; theirs: the side cut
 HF_CLASS_PREFIX = {"gpt2": "GPT2", "llama": "Llama", "mistral": "Mistral"}
@@ -147,8 +148,12 @@ def _imported_labels(folder: Path, hf_config: dict) -> LabelMap:
         raise GptclfError(f"{folder}/config.json: id2label must name classes 0..{len(labels) - 1}")
     names = [labels[str(i)] for i in range(len(labels))]
     values = hf_config.get(LABEL_VALUES, list(range(len(names))))
+    problem = hf_config.get("problem_type") or PROBLEM_TYPES[False]
+    if problem not in PROBLEM_TYPES.values():
+        raise GptclfError(f"{folder}/config.json: problem_type {problem!r} is not classification")
+    multi_label = problem == PROBLEM_TYPES[True]
     try:
-        label_map = checked_labels({"values": values, "names": names})
+        label_map = checked_labels({"values": values, "names": names, "multi_label": multi_label})
     except GptclfError as exc:
         raise GptclfError(f"{folder}/config.json: {LABEL_VALUES} or id2label: {exc}") from None
     values = [str(value) for value in label_map.values]
@@ -227,7 +232,6 @@ def _write_hf(folder: Path, network: SequenceClassifier, config: RunConfig) -> N
     model_type = hf_config["model_type"]
     hf_config |= {
         "architectures": [f"{HF_CLASS_PREFIX[model_type]}ForSequenceClassification"],
-        "problem_type": "single_label_classification",
         **_labels_config(config),
     }
     save_file({k: v.contiguous() for k, v in tensors.items()}, folder / "model.safetensors")
@@ -361,10 +365,12 @@ def _gemma3_config(cfg: LlamaConfig, n_layers: int, rope: dict) -> dict:
 
 
 def _labels_config(config: RunConfig) -> dict:
-    """The labels and the pad token, as transformers' configs name them, and the label values
-    of gptclf's data (names are only what is shown) for an import to read."""
+    """The labels, whether a text has one or several (transformers' ``problem_type``: softmax
+    or each label's sigmoid) and the pad token, as transformers' configs name them, and the
+    label values of gptclf's data (names are only what is shown) for an import to read."""
     names = config.label_map.names
     return {
+        "problem_type": PROBLEM_TYPES[config.label_map.multi_label],
         "id2label": {str(i): name for i, name in enumerate(names)},
         "label2id": {name: i for i, name in enumerate(names)},
         LABEL_VALUES: list(config.label_map.values),
@@ -403,7 +409,18 @@ def _decision_lines(config: RunConfig) -> list[str]:
             f"Its probabilities are calibrated on the validation split by temperature "
             f"{decision.temperature:.4g}, folded into `score.weight`."
         )
-    if decision.threshold is not None:
+    if config.label_map.multi_label:
+        thresholds = decision.threshold or [0.5] * len(config.label_map)
+        shown = ", ".join(
+            f"{name} {t:.4g}" for name, t in zip(config.label_map.names, thresholds, strict=True)
+        )
+        lines.append(
+            "Multi-label: a text gets every label whose probability (the sigmoid of its logit, "
+            "as transformers' pipeline computes for this problem_type) reaches the label's "
+            f"threshold: {shown}"
+            + (f", chosen on the validation split by {decision.rule}." if decision.threshold else ".")
+        )
+    elif decision.threshold is not None:
         positive = config.label_map.names[1]
         lines.append(
             f"It predicts {positive} when p({positive}) >= {decision.threshold:.6g}, a threshold "
@@ -442,7 +459,8 @@ def _write_model_card(path: Path, run_dir: RunDir, config: RunConfig) -> None:
         "",
         "## Metrics",
         "",
-        "| split | texts | accuracy | macro F1 |",
+        f"| split | texts | {'subset accuracy' if config.label_map.multi_label else 'accuracy'} "
+        "| macro F1 |",
         "| --- | ---: | ---: | ---: |",
         *rows,
         "",

@@ -14,6 +14,7 @@ from sklearn.metrics import (
     average_precision_score,
     confusion_matrix,
     f1_score,
+    hamming_loss,
     matthews_corrcoef,
     precision_recall_fscore_support,
     roc_auc_score,
@@ -25,15 +26,18 @@ from gptclf.errors import GptclfError
 
 
 def compute_metrics(
-    y_true: Sequence[int],
+    y_true: Sequence[int] | np.ndarray,
     probabilities: np.ndarray,
     names: Sequence[str],
-    threshold: float | None = None,
+    threshold: float | Sequence[float] | None = None,
 ) -> dict:
     """Metrics of the predictions that ``probabilities`` (n, n_classes) make for class ids
     ``y_true``, as a JSON-ready dict; the prediction is the argmax, or for two classes with a
     ``threshold``, class 1 whenever p(class 1) >= threshold. Calibration (ECE, Brier score) is
-    measured on the probabilities whatever decides."""
+    measured on the probabilities whatever decides. For multi-label 0/1 rows ``y_true``, see
+    :func:`multi_label_metrics`."""
+    if np.ndim(y_true) == 2:
+        return multi_label_metrics(np.asarray(y_true), probabilities, names, threshold)
     y_true, probabilities = _checked_inputs(y_true, probabilities, names)
     check_threshold(threshold, len(names))
     predicted = decide(probabilities, threshold)
@@ -55,8 +59,69 @@ def compute_metrics(
     return metrics
 
 
+def multi_label_metrics(
+    y_true: np.ndarray,
+    probabilities: np.ndarray,
+    names: Sequence[str],
+    threshold: float | Sequence[float] | None = None,
+) -> dict:
+    """Metrics of multi-label decisions: each label is decided where its probability reaches
+    its threshold (one for all, one per label; None: 0.5). ``accuracy`` is subset accuracy (every
+    label of a text right), ``n_errors`` the texts with any label wrong; Hamming loss is the
+    share of (text, label) decisions wrong; micro F1 pools every decision, macro F1 averages the
+    labels'; per label also ROC-AUC and average precision (None where the data hold only texts
+    with, or only without, that label)."""
+    y_true = np.asarray(y_true, dtype=int)
+    probabilities = np.asarray(probabilities, dtype=float)
+    if len(y_true) == 0:
+        raise GptclfError("no examples to evaluate")
+    if probabilities.shape != y_true.shape or y_true.shape[1] != len(names):
+        raise ValueError(f"probabilities {probabilities.shape} and labels {y_true.shape} differ")
+    predicted = decide(probabilities, threshold, multi_label=True)
+    wrong = (predicted != y_true).any(axis=1)
+    plain = threshold if threshold is None or np.ndim(threshold) == 0 else list(threshold)
+    return {
+        "n": len(y_true),
+        "multi_label": True,
+        "n_errors": int(wrong.sum()),
+        "accuracy": float(1 - wrong.mean()),
+        "hamming_loss": float(hamming_loss(y_true, predicted)),
+        "micro_f1": float(f1_score(y_true, predicted, average="micro", zero_division=0)),
+        "macro_f1": macro_f1(y_true, predicted),
+        "per_class": _per_label(y_true, predicted, probabilities, names),
+        "labels": list(names),
+        "threshold": plain,
+        **calibration_metrics(y_true, probabilities),
+    }
+
+
+def _per_label(
+    y_true: np.ndarray, predicted: np.ndarray, probabilities: np.ndarray, names: Sequence[str]
+) -> dict:
+    precision, recall, f1, support = precision_recall_fscore_support(
+        y_true, predicted, zero_division=0
+    )
+    per_label = {}
+    for i, name in enumerate(names):
+        both = 0 < y_true[:, i].sum() < len(y_true)
+        per_label[name] = {
+            "precision": float(precision[i]),
+            "recall": float(recall[i]),
+            "f1": float(f1[i]),
+            "support": int(support[i]),
+            "roc_auc": float(roc_auc_score(y_true[:, i], probabilities[:, i])) if both else None,
+            "pr_auc": (
+                float(average_precision_score(y_true[:, i], probabilities[:, i])) if both else None
+            ),
+        }
+    return per_label
+
+
 def format_metrics(metrics: dict) -> str:
-    """A readable report: headline numbers, a per-class table and the confusion matrix."""
+    """A readable report: headline numbers, a per-class table and the confusion matrix (a
+    multi-label report has per-label ROC-AUC and PR-AUC in their place)."""
+    if metrics.get("multi_label"):
+        return "\n\n".join([_multi_label_headline(metrics), _per_label_table(metrics)]) + "\n"
     sections = [_headline(metrics), _per_class_table(metrics), _confusion_table(metrics)]
     return "\n\n".join(sections) + "\n"
 
@@ -90,7 +155,15 @@ def log_loss(ids: Sequence[int], probabilities: np.ndarray) -> float:
 
 
 def macro_f1(y_true: np.ndarray, predicted: np.ndarray) -> float:
-    """F1 averaged over the classes that occur in the true labels or the predictions."""
+    """F1 averaged over the classes that occur in the true labels or the predictions (class ids,
+    or multi-label 0/1 rows)."""
+    if y_true.ndim == 2:
+        present = np.flatnonzero(y_true.any(axis=0) | predicted.any(axis=0))
+        if not len(present):
+            return 0.0
+        return float(
+            f1_score(y_true[:, present], predicted[:, present], average="macro", zero_division=0)
+        )
     present = sorted(set(y_true.tolist()) | set(predicted.tolist()))
     return float(f1_score(y_true, predicted, labels=present, average="macro", zero_division=0))
 
@@ -151,6 +224,49 @@ def _headline(metrics: dict) -> str:
             f"threshold {threshold:g} (predict {positive} when p({positive}) >= {threshold:g})"
         )
     return "\n".join(lines)
+
+
+def _multi_label_headline(metrics: dict) -> str:
+    threshold = metrics["threshold"]
+    decided = (
+        "each label where p >= 0.5"
+        if threshold is None
+        else f"each label where p >= {threshold:g}"
+        if np.ndim(threshold) == 0
+        else "each label at its own threshold (see the table)"
+    )
+    return "\n".join(
+        [
+            f"subset accuracy {metrics['accuracy']:.2%} "
+            f"({metrics['n_errors']} of {metrics['n']} texts with a label wrong)",
+            f"Hamming loss {metrics['hamming_loss']:.4f}",
+            f"micro F1 {metrics['micro_f1']:.4f}, macro F1 {metrics['macro_f1']:.4f}",
+            f"calibration (every text and label): ECE {metrics['ece']:.4f}, "
+            f"Brier score {metrics['brier']:.4f}",
+            f"decides {decided}",
+        ]
+    )
+
+
+def _per_label_table(metrics: dict) -> str:
+    threshold = metrics["threshold"]
+    per_label = np.ndim(threshold) == 1
+    header = ["label", "precision", "recall", "F1", "ROC-AUC", "PR-AUC", "support"]
+    header += ["threshold"] if per_label else []
+    rows = [
+        [
+            name,
+            f"{m['precision']:.4f}",
+            f"{m['recall']:.4f}",
+            f"{m['f1']:.4f}",
+            _number(m["roc_auc"]),
+            _number(m["pr_auc"]),
+            str(m["support"]),
+            *([f"{threshold[i]:.4g}"] if per_label else []),
+        ]
+        for i, (name, m) in enumerate(metrics["per_class"].items())
+    ]
+    return _aligned([header, *rows])
 
 
 def _number(value: float | None) -> str:

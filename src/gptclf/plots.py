@@ -185,9 +185,12 @@ def plot_precision_recall(
     ids: Sequence[int], probabilities: np.ndarray, metrics: dict, path: Path
 ) -> None:
     """The precision-recall curve of the positive class, with the point ``metrics`` decided at
-    (their threshold, or the most probable class)."""
+    (their threshold, or the most probable class); for multi-label metrics, every label's."""
     from sklearn.metrics import precision_recall_curve
 
+    if metrics.get("multi_label"):
+        _plot_label_curves(np.asarray(ids), probabilities, metrics, path)
+        return
     positive = metrics["labels"][POSITIVE_CLASS]
     is_positive = np.asarray(ids) == POSITIVE_CLASS
     precision, recall, _ = precision_recall_curve(is_positive, probabilities[:, POSITIVE_CLASS])
@@ -210,4 +213,28 @@ def plot_precision_recall(
     axes.set_ylabel(f"precision of {positive}")
     axes.set_title("Precision-recall")
     axes.legend(loc="lower left")
+    save_png(figure, path)
+
+
+def _plot_label_curves(truth: np.ndarray, probabilities: np.ndarray, metrics: dict, path: Path):
+    """Each label's precision-recall curve (labels present in ``truth``) with the point its
+    threshold decided at."""
+    from sklearn.metrics import precision_recall_curve
+
+    figure = new_figure(7.5, 5.0)
+    axes = figure.add_subplot()
+    for i, (name, decided) in enumerate(metrics["per_class"].items()):
+        if decided["pr_auc"] is None:
+            continue
+        precision, recall, _ = precision_recall_curve(truth[:, i], probabilities[:, i])
+        (line,) = axes.step(
+            recall, precision, where="post", label=f"{name} (PR-AUC {decided['pr_auc']:.3f})"
+        )
+        axes.plot(decided["recall"], decided["precision"], marker="o", color=line.get_color())
+    axes.set_xlim(0, 1.02)
+    axes.set_ylim(0, 1.02)
+    axes.set_xlabel("recall")
+    axes.set_ylabel("precision")
+    axes.set_title("Precision-recall per label (dots: the decisions)")
+    axes.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize="small")
     save_png(figure, path)

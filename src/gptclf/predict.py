@@ -35,7 +35,7 @@ from gptclf.explain import (
     finished,
     token_pieces,
 )
-from gptclf.inference import in_length_batches, logits_of, text_logits
+from gptclf.inference import class_probabilities, in_length_batches, logits_of, text_logits
 from gptclf.onnx_runtime import (
     RUNTIMES,
     OnnxNetwork,
@@ -75,9 +75,14 @@ class PredictOptions:
 
 @dataclass(frozen=True)
 class Prediction:
-    label: str
-    probability: float
+    """A text's decided label, its probability and every label's probability; for a
+    multi-label run ``labels`` lists every label decided (perhaps none), and ``label`` and
+    ``probability`` are None."""
+
+    label: str | None
+    probability: float | None
     probabilities: dict[str, float]
+    labels: tuple[str, ...] | None = None
 
 
 @dataclass
@@ -221,7 +226,7 @@ class Classifier:
         (``--calibrate``)."""
         if self.ensemble is not None:
             probabilities = self.ensemble.combine(list(texts), probabilities)
-        return self.config.decision_rule.calibrated(probabilities)
+        return self.config.decision_rule.calibrated(probabilities, self.labels.multi_label)
 
     def probabilities_of_ids(
         self, ids: list[list[int]], batch_size: int = 32, store: PrefixStore | None = None
@@ -259,7 +264,7 @@ class Classifier:
                 )
         if tokens is not None:
             logits = text_logits(logits, torch.as_tensor(tokens.owners), chunks)
-        return logits.softmax(-1).numpy()
+        return class_probabilities(logits, self.labels.multi_label)
 
     def _graph_logits(self, batch: Batch) -> torch.Tensor:
         return self.graph(batch.inputs, batch.attention_mask)
@@ -300,10 +305,10 @@ class Classifier:
         ids = self.token_ids([text])[0]
         before, after = template_ids(self.tokenizer, self.config.template)
         span = slice(len(before), len(ids) - len(after))  # the text's own tokens
-        decided = self.prediction(
-            self.final_probabilities([text], self.probabilities_of_ids([ids]))[0]
-        )
-        target = self.labels.names.index(label or decided.label)
+        probabilities = self.final_probabilities([text], self.probabilities_of_ids([ids]))[0]
+        decided = self.prediction(probabilities)
+        most_probable = self.labels.names[int(probabilities.argmax())]
+        target = self.labels.names.index(label or decided.label or most_probable)
         precision = resolve_precision(self.config.recipe.precision, self.device.type)
         padding = (self.tokenizer.pad_id, self.config.pad_to) if self.config.pad_to else None
         yield
@@ -311,8 +316,8 @@ class Classifier:
             self.network, ids, target, method, precision, padding, span
         )
         return Explanation(
-            label=decided.label,
-            probability=decided.probability,
+            label=decided.label or self.labels.names[target],
+            probability=decided.probability or float(probabilities[target]),
             explained=self.labels.names[target],
             method=method,
             tokens=token_pieces(self.tokenizer, ids[span]),
@@ -323,31 +328,46 @@ class Classifier:
     def prediction(self, probabilities: np.ndarray) -> Prediction:
         """The label that ``probabilities`` (as ``final_probabilities`` gives them) decide, as
         the run decides (``--decide``)."""
-        best = int(decide(probabilities[None], self.config.decision_rule.threshold)[0])
-        return Prediction(
-            label=self.labels.names[best],
-            probability=float(probabilities[best]),
-            probabilities={
-                n: float(p) for n, p in zip(self.labels.names, probabilities, strict=True)
-            },
-        )
+        names, threshold = self.labels.names, self.config.decision_rule.threshold
+        every = {n: float(p) for n, p in zip(names, probabilities, strict=True)}
+        if self.labels.multi_label:
+            decided = decide(probabilities[None], threshold, multi_label=True)[0]
+            chosen = tuple(n for n, on in zip(names, decided, strict=True) if on)
+            return Prediction(None, None, every, chosen)
+        best = int(decide(probabilities[None], threshold)[0])
+        return Prediction(names[best], float(probabilities[best]), every)
 
 
-def as_record(text: str, prediction: Prediction | None) -> dict:
+LABEL_JOINER = "|"  # between the labels of a multi-label text in CSV and the terminal
+
+
+def as_record(text: str, prediction: Prediction | None, multi_label: bool = False) -> dict:
     """A prediction as a JSON object; a text with none has label and probability null and no
-    probabilities."""
+    probabilities (multi-label: ``labels`` null)."""
     if prediction is None:
-        return {"text": text, "label": None, "probability": None, "probabilities": {}}
-    return {"text": text, **asdict(prediction)}
+        empty = {"labels": None} if multi_label else {"label": None, "probability": None}
+        return {"text": text, **empty, "probabilities": {}}
+    if prediction.labels is not None:
+        labels, probabilities = list(prediction.labels), prediction.probabilities
+        return {"text": text, "labels": labels, "probabilities": probabilities}
+    record = {k: v for k, v in asdict(prediction).items() if k != "labels"}
+    return {"text": text, **record}
 
 
-def text_line(text: str, prediction: Prediction | None, as_json: bool) -> str:
+def text_line(
+    text: str, prediction: Prediction | None, as_json: bool, multi_label: bool = False
+) -> str:
     """One text as ``gptclf predict`` prints it: a JSON object, or label, probability and text
-    between tabs (label and probability empty where there is no prediction)."""
+    between tabs (label and probability empty where there is no prediction); multi-label, the
+    labels decided and their probabilities, each joined by ``LABEL_JOINER``."""
     if as_json:
-        return json.dumps(as_record(text, prediction))
+        return json.dumps(as_record(text, prediction, multi_label))
     if prediction is None:
         return f"\t\t{text}"
+    if prediction.labels is not None:
+        chosen = prediction.labels
+        shown = LABEL_JOINER.join(f"{prediction.probabilities[n]:.4f}" for n in chosen)
+        return f"{LABEL_JOINER.join(chosen)}\t{shown}\t{text}"
     return f"{prediction.label}\t{prediction.probability:.4f}\t{text}"
 
 
@@ -457,10 +477,11 @@ def _write(
     on_empty: str,
 ) -> Tally:
     """Write the rows as CSV or JSON lines (those with no text left out when skipped)."""
-    names = classifier.labels.names
+    names, multi_label = classifier.labels.names, classifier.labels.multi_label
     writer = None if as_json else csv.writer(out, lineterminator="\n")
     if writer:
-        writer.writerow(["text", "label", "probability", *[f"p_{n}" for n in names]])
+        decided = ["labels"] if multi_label else ["label", "probability"]
+        writer.writerow(["text", *decided, *[f"p_{n}" for n in names]])
     tally = Tally()
     for number, text, p in rows:
         tally.count(number, p)
@@ -468,9 +489,12 @@ def _write(
             continue
         prediction = None if p is None else classifier.prediction(p)
         if writer is None:
-            out.write(json.dumps(as_record(text, prediction)) + "\n")
+            out.write(json.dumps(as_record(text, prediction, multi_label)) + "\n")
         elif prediction is None:
-            writer.writerow([text, "", "", *[""] * len(names)])
+            writer.writerow([text, *[""] * (len(names) + 2 - multi_label)])
+        elif multi_label:
+            chosen = LABEL_JOINER.join(prediction.labels)
+            writer.writerow([text, chosen, *[f"{v:.6f}" for v in p]])
         else:
             probability = f"{prediction.probability:.6f}"
             writer.writerow([text, prediction.label, probability, *[f"{v:.6f}" for v in p]])

@@ -16,19 +16,21 @@ from torch.utils.data import Dataset, Sampler
 class Batch:
     inputs: torch.Tensor  # (batch, seq) token ids or (batch, seq, dim) hidden states, right-padded
     attention_mask: torch.Tensor  # (batch, seq) long: 1 for tokens, 0 for padding
-    labels: torch.Tensor | None  # (batch,) long; of each text where rows are its chunks
+    labels: torch.Tensor | None  # (batch,) long class ids, or (batch, labels) 0/1 floats for
+    # multi-label texts; of each text where rows are its chunks
     owners: torch.Tensor | None = None  # (batch,) the text of each row, where texts are chunked
 
 
 class TokenDataset(Dataset):
-    """Examples as (token ids, label id or None); ids may also be (seq, dim) tensors of hidden
-    states cached for each token. Where texts are read in chunks, each chunk is an example with
-    its text's label: ``owners`` names the text of each (in order), ``labels`` are the texts'."""
+    """Examples as (token ids, label id, multi-label 0/1 row, or None); ids may also be (seq,
+    dim) tensors of hidden states cached for each token. Where texts are read in chunks, each
+    chunk is an example with its text's label: ``owners`` names the text of each (in order),
+    ``labels`` are the texts'."""
 
     def __init__(
         self,
         ids: Sequence[Sequence[int]] | Sequence[torch.Tensor],
-        labels: Sequence[int] | None = None,
+        labels: Sequence[int] | np.ndarray | None = None,
         owners: np.ndarray | None = None,
     ):
         n_texts = len(ids) if owners is None else (int(owners[-1]) + 1 if len(owners) else 0)
@@ -91,7 +93,7 @@ def _text_batch(
     data: TokenDataset, collate: Collator, texts: list[int], rows: list[np.ndarray]
 ) -> Batch:
     batch = collate([(data.ids[i], None) for t in texts for i in rows[t]])
-    labels = None if data.labels is None else torch.tensor([data.labels[t] for t in texts])
+    labels = None if data.labels is None else label_tensor([data.labels[t] for t in texts])
     owners = torch.repeat_interleave(torch.tensor([len(rows[t]) for t in texts]))
     return Batch(batch.inputs, batch.attention_mask, labels, owners)
 
@@ -121,7 +123,12 @@ class Collator:
             attention_mask[row, : len(seq)] = 1
         labels = [label for _, label in examples]
         has_labels = all(label is not None for label in labels)
-        return Batch(inputs, attention_mask, torch.tensor(labels) if has_labels else None)
+        return Batch(inputs, attention_mask, label_tensor(labels) if has_labels else None)
+
+
+def label_tensor(labels: Sequence[int] | Sequence[np.ndarray]) -> torch.Tensor:
+    """Class ids as a long tensor, or multi-label 0/1 rows as a float one."""
+    return torch.as_tensor(np.asarray(labels))
 
 
 POOL_BATCHES = 50  # batches per pool sorted by length: random enough, little padding

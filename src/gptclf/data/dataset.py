@@ -52,6 +52,15 @@ class DataSource:
     label_column: str | None = option(
         None, "column holding the label (default: detected)", group=DATA
     )
+    label_separator: str | None = option(
+        None,
+        "multi-label: the label column holds several labels joined by this, e.g. '|' "
+        "(JSONL and Parquet lists need no separator)",
+        group=DATA,
+    )
+    label_columns: str | None = option(
+        None, "multi-label: a 0/1 column per label, comma-separated names: a,b,c", group=DATA
+    )
     encoding: str = option("utf-8", "text encoding of the file", group=DATA)
     strict: bool = option(False, "empty texts are an error", group=DATA)
     fractions: tuple[float, float, float] = option(
@@ -64,7 +73,14 @@ class DataSource:
         return {name: getattr(self, name) for name in READING_OPTIONS}
 
 
-READING_OPTIONS = ("text_column", "label_column", "encoding", "strict")
+READING_OPTIONS = (
+    "text_column",
+    "label_column",
+    "label_separator",
+    "label_columns",
+    "encoding",
+    "strict",
+)
 
 
 @dataclass
@@ -141,9 +157,9 @@ def load_splits(source: DataSource, split_dir: Path | None = None) -> Splits:
         parts = {name: _read(path, source) for name, path in files.items()}
         names = label_names_beside(files["train"])
     train = parts["train"]
-    labels = LabelMap.from_labels(train.labels, names, source=train.source)
+    labels = LabelMap.from_labels(train.labels, names, train.source, train.multi_label)
     for part in parts.values():
-        labels.ids(part.labels, part.source)
+        labels.targets(part.labels, part.source)
     return Splits(parts, labels, files)
 
 

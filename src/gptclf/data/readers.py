@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 
@@ -63,15 +64,20 @@ INTEGER_LITERAL = re.compile(r"[+-]?[0-9]+")
 
 @dataclass
 class LabelledTexts:
-    """Texts and their labels as read from one file, with each example's row number."""
+    """Texts and their labels as read from one file, with each example's row number. With
+    ``multi_label`` each label is a tuple of any number of label values, read from a list
+    column, a column of ``label_separator``-joined labels, or 0/1 ``label_columns``."""
 
     source: str
     texts: list[str]
-    labels: list[int | str] | None
+    labels: list[int | str] | list[tuple[int | str, ...]] | None
     rows: list[int]
     dropped_empty: list[int]
     text_column: str
     label_column: str | None
+    multi_label: bool = False
+    label_separator: str | None = None
+    label_columns: tuple[str, ...] | None = None
 
 
 def read_table(path: Path, encoding: str = "utf-8") -> pd.DataFrame:
@@ -103,15 +109,28 @@ def read_labelled(
     encoding: str = "utf-8",
     strict: bool = False,
     labels_required: bool = True,
+    label_separator: str | None = None,
+    label_columns: str | None = None,
 ) -> LabelledTexts:
-    """Texts and labels of a file; rows with empty text are dropped (an error when ``strict``)."""
+    """Texts and labels of a file; rows with empty text are dropped (an error when ``strict``).
+    A text has several labels where its label cells are lists (JSONL, Parquet), where
+    ``label_separator`` joins them in one cell, or in ``label_columns`` ("a,b,c": a 0/1 column
+    per label)."""
     table = read_table(path, encoding)
     source = str(path)
     columns = list(table.columns)
     text_name = _choose_column(columns, text_column, TEXT_COLUMNS, "text", source, required=True)
-    label_name = _choose_column(
-        columns, label_column, LABEL_COLUMNS, "label", source, required=labels_required
-    )
+    if label_columns is not None:
+        if label_column is not None or label_separator is not None:
+            raise GptclfError("--label-columns names every label's column: drop --label-column "
+                              "and --label-separator")
+        label_names = _label_columns(columns, label_columns, text_name, source)
+        label_name = None
+    else:
+        label_names = None
+        label_name = _choose_column(
+            columns, label_column, LABEL_COLUMNS, "label", source, required=labels_required
+        )
     if text_name == label_name:
         raise GptclfError(f"{source}: column {text_name!r} cannot hold both text and labels")
     values = table[text_name].tolist()
@@ -121,10 +140,18 @@ def read_labelled(
         raise GptclfError(f"{source}: empty text in column {text_name!r} at {rows_text(dropped)}")
     if not kept:
         raise GptclfError(f"{source}: no row has text in column {text_name!r}")
-    labels = None
-    if label_name is not None:
+    labels, multi_label = None, label_names is not None
+    if label_names is not None:
+        cells = table[list(label_names)].to_numpy(dtype=object)
+        labels = _read_label_columns([cells[row - 1] for row in kept], kept, label_names, source)
+    elif label_name is not None:
         label_values = table[label_name].tolist()
-        labels = _read_labels([label_values[row - 1] for row in kept], kept, label_name, source)
+        cells = [label_values[row - 1] for row in kept]
+        multi_label = label_separator is not None or any(_is_list(cell) for cell in cells)
+        if multi_label:
+            labels = _read_label_sets(cells, kept, label_name, label_separator, source)
+        else:
+            labels = _read_labels(cells, kept, label_name, source)
     return LabelledTexts(
         source=source,
         texts=[_as_text(values[row - 1]) for row in kept],
@@ -133,20 +160,37 @@ def read_labelled(
         dropped_empty=dropped,
         text_column=text_name,
         label_column=label_name,
+        multi_label=multi_label,
+        label_separator=label_separator,
+        label_columns=label_names,
     )
 
 
 def write_labelled(
     path: Path,
     texts: Sequence[str],
-    labels: Sequence[int | str],
+    labels: Sequence[int | str] | Sequence[tuple[int | str, ...]],
     text_column: str = "text",
     label_column: str = "label",
+    *,
+    label_separator: str | None = None,
+    label_columns: tuple[str, ...] | None = None,
 ) -> None:
-    """Write texts and labels in the format that ``path``'s suffix names, atomically."""
+    """Write texts and labels in the format that ``path``'s suffix names, atomically. Sets of
+    labels go as 0/1 ``label_columns`` where given, else as lists (JSONL, Parquet) or joined by
+    ``label_separator`` (CSV, TSV), so that reading them back the same way gives them again."""
     path = Path(path)
     file_format = format_of(path)
-    table = pd.DataFrame({text_column: list(texts), label_column: list(labels)})
+    table = pd.DataFrame({text_column: list(texts)})
+    if label_columns is not None:
+        for name in label_columns:
+            table[name] = [int(name in labels_of_row) for labels_of_row in labels]
+    elif labels and isinstance(labels[0], tuple) and file_format in ("csv", "tsv"):
+        if label_separator is None:
+            raise ValueError("sets of labels in CSV or TSV need a separator")
+        table[label_column] = [label_separator.join(map(str, row)) for row in labels]
+    else:
+        table[label_column] = [list(row) if isinstance(row, tuple) else row for row in labels]
     with atomic_path(path) as tmp:
         if file_format == "parquet":
             table.to_parquet(tmp, index=False)
@@ -349,6 +393,12 @@ def _read_labels(
     labels = [
         _label_value(value, row, column, source) for row, value in zip(rows, values, strict=True)
     ]
+    return _as_ints(labels)
+
+
+def _as_ints(labels: list[int | str]) -> list[int | str]:
+    """``labels`` as ints where every string among them is an integer literal, else
+    ``labels`` itself."""
     strings = [label for label in labels if isinstance(label, str)]
     if strings and all(INTEGER_LITERAL.fullmatch(label) for label in strings):
         with contextlib.suppress(ValueError):  # more digits than Python turns into an int
@@ -373,6 +423,84 @@ def _label_value(value: object, row: int, column: str, source: str) -> int | str
         f"{source}: label in column {column!r} at row {row} is a {type(value).__name__}, "
         "not a single value"
     )
+
+
+def _is_list(value: object) -> bool:
+    """A JSON list, or the array Parquet gives for a list cell."""
+    return isinstance(value, (list, tuple, np.ndarray))
+
+
+def _read_label_sets(
+    values: list[object], rows: list[int], column: str, separator: str | None, source: str
+) -> list[tuple[int | str, ...]]:
+    """Each row's labels, a tuple in first-seen order without repeats: a list cell, or a cell
+    of ``separator``-joined labels (an empty cell: no label). With lists, a single value in
+    some row is an error: the row may have lost its brackets."""
+    sets = []
+    for row, value in zip(rows, values, strict=True):
+        if _is_list(value):
+            items = list(value)
+        elif separator is not None and isinstance(value, str):
+            items = [part.strip() for part in value.split(separator) if part.strip()]
+        elif separator is not None and _is_missing(value):
+            items = []
+        else:
+            wanted = "a list of labels" if separator is None else f"labels joined by {separator!r}"
+            raise GptclfError(
+                f"{source}: label in column {column!r} at row {row} is {value!r}, not {wanted} "
+                "as in other rows"
+            )
+        items = [item.item() if isinstance(item, np.generic) else item for item in items]
+        labels = [_label_value(item, row, column, source) for item in items]
+        if "" in labels:
+            raise GptclfError(f"{source}: an empty label in column {column!r} at row {row}")
+        sets.append(tuple(dict.fromkeys(labels)))
+    flat = [label for labels in sets for label in labels]
+    as_ints = _as_ints(flat)
+    if as_ints is flat:
+        return sets
+    numbers = iter(as_ints)
+    return [tuple(next(numbers) for _ in labels) for labels in sets]
+
+
+def _label_columns(
+    columns: list[str], listed: str, text_column: str, source: str
+) -> tuple[str, ...]:
+    """The columns ``listed`` ("a,b,c") names, each found as ``--text-column`` would be."""
+    names = [name.strip() for name in listed.split(",") if name.strip()]
+    if len(names) < 2:
+        raise GptclfError(f"--label-columns names at least two columns, comma-separated: {listed!r}")
+    found = tuple(_choose_column(columns, n, (), "label", source, True) for n in names)
+    repeated = sorted({name for name in found if found.count(name) > 1})
+    if repeated:
+        raise GptclfError(f"--label-columns names {repeated[0]!r} more than once")
+    if text_column in found:
+        raise GptclfError(f"{source}: column {text_column!r} cannot hold both text and labels")
+    return found
+
+
+ONE = {"1", "1.0", "true"}
+ZERO = {"0", "0.0", "false", ""}
+
+
+def _read_label_columns(
+    cells: list[np.ndarray], rows: list[int], columns: tuple[str, ...], source: str
+) -> list[tuple[str, ...]]:
+    """Each row's labels: the names of its columns holding 1 (or true); 0, false or an empty
+    cell is no; anything else is an error naming row and column."""
+    sets = []
+    for row, values in zip(rows, cells, strict=True):
+        labels = []
+        for column, value in zip(columns, values, strict=True):
+            text = "" if _is_missing(value) else str(value).strip().lower()
+            if text not in ONE | ZERO:
+                raise GptclfError(
+                    f"{source}: column {column!r} at row {row} holds {value!r}, not 0 or 1"
+                )
+            if text in ONE:
+                labels.append(column)
+        sets.append(tuple(labels))
+    return sets
 
 
 def rows_text(rows: list[int]) -> str:

@@ -21,14 +21,15 @@ def stratified_split(
     seed: int = 123,
 ) -> dict[str, LabelledTexts]:
     """Train, validation and test parts with each class in the same proportions, deterministic
-    in ``seed``; a split whose fraction is 0 is left out. Each part keeps the file's row order."""
+    in ``seed``; a split whose fraction is 0 is left out. Each part keeps the file's row order.
+    Multi-label texts are stratified by their rarest label."""
     if data.labels is None:
         raise GptclfError(f"{data.source}: no labels to split by")
-    label_map = LabelMap.from_labels(data.labels, source=data.source)
-    class_ids = label_map.ids(data.labels, data.source)
+    label_map = LabelMap.from_labels(data.labels, source=data.source, multi_label=data.multi_label)
+    class_ids = _strata(data, label_map)
     sizes = _split_sizes(fractions, len(class_ids), len(label_map), data.source)
     used = [name for name in SPLIT_NAMES if sizes[name] > 0]
-    _check_class_sizes(data.labels, len(used), data.source)
+    _check_class_sizes(_label_list(data), len(used), data.source)
     positions = {}
     remaining = list(range(len(class_ids)))
     for name in ("test", "validation"):
@@ -52,9 +53,32 @@ def write_split(
             raise GptclfError(f"{part.source}: the {name} split has no labels to write")
         paths[name] = Path(out_dir) / f"{name}.{fmt}"
         write_labelled(
-            paths[name], part.texts, part.labels, part.text_column, part.label_column or "label"
+            paths[name],
+            part.texts,
+            part.labels,
+            part.text_column,
+            part.label_column or "label",
+            label_separator=part.label_separator,
+            label_columns=part.label_columns,
         )
     return paths
+
+
+def _strata(data: LabelledTexts, labels: LabelMap) -> list[int]:
+    """The class id of each text; for multi-label texts, that of its rarest label (the number
+    of labels for a text with none)."""
+    if not data.multi_label:
+        return labels.ids(data.labels, data.source)
+    counts = Counter(_label_list(data))
+    rarest = [min(row, key=lambda label: (counts[label], str(label))) if row else None for row in data.labels]
+    present = [label for label in rarest if label is not None]
+    ids = iter(labels.ids(present, data.source))
+    return [len(labels) if label is None else next(ids) for label in rarest]
+
+
+def _label_list(data: LabelledTexts) -> list[int | str]:
+    """Every label of every text, one entry per text and label."""
+    return [label for row in data.labels for label in row] if data.multi_label else data.labels
 
 
 def _split_sizes(
@@ -117,13 +141,16 @@ def _take(data: LabelledTexts, positions: list[int]) -> LabelledTexts:
         dropped_empty=[],
         text_column=data.text_column,
         label_column=data.label_column,
+        multi_label=data.multi_label,
+        label_separator=data.label_separator,
+        label_columns=data.label_columns,
     )
 
 
 def _check_every_class_present(parts: dict[str, LabelledTexts], data: LabelledTexts) -> None:
-    totals = Counter(data.labels)
+    totals = Counter(_label_list(data))
     for name, part in parts.items():
-        absent = sorted(set(totals) - set(part.labels), key=str)
+        absent = sorted(set(totals) - set(_label_list(part)), key=str)
         if absent:
             label = absent[0]
             raise GptclfError(

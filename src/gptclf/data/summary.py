@@ -36,8 +36,9 @@ def summarize_split(
     percentiles["max"] = int(lengths.max()) if len(lengths) else 0
     counts = None
     if labels is not None and data.labels is not None:
-        per_id = Counter(labels.ids(data.labels, data.source))
-        counts = {labels.names[i]: per_id.get(i, 0) for i in range(len(labels))}
+        targets = labels.targets(data.labels, data.source)
+        per_id = Counter(targets) if not labels.multi_label else dict(enumerate(targets.sum(0)))
+        counts = {labels.names[i]: int(per_id.get(i, 0)) for i in range(len(labels))}
     return SplitSummary(
         name=name,
         rows=len(data.texts),

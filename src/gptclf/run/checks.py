@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 import typing
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -68,7 +69,8 @@ def checked_labels(stored: object) -> LabelMap:
     plain = all(isinstance(v, (int, str)) and not isinstance(v, bool) for v in labels.values)
     if plain and all(isinstance(name, str) for name in labels.names):
         names = dict(zip(labels.values, labels.names, strict=True))
-        if LabelMap.from_labels(labels.values, names, source="labels") == labels:
+        rebuilt = LabelMap.from_labels(labels.values, names, source="labels")
+        if replace(rebuilt, multi_label=labels.multi_label) == labels:
             return labels
     raise GptclfError(f"labels are damaged: {stored!r}")
 

@@ -67,8 +67,7 @@ class RunConfig:
         self._recipe = recipe(source="train", **self.train)
         checks.check_ensemble(self.ensemble, len(self._labels))
         self._decision = Decision.from_json(self.decision)
-        if self._decision.threshold is not None and len(self._labels) != 2:
-            raise GptclfError(f"a decision threshold needs two classes, not {len(self._labels)}")
+        self._decision.check_fits(len(self._labels), self._labels.multi_label)
 
     @property
     def recipe(self) -> TrainConfig:

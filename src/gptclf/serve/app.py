@@ -91,6 +91,7 @@ def _model_info(classifier: Classifier, metrics: dict | None) -> ModelInfo:
     """What ``GET /v1/model`` tells of ``classifier``."""
     return ModelInfo(
         labels=classifier.labels.names,
+        multi_label=classifier.labels.multi_label,
         base_model=classifier.config.base_model,
         pooling=classifier.config.pooling,
         max_length=classifier.config.max_length,
@@ -155,6 +156,7 @@ def _json_route(
     return app.post(
         path,
         response_model=response,
+        response_model_exclude_none=True,  # a multi-label answer has no single label
         responses={code: {"model": ErrorBody} for code in (401, 408, 413, 415, 422, 503)},
         dependencies=documented,
         openapi_extra={

@@ -2,8 +2,13 @@
 const byId = (id) => document.getElementById(id);
 
 function show(prediction) {
-  byId("verdict").textContent = prediction.label;
-  byId("confidence").textContent = prediction.probability.toFixed(4);
+  if (Array.isArray(prediction.labels)) {  // multi-label: any number of labels, each on its own
+    byId("verdict").textContent = prediction.labels.join(", ") || "no label";
+    byId("confidence").textContent = "each label decided on its own probability";
+  } else {
+    byId("verdict").textContent = prediction.label;
+    byId("confidence").textContent = "probability " + prediction.probability.toFixed(4);
+  }
   const rows = Object.entries(prediction.probabilities).map(([label, probability]) => {
     const row = document.createElement("tr");
     for (const text of [label, probability.toFixed(4)]) {

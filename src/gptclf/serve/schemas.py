@@ -58,11 +58,13 @@ class ExplainResponse(BaseModel):
 
 class ServedPrediction(BaseModel):
     """A text's label and probabilities; ``score`` repeats ``probability`` under the name that
-    clients of transformers' pipelines and text-embeddings-inference read."""
+    clients of transformers' pipelines and text-embeddings-inference read. A multi-label model
+    answers ``labels`` (every label decided, perhaps none) and ``probabilities`` only."""
 
-    label: str
-    score: float
-    probability: float
+    label: str | None = None
+    score: float | None = None
+    probability: float | None = None
+    labels: list[str] | None = None
     probabilities: dict[str, float]
 
     @classmethod
@@ -76,11 +78,13 @@ class ClassifyResponse(BaseModel):
 
 class ModelInfo(BaseModel):
     labels: list[str]
+    multi_label: bool  # each text gets any number of the labels, each decided on its own
     base_model: str
     pooling: str
     max_length: int
     template: str | None
-    decision: dict  # temperature, and threshold on p(second label) with the rule that chose it
+    decision: dict  # temperature, and threshold on p(second label) (multi-label: one per label)
+    # with the rule that chose it
     metrics: dict  # validation and test metrics recorded by training, when the run has them
 
 

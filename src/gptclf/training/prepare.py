@@ -91,7 +91,7 @@ def prepare_loaded(
     prefix = Tally(store.tally.read - before.read, store.tally.computed - before.computed)
     datasets = {
         name: TokenDataset(
-            inputs[name], splits.labels.ids(part.labels, part.source), tokens[name].owners
+            inputs[name], splits.labels.targets(part.labels, part.source), tokens[name].owners
         )
         for name, part in splits.parts.items()
     }

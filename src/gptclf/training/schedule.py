@@ -30,9 +30,15 @@ def lr_factor(schedule: str, warmup: float, total_steps: int) -> Callable[[int],
     return factor
 
 
-def balanced_class_weights(labels: list[int], n_classes: int) -> torch.Tensor:
-    """Per-class loss weights inverse to the class frequencies: n / (classes * count)."""
-    counts = np.bincount(np.asarray(labels), minlength=n_classes)
+def balanced_class_weights(labels: list[int] | np.ndarray, n_classes: int) -> torch.Tensor:
+    """Per-class loss weights inverse to the class frequencies: n / (classes * count); for
+    multi-label 0/1 rows, each label's positives weigh as much as its negatives: negatives /
+    positives (binary cross-entropy's ``pos_weight``)."""
+    labels = np.asarray(labels)
+    if labels.ndim == 2:
+        positives = labels.sum(axis=0)
+        return torch.tensor((len(labels) - positives) / np.maximum(positives, 1), dtype=torch.float32)
+    counts = np.bincount(labels, minlength=n_classes)
     return torch.tensor(len(labels) / (n_classes * np.maximum(counts, 1)), dtype=torch.float32)
 
 

@@ -1,4 +1,5 @@
-"""The model's side of training: the forward pass and loss of a batch, the optimizer step, and
+"""The model's side of training: the forward pass and loss of a batch (cross-entropy over the
+classes, or for multi-label texts binary cross-entropy per label), the optimizer step, and
 measuring loss, accuracy and macro-F1 over batches; with several processes each computes its
 share of every batch's rows."""
 
@@ -34,6 +35,7 @@ class TrainingStep:
         precision: str,
         start_block: int = 0,
         class_weights: torch.Tensor | None = None,
+        multi_label: bool = False,
         label_smoothing: float = 0.0,
         max_grad_norm: float | None = None,
         grad_accumulation: int = 1,
@@ -47,6 +49,7 @@ class TrainingStep:
         self.params = [p for group in optimizer.param_groups for p in group["params"]]
         self.precision, self.start_block = precision, start_block
         self.class_weights, self.label_smoothing = class_weights, label_smoothing
+        self.multi_label = multi_label
         self.max_grad_norm, self.grad_accumulation = max_grad_norm, grad_accumulation
         self.chunks = chunks  # how a chunked text's logits combine: "mean" or "max"
         self.tuned_kernel, self.dist = tuned_kernel, dist
@@ -61,9 +64,15 @@ class TrainingStep:
         reduction: str = "mean",
         label_smoothing: float = 0.0,
     ) -> torch.Tensor:
-        """The (class-weighted) cross-entropy; training asks for its label smoothing, measuring
-        does not, so held-out losses compare across recipes."""
+        """The (class-weighted) cross-entropy, or for multi-label 0/1 rows the binary
+        cross-entropy of every label (positives weighted per label); training asks for its label
+        smoothing, measuring does not, so held-out losses compare across recipes."""
         weight = None if self.class_weights is None else self.class_weights.to(logits.device)
+        if self.multi_label:
+            targets = labels * (1 - label_smoothing) + label_smoothing / 2
+            return F.binary_cross_entropy_with_logits(
+                logits.float(), targets, pos_weight=weight, reduction=reduction
+            )
         return F.cross_entropy(
             logits, labels, weight=weight, reduction=reduction, label_smoothing=label_smoothing
         )
@@ -78,7 +87,7 @@ class TrainingStep:
             logits = self.logits_of_batch(batch, self.network)
             loss = self.loss(logits, batch.labels, label_smoothing=self.label_smoothing)
             (loss / self.grad_accumulation).backward()
-            return loss.item(), int((logits.argmax(-1) == batch.labels).sum())
+            return loss.item(), int(is_right(logits, batch.labels).sum())
         share, factor = share_of_batch(batch, dist.rank, dist.world_size, self.class_weights)
         share = _to(share, dist.device)
         with nullcontext() if step_ends else self.network.no_sync():
@@ -86,7 +95,7 @@ class TrainingStep:
             smoothing = self.label_smoothing
             loss = factor * self.loss(logits, share.labels, "sum", smoothing)
             (loss / self.grad_accumulation).backward()
-        correct = int((logits.argmax(-1) == share.labels).sum()) if factor else 0
+        correct = int(is_right(logits, share.labels).sum()) if factor else 0
         mean_loss, total_correct = dist.sum([loss.item() / dist.world_size, correct])
         return mean_loss, int(total_correct)
 
@@ -103,17 +112,18 @@ class TrainingStep:
         """Mean batch loss, accuracy and macro-F1 over (the first ``limit``) batches, of whole
         texts where they are chunked."""
         self.classifier.eval()
-        losses, predicted, truth = [], [], []
+        losses, right, predicted, truth = [], [], [], []
         for batch in islice(batches, limit):
             logits = self._sharded_logits(batch)
             if batch.owners is not None:
                 logits = text_logits(logits, batch.owners, self.chunks)
             losses.append(self.loss(logits, batch.labels).item())
-            predicted.append(logits.argmax(-1))
-            truth.append(batch.labels)
+            right.append(is_right(logits, batch.labels))
+            predicted.append(predicted_labels(logits, batch.labels))
+            truth.append(batch.labels.long())
         self.classifier.train()
         predicted, truth = torch.cat(predicted), torch.cat(truth)
-        accuracy = (predicted == truth).float().mean().item()
+        accuracy = torch.cat(right).float().mean().item()
         return float(np.mean(losses)), accuracy, macro_f1(truth.numpy(), predicted.numpy())
 
     def logits(self, data: TokenDataset, pad_id: int, pad_to: int | None) -> torch.Tensor:
@@ -154,16 +164,31 @@ class TrainingStep:
         return self.dist.gather_shards(compute)
 
 
+def predicted_labels(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """The class id of each row, or for multi-label rows (``labels`` 2-D) 1 for each label
+    whose probability reaches 0.5."""
+    return (logits >= 0).long() if labels.dim() == 2 else logits.argmax(-1)
+
+
+def is_right(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Whether each row's prediction is its label: for multi-label rows, every label right."""
+    if labels.dim() == 2:
+        return (predicted_labels(logits, labels) == labels.long()).all(-1)
+    return predicted_labels(logits, labels) == labels
+
+
 def share_of_batch(
     batch: Batch, rank: int, world_size: int, class_weights: torch.Tensor | None
 ) -> tuple[Batch, float]:
     """Rank ``rank``'s rows of a global batch (positions rank, rank + world size, ...) and the
     factor that turns their summed loss into the rank's part of the batch's mean loss: DDP
     averages the ranks' gradients, so world size / the batch's weight (its size, or the sum of
-    its class weights as ``F.cross_entropy`` divides by). A rank left without rows gets the first
+    its class weights as ``F.cross_entropy`` divides by; for multi-label rows, their number
+    times the labels', as binary cross-entropy divides by). A rank left without rows gets the first
     row with factor 0: DDP's gradient all-reduce needs every rank's backward."""
     labels = batch.labels
-    weight = len(labels) if class_weights is None else float(class_weights[labels].sum())
+    weighted = class_weights is not None and labels.dim() == 1
+    weight = float(class_weights[labels].sum()) if weighted else labels.numel()
     if rank >= len(labels):
         return _rows(batch, slice(0, 1)), 0.0
     return _rows(batch, slice(rank, None, world_size)), world_size / weight

@@ -19,12 +19,14 @@ from gptclf.decision import (
     at_temperature_bound,
     calibration_metrics,
     choose_threshold,
+    choose_thresholds,
     fit_temperature,
     with_temperature,
 )
 from gptclf.distributed import LOCAL, DistributedContext
 from gptclf.ensemble import Ensemble, choose_weight
 from gptclf.errors import GptclfError
+from gptclf.inference import class_probabilities
 from gptclf.metrics import compute_metrics, format_metrics, write_metrics
 from gptclf.models import family_of
 from gptclf.options import as_plain
@@ -99,8 +101,11 @@ def train(
         f"({100 * parameters[0] / parameters[1]:.2f}%)"
     )
     trainer.run(logger)
+    multi_label = prepared.splits.labels.multi_label
     probabilities = {
-        name: trainer.step.logits(data, prepared.pad_id, prepared.pad_to).softmax(-1).numpy()
+        name: class_probabilities(
+            trainer.step.logits(data, prepared.pad_id, prepared.pad_to), multi_label
+        )
         for name, data in prepared.datasets.items()
         if name in ("validation", "test")
     }
@@ -168,6 +173,7 @@ def build_trainer(
         class_weights=(
             balanced_class_weights(train_data.example_labels, n_classes) if balanced else None
         ),
+        multi_label=prepared.splits.labels.multi_label,
         label_smoothing=config.label_smoothing,
         max_grad_norm=config.max_grad_norm,
         grad_accumulation=config.grad_accumulation,
@@ -182,15 +188,19 @@ def build_trainer(
 
 def _blends(config: TrainConfig, prepared: Prepared) -> bool:
     """Whether the run blends with the baseline: where asked to (an error if neither a
-    validation split nor ``--ensemble-weight`` can weigh the blend), or by default where they
-    can."""
+    validation split nor ``--ensemble-weight`` can weigh the blend, or for multi-label data), or
+    by default where they can."""
+    labels = prepared.splits.labels
+    if config.ensemble == "baseline":
+        labels.require_single("--ensemble baseline")
     weighed = "validation" in prepared.datasets or config.ensemble_weight is not None
     if config.ensemble == "baseline" and not weighed:
         raise GptclfError(
             "--ensemble baseline chooses its weight on the validation split: "
             "give one, or --ensemble-weight"
         )
-    return config.ensemble == "baseline" or (config.ensemble == "auto" and weighed)
+    auto = config.ensemble == "auto" and weighed and not labels.multi_label
+    return config.ensemble == "baseline" or auto
 
 
 def _fitted_ensemble(
@@ -225,7 +235,7 @@ def _blended(
 
 def _check_decision(config: TrainConfig, prepared: Prepared) -> None:
     """Before training: --decide and --calibrate choose on a validation split, and a
-    threshold needs two classes."""
+    threshold needs two classes (or, one per label, multi-label data)."""
     asked = [
         f
         for f, on in (("--decide", config.decide != "argmax"), ("--calibrate", config.calibrate))
@@ -233,9 +243,12 @@ def _check_decision(config: TrainConfig, prepared: Prepared) -> None:
     ]
     if asked and "validation" not in prepared.datasets:
         raise GptclfError(f"{asked[0]} chooses on the validation split: give one")
-    n_classes = len(prepared.splits.labels)
-    if config.decide != "argmax" and n_classes != 2:
-        raise GptclfError(f"--decide {config.decide} needs two classes, not {n_classes}")
+    labels = prepared.splits.labels
+    if config.decide != "argmax" and len(labels) != 2 and not labels.multi_label:
+        raise GptclfError(
+            f"--decide {config.decide} needs two classes or multi-label data, not {len(labels)} "
+            "classes"
+        )
 
 
 def _fitted_decision(
@@ -250,12 +263,19 @@ def _fitted_decision(
     temperature = fit_temperature(truth, validation) if config.calibrate else 1.0
     if config.decide == "argmax":
         return Decision(temperature), None
-    chosen = choose_threshold(config.decide, truth, with_temperature(validation, temperature))
+    multi_label = prepared.splits.labels.multi_label
+    calibrated = with_temperature(validation, temperature, multi_label)
+    if multi_label:
+        chosen = choose_thresholds(config.decide, np.asarray(truth), calibrated)
+        return Decision(temperature, chosen["thresholds"], config.decide), chosen
+    chosen = choose_threshold(config.decide, truth, calibrated)
     return Decision(temperature, chosen["threshold"], config.decide), chosen
 
 
-def _truth(prepared: Prepared, split: str) -> list[int]:
-    return list(prepared.datasets[split].labels)
+def _truth(prepared: Prepared, split: str) -> list[int] | np.ndarray:
+    """The class ids of a split's texts, or their multi-label 0/1 rows."""
+    labels = prepared.datasets[split].labels
+    return labels if isinstance(labels, np.ndarray) else list(labels)
 
 
 def _run_figures(
@@ -283,11 +303,11 @@ def _split_metrics(
     """metrics.json's validation and test metrics, as the run decides (blended, calibrated,
     thresholded); beside them the model's own where it blends, and the calibration before the
     temperature where it calibrates."""
-    names = prepared.splits.labels.names
+    names, multi_label = prepared.splits.labels.names, prepared.splits.labels.multi_label
     results, alone, uncalibrated = {}, {}, {}
     for name, final in blended.items():
         truth = _truth(prepared, name)
-        calibrated = decision.calibrated(final)
+        calibrated = decision.calibrated(final, multi_label)
         results[name] = compute_metrics(truth, calibrated, names, decision.threshold)
         if final is not probabilities[name]:
             own = compute_metrics(truth, probabilities[name], names)
@@ -315,7 +335,8 @@ def _write_run_folder(
     metrics.json; the checkpoint goes."""
     if "test" in results:
         logger.say("test set:\n" + format_metrics(results["test"]))
-        plot_confusion_matrix(results["test"], run_dir.confusion_matrix)
+        if "confusion_matrix" in results["test"]:
+            plot_confusion_matrix(results["test"], run_dir.confusion_matrix)
     plot_training_curves(trainer.state.records, run_dir.curves)
     tokenizer = prepared.pretrained.tokenizer
     run_config = run_config_of(config, prepared)
@@ -337,7 +358,13 @@ def _decision_note(decision: Decision, chosen: dict | None) -> str:
         parts.append(f"probabilities calibrated by temperature {decision.temperature:.4g}")
     if at_temperature_bound(decision.temperature):
         parts[-1] += " (at its bound: the validation split has no best; it is too small or easy)"
-    if chosen is not None:
+    if chosen is not None and "per_label" in chosen:
+        unmet = [i for i, c in enumerate(chosen["per_label"]) if c is None or not c["met"]]
+        parts.append(
+            f"a threshold per label chosen by {decision.rule} on validation"
+            + (f" ({len(unmet)} label(s) out of reach or left at 0.5)" if unmet else "")
+        )
+    elif chosen is not None:
         unmet = "" if chosen["met"] else f"; {decision.rule} was out of reach, this came closest"
         parts.append(
             f"threshold {decision.threshold:.4g} on p(class 1) chosen by {decision.rule} "

@@ -49,6 +49,7 @@ def tune(
     with tempfile.TemporaryDirectory() as work:
         try:
             splits = load_splits(source, Path(work) / "split")
+            splits.labels.require_single("tune")
             pooled = _pooled(splits)
             n_test = len(splits.parts["test"].texts) if "test" in splits.parts else 0
             search = _Search(base, pooled, options, began, say, n_test)
