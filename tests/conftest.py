@@ -246,6 +246,42 @@ def noisy_spam_data(spam_data, tmp_path_factory) -> Path:
     return folder
 
 
+TAGGED = [  # texts with any number of the labels money, social and urgent
+    ("WIN cash now", ("money", "urgent")),
+    ("cash prize waiting for you", ("money",)),
+    ("URGENT reply now", ("urgent",)),
+    ("see you at lunch", ()),
+    ("party tonight at mine", ("social",)),
+    ("URGENT party, bring cash", ("money", "social", "urgent")),
+]
+
+
+@pytest.fixture(scope="session")
+def multi_label_data(tmp_path_factory) -> Path:
+    """``TAGGED`` with label lists in train.jsonl (8 copies), val.jsonl and test.jsonl (2)."""
+    from gptclf.data.readers import write_labelled
+
+    folder = tmp_path_factory.mktemp("tagged")
+    for name, repeat in {"train": 8, "val": 2, "test": 2}.items():
+        texts, labels = zip(*TAGGED * repeat, strict=True)
+        write_labelled(folder / f"{name}.jsonl", texts, labels, label_column="labels")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def multi_label_run(multi_label_data, tiny_gpt2_base, tmp_path_factory) -> Path:
+    """A multi-label run on ``multi_label_data`` that transformers can express, with thresholds
+    chosen per label on validation; it gets every label of every test text right."""
+    from gptclf.cli import main
+
+    run_dir = tmp_path_factory.mktemp("runs") / "tagged"
+    data = [f"--{n}={multi_label_data / n}.jsonl" for n in ("train", "val", "test")]
+    options = [f"--model={tiny_gpt2_base}", *TRAINED_RUN_OPTIONS, "--pooling=last-token"]
+    argv = ["train", *data, *options, "--decide=f1", f"--out={run_dir}", "--quiet"]
+    assert main(argv) == 0
+    return run_dir
+
+
 @pytest.fixture(scope="session")
 def tiny_gpt2_base(tmp_path_factory) -> Path:
     """The folder of a random tiny ``GPT2LMHeadModel`` (GPT-2's vocabulary, 2 blocks of 32)."""

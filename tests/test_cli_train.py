@@ -17,7 +17,7 @@ from gptclf.precision import cpu_has_int8_dot
 from gptclf.predict import Classifier
 from gptclf.recipe import PRESETS, TrainConfig
 
-from conftest import HAM, SPAM, split_options
+from conftest import HAM, SPAM, TAGGED, split_options
 
 TIMINGS = ("prepare_seconds", "train_seconds")
 
@@ -395,3 +395,106 @@ def test_an_int8_run_evaluates_as_it_trained_and_cannot_be_standalone(
     assert main([*argv, "--full", f"--out={tmp_path / 'full'}"]) == 2
     assert "--precision int8 keeps no float copy" in capsys.readouterr().err
     assert not (tmp_path / "full").exists()
+
+
+def test_a_multi_label_run_decides_every_label_of_every_test_text_right(multi_label_run):
+    test = json.loads((multi_label_run / "metrics.json").read_text())["test"]
+    assert test["multi_label"] and test["n_errors"] == 0 and test["hamming_loss"] == 0.0
+    assert set(test["per_class"]) == {"money", "social", "urgent"}
+    assert len(test["threshold"]) == 3  # one per label, chosen on validation by --decide f1
+
+
+def test_predict_of_a_multi_label_run_gives_each_text_its_set_of_labels(multi_label_run, capsys):
+    texts = [text for text, _ in TAGGED]
+    assert main(["predict", str(multi_label_run), *texts, "--json"]) == 0
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [set(r["labels"]) for r in records] == [set(labels) for _, labels in TAGGED]
+    assert all(set(r["probabilities"]) == {"money", "social", "urgent"} for r in records)
+    assert main(["predict", str(multi_label_run), TAGGED[0][0]]) == 0
+    assert capsys.readouterr().out.split("\t")[0] == "money|urgent"
+
+
+def test_predict_file_of_a_multi_label_run_writes_labels_and_every_probability(
+    multi_label_run, tmp_path
+):
+    source, out = tmp_path / "in.csv", tmp_path / "out.csv"
+    write_labelled(source, [t for t, _ in TAGGED], ["?"] * len(TAGGED))
+    assert main(["predict", str(multi_label_run), f"--input={source}", f"--output={out}"]) == 0
+    rows = list(csv.DictReader(out.open()))
+    assert list(rows[0]) == ["text", "labels", "p_money", "p_social", "p_urgent"]
+    assert [set(filter(None, r["labels"].split("|"))) for r in rows] == [
+        set(labels) for _, labels in TAGGED
+    ]
+
+
+@pytest.mark.parametrize("layout", ["separator", "columns"])
+def test_eval_of_a_multi_label_run_reads_labels_in_every_layout(
+    multi_label_run, multi_label_data, tmp_path, layout, capsys
+):
+    """The test split as labels joined by "|" in one CSV column, or as a 0/1 column per label,
+    evaluates as the JSONL lists do; the pictures are the reliability diagram and every label's
+    precision-recall curve."""
+    data = read_labelled(multi_label_data / "test.jsonl")
+    path = tmp_path / f"{layout}.csv"
+    names = ("money", "social", "urgent")
+    if layout == "separator":
+        write_labelled(path, data.texts, data.labels, label_column="tags", label_separator="|")
+        reading = ["--label-column=tags", "--label-separator=|"]
+    else:
+        write_labelled(path, data.texts, data.labels, label_columns=names)
+        reading = [f"--label-columns={','.join(names)}"]
+    assert main(["eval", str(multi_label_run), f"--data={path}", *reading, "--json"]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    expected = json.loads((multi_label_run / "metrics.json").read_text())["test"]
+    assert metrics["micro_f1"] == expected["micro_f1"] and metrics["n"] == expected["n"]
+    pictures = sorted(p.name for p in (multi_label_run / "eval").glob(f"{layout}_*.png"))
+    assert pictures == [f"{layout}_precision_recall.png", f"{layout}_reliability.png"]
+
+
+def test_eval_of_a_multi_label_run_reads_its_own_split_as_it_trained(multi_label_run, capsys):
+    assert main(["eval", str(multi_label_run)]) == 0
+    report = capsys.readouterr().out
+    assert "subset accuracy 100.00%" in report and "Hamming loss 0.0000" in report
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        ["--trainable=lora", "--lr=1e-2"],
+        ["--trainable=last-block", "--class-weights=balanced", "--label-smoothing=0.1"],
+        ["--chunks=mean", "--max-length=6", "--calibrate=temperature"],
+    ],
+    ids=["lora", "frozen-prefix-cache", "chunks"],
+)
+def test_multi_label_training_works_with_the_trainable_options(
+    multi_label_data, tiny_gpt2_base, tmp_path, options
+):
+    data = [f"--{n}={multi_label_data / n}.jsonl" for n in ("train", "val", "test")]
+    argv = ["train", *data, f"--model={tiny_gpt2_base}", "--epochs=6", "--precision=fp32"]
+    assert main([*argv, *options, f"--out={tmp_path / 'run'}", "--quiet"]) == 0
+    test = json.loads((tmp_path / "run" / "metrics.json").read_text())["test"]
+    assert test["multi_label"] and test["micro_f1"] > 0.6
+    classifier = Classifier.from_pretrained(tmp_path / "run")
+    p = classifier.predict_proba([t for t, _ in TAGGED])
+    assert p.shape == (len(TAGGED), 3) and not np.allclose(p.sum(axis=1), 1.0)  # not a softmax
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["baseline"], "the TF-IDF baseline handles one label per text"),
+        (["train", "--ensemble=baseline"], "--ensemble baseline handles one label per text"),
+        (["data", "audit"], "one label per text"),
+    ],
+)
+def test_what_handles_one_label_per_text_refuses_multi_label_data_in_one_line(
+    multi_label_data, tiny_gpt2_base, tmp_path, argv, message, capsys
+):
+    train = multi_label_data / "train.jsonl"
+    if argv[0] == "data":
+        argv = [*argv, str(train)]
+    else:
+        argv = [*argv, f"--train={train}", f"--val={multi_label_data / 'val.jsonl'}"]
+        argv += [f"--model={tiny_gpt2_base}", f"--out={tmp_path / 'run'}"] * (argv[0] == "train")
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err

@@ -11,6 +11,7 @@ from gptclf.decision import (
     at_temperature_bound,
     calibration_metrics,
     choose_threshold,
+    choose_thresholds,
     decide,
     fit_temperature,
     reliability_bins,
@@ -140,3 +141,39 @@ def test_a_decision_survives_its_json():
     decision = Decision(1.25, 0.125, "precision@0.99")
     assert Decision.from_json(decision.to_json()) == decision
     assert Decision.from_json(None) == Decision()
+
+
+def test_multi_label_temperature_divides_each_labels_logit_and_is_recovered_from_data():
+    rng = np.random.default_rng(0)
+    logits = rng.normal(0, 3, (4000, 3))
+    truth = (rng.random((4000, 3)) < 1 / (1 + np.exp(-logits / 2.0))).astype(np.float32)
+    sharp = 1 / (1 + np.exp(-logits))  # the model's probabilities: too sure by a factor 2
+    calibrated = with_temperature(sharp, 2.0, multi_label=True)
+    np.testing.assert_allclose(calibrated, 1 / (1 + np.exp(-logits / 2.0)), rtol=1e-6)
+    assert fit_temperature(truth, sharp) == pytest.approx(2.0, rel=0.08)
+    before = calibration_metrics(truth, sharp)["ece"]
+    assert calibration_metrics(truth, calibrated)["ece"] < before / 2
+
+
+def test_each_labels_threshold_is_the_one_its_column_alone_would_get():
+    ids, p = noisy_binary(3)
+    other_ids, other_p = noisy_binary(4)
+    truth = np.stack([ids, other_ids, np.ones_like(ids)], axis=1)
+    probabilities = np.stack([p[:, 1], other_p[:, 1], p[:, 0]], axis=1)
+    chosen = choose_thresholds("recall@0.9", truth, probabilities)
+    assert chosen["thresholds"][0] == choose_threshold("recall@0.9", ids, p)["threshold"]
+    assert (
+        chosen["thresholds"][1] == choose_threshold("recall@0.9", other_ids, other_p)["threshold"]
+    )
+    assert chosen["thresholds"][2] == 0.5 and chosen["per_label"][2] is None  # in every text
+
+
+def test_a_stored_multi_label_decision_must_hold_one_threshold_per_label():
+    decision = Decision.from_json({"temperature": 1.0, "threshold": [0.3, 0.7], "rule": "f1"})
+    decision.check_fits(2, multi_label=True)
+    with pytest.raises(GptclfError, match="not one per label"):
+        decision.check_fits(3, multi_label=True)
+    with pytest.raises(GptclfError, match="not one number"):
+        decision.check_fits(2, multi_label=False)
+    with pytest.raises(GptclfError, match="strictly between 0 and 1"):
+        Decision.from_json({"temperature": 1.0, "threshold": [0.3, 1.2], "rule": "f1"})

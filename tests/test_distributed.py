@@ -121,6 +121,20 @@ def test_two_processes_train_to_the_metrics_of_one(runs):
     assert_same_records(records(runs["two"]), records(runs["one"]))
 
 
+def test_two_processes_train_a_multi_label_model_to_the_metrics_of_one(
+    multi_label_data, base_model, tmp_path
+):
+    data = [f"--{n}={multi_label_data / n}.jsonl" for n in ("train", "val", "test")]
+    options = ["train", *data, base_model, *TRAIN_OPTIONS]
+    assert main([*options, f"--out={tmp_path / 'one'}"]) == 0
+    launched = torchrun(*options, f"--out={tmp_path / 'two'}", cwd=tmp_path)
+    assert launched.returncode == 0, launched.stderr
+    one, two = (json.loads((tmp_path / n / "metrics.json").read_text()) for n in ("one", "two"))
+    for split in ("validation", "test"):
+        assert two[split]["multi_label"] and two[split]["per_class"] == one[split]["per_class"]
+    assert_same_records(records(tmp_path / "two"), records(tmp_path / "one"))
+
+
 def test_only_the_main_process_writes_and_prints(runs):
     def files(run_dir: Path) -> set[str]:
         return {str(p.relative_to(run_dir)) for p in run_dir.rglob("*")}
@@ -258,3 +272,29 @@ def test_rank_losses_scaled_by_their_factor_average_to_the_mean_loss_of_the_whol
     whole = F.cross_entropy(logits, targets, weight=weights).item()
     assert sum(parts) / world_size == pytest.approx(whole, rel=1e-5, abs=1e-6)
     assert rows_seen == len(labels)
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    rows=st.integers(1, 20),
+    world_size=st.integers(1, 6),
+    weighted=st.booleans(),
+    seed=st.integers(0, 1000),
+)
+def test_multi_label_rank_losses_scaled_by_their_factor_average_to_the_whole_batch_loss(
+    rows, world_size, weighted, seed
+):
+    generator = torch.Generator().manual_seed(seed)
+    logits = torch.randn(rows, 3, generator=generator)
+    targets = (torch.rand(rows, 3, generator=generator) < 0.4).float()
+    pos_weight = torch.tensor([0.5, 1.0, 2.5]) if weighted else None
+    batch = Batch(logits, torch.ones(rows, 1, dtype=torch.long), targets)
+    parts = []
+    for rank in range(world_size):
+        share, factor = share_of_batch(batch, rank, world_size, pos_weight)
+        loss = F.binary_cross_entropy_with_logits(
+            share.inputs, share.labels, pos_weight=pos_weight, reduction="sum"
+        )
+        parts.append(factor * loss.item())
+    whole = F.binary_cross_entropy_with_logits(logits, targets, pos_weight=pos_weight).item()
+    assert sum(parts) / world_size == pytest.approx(whole, rel=1e-5, abs=1e-6)

@@ -11,7 +11,7 @@ from gptclf.onnx_runtime import OnnxNetwork
 from gptclf.predict import Classifier
 from gptclf.tokenizers import gpt2_hf_tokenizer
 
-from conftest import HAM, SPAM, byte_tokenizer_json, save_llama_like, split_options
+from conftest import HAM, SPAM, TAGGED, byte_tokenizer_json, save_llama_like, split_options
 
 EXPORTABLE = ["--pooling=last-token", "--ensemble=none", "--lr=3e-3", "--epochs=2"]
 TEXTS = [*SPAM, *HAM, "a longer message, " * 6]
@@ -223,6 +223,29 @@ def test_a_calibrated_thresholded_run_keeps_its_probabilities_and_decisions_thro
     assert back.config.decision_rule.threshold == decision.threshold
     assert [p.label for p in back.predict(TEXTS)] == [p.label for p in ours.predict(TEXTS)]
     assert f"p(spam) >= {decision.threshold:.6g}" in (tmp_path / "hf" / "README.md").read_text()
+
+
+def test_a_multi_label_run_exports_each_labels_sigmoid_and_thresholds(multi_label_run, tmp_path):
+    """transformers reads the export as multi-label (each label's sigmoid, as gptclf); the import
+    is multi-label again with the same thresholds and label sets; ONNX gives the same logits."""
+    hf, back, onnx = tmp_path / "hf", tmp_path / "back", tmp_path / "onnx"
+    assert main(["export", str(multi_label_run), "--format=hf", f"--out={hf}"]) == 0
+    assert main(["import", str(hf), f"--out={back}"]) == 0
+    assert main(["export", str(multi_label_run), "--format=onnx", f"--out={onnx}"]) == 0
+    texts = [text for text, _ in TAGGED]
+    ours, imported = (Classifier.from_pretrained(d) for d in (multi_label_run, back))
+    expected = ours.predict_proba(texts)
+    np.testing.assert_allclose(pipeline_probabilities(hf, texts), expected, atol=1e-5)
+    np.testing.assert_allclose(imported.predict_proba(texts), expected, atol=1e-5)
+    assert imported.labels.multi_label
+    assert imported.config.decision_rule.threshold == ours.config.decision_rule.threshold
+    assert [p.labels for p in imported.predict(texts)] == [p.labels for p in ours.predict(texts)]
+    config = json.loads((onnx / "config.json").read_text())
+    assert config["problem_type"] == "multi_label_classification"
+    ids = torch.tensor([ours.token_ids([texts[0]])[0]])
+    graph = OnnxNetwork(onnx / "model.onnx")(ids, torch.ones_like(ids)).sigmoid()[0].numpy()
+    np.testing.assert_allclose(graph, expected[0], atol=1e-4)
+    assert "subset accuracy" in (hf / "README.md").read_text()
 
 
 def test_a_tokenizer_that_adds_end_tokens_is_refused_on_import(tmp_path, capsys):

@@ -183,3 +183,47 @@ def test_three_class_report_has_no_auc_lines():
     report = format_metrics(compute_metrics(THREE_TRUE, THREE_PROBABILITIES, THREE_NAMES))
     assert "accuracy 66.67% (2 errors of 6)" in report
     assert "AUC" not in report
+
+
+# Multi-label, three labels; at 0.5 the decisions are [[1,0,1],[0,1,0],[1,1,0],[0,0,0]] against
+# the truth [[1,0,1],[0,1,1],[1,0,0],[0,0,0]]: texts 0 and 3 right, two decisions wrong of 12.
+TAGS_TRUE = np.array([[1, 0, 1], [0, 1, 1], [1, 0, 0], [0, 0, 0]])
+TAGS_P = np.array([[0.9, 0.2, 0.7], [0.1, 0.8, 0.4], [0.6, 0.55, 0.3], [0.2, 0.1, 0.45]])
+TAGS = ["money", "social", "urgent"]
+
+
+def test_multi_label_metrics_match_their_definitions_worked_by_hand():
+    m = compute_metrics(TAGS_TRUE, TAGS_P, TAGS)
+    assert m["multi_label"] and m["n"] == 4 and m["n_errors"] == 2
+    assert m["accuracy"] == pytest.approx(0.5)  # subset accuracy
+    assert m["hamming_loss"] == pytest.approx(2 / 12)
+    # micro: TP 4 (money 2, social 1, urgent 1), FP 1 (social, text 2), FN 1 (urgent, text 1)
+    assert m["micro_f1"] == pytest.approx(2 * 4 / (2 * 4 + 1 + 1))
+    assert m["per_class"]["social"] == {
+        "precision": 0.5,
+        "recall": 1.0,
+        "f1": pytest.approx(2 / 3),
+        "support": 1,
+        "roc_auc": 1.0,  # social's one positive (0.8) outranks every negative
+        "pr_auc": 1.0,
+    }
+    assert m["macro_f1"] == pytest.approx((1.0 + 2 / 3 + 2 / 3) / 3)
+    assert m["brier"] == pytest.approx(((TAGS_P - TAGS_TRUE) ** 2).mean())
+
+
+def test_multi_label_thresholds_per_label_decide_each_label_at_its_own():
+    m = compute_metrics(TAGS_TRUE, TAGS_P, TAGS, threshold=[0.5, 0.9, 0.35])
+    # social now never decided (no p >= 0.9), urgent at 0.35 adds text 1's (right) and
+    # text 3's (wrong) urgent
+    assert m["per_class"]["social"]["recall"] == 0.0
+    assert m["per_class"]["urgent"]["recall"] == 1.0
+    assert m["threshold"] == [0.5, 0.9, 0.35]
+    report = format_metrics(m)
+    assert "subset accuracy" in report and "Hamming loss" in report and "0.35" in report
+
+
+def test_a_label_absent_from_the_data_has_undefined_ranking_metrics():
+    truth = TAGS_TRUE.copy()
+    truth[:, 1] = 0
+    social = compute_metrics(truth, TAGS_P, TAGS)["per_class"]["social"]
+    assert social["roc_auc"] is None and social["pr_auc"] is None

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 from scipy.optimize import minimize_scalar
+from scipy.special import expit
 from sklearn.metrics import precision_recall_curve
 
 from gptclf.errors import GptclfError
@@ -69,8 +70,10 @@ class Decision:
         """The thresholds fit the run's labels: one per label for a multi-label run, one for two
         classes otherwise."""
         threshold = self.threshold
-        if multi_label and threshold is not None and (
-            not isinstance(threshold, list) or len(threshold) != n_classes
+        if (
+            multi_label
+            and threshold is not None
+            and (not isinstance(threshold, list) or len(threshold) != n_classes)
         ):
             raise GptclfError(f"decision threshold = {threshold!r} is not one per label")
         if not multi_label:
@@ -122,7 +125,7 @@ def with_temperature(
     if multi_label:
         p = np.clip(np.asarray(probabilities, dtype=np.float64), 1e-300, 1 - 1e-16)
         logits = (np.log(p) - np.log1p(-p)) / temperature
-        return (1 / (1 + np.exp(-logits))).astype(probabilities.dtype)
+        return expit(logits).astype(probabilities.dtype)
     scaled = np.log(np.clip(np.asarray(probabilities, dtype=np.float64), 1e-300, 1.0))
     scaled /= temperature
     scaled -= scaled.max(axis=1, keepdims=True)
@@ -229,7 +232,10 @@ def calibration_metrics(ids: Sequence[int] | np.ndarray, probabilities: np.ndarr
     bins = reliability_bins(ids, probabilities)
     gaps = [abs(b["accuracy"] - b["confidence"]) * b["count"] for b in bins]
     if ids.ndim == 2:
-        return {"ece": float(sum(gaps) / ids.size), "brier": float(((probabilities - ids) ** 2).mean())}
+        return {
+            "ece": float(sum(gaps) / ids.size),
+            "brier": float(((probabilities - ids) ** 2).mean()),
+        }
     truth = np.eye(probabilities.shape[1])[ids]
     squared = ((probabilities - truth) ** 2).sum(axis=1)
     brier = squared.mean() / 2 if probabilities.shape[1] == 2 else squared.mean()

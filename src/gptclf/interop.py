@@ -418,7 +418,11 @@ def _decision_lines(config: RunConfig) -> list[str]:
             "Multi-label: a text gets every label whose probability (the sigmoid of its logit, "
             "as transformers' pipeline computes for this problem_type) reaches the label's "
             f"threshold: {shown}"
-            + (f", chosen on the validation split by {decision.rule}." if decision.threshold else ".")
+            + (
+                f", chosen on the validation split by {decision.rule}."
+                if decision.threshold
+                else "."
+            )
         )
     elif decision.threshold is not None:
         positive = config.label_map.names[1]

@@ -101,3 +101,19 @@ def test_a_damaged_stored_map_is_an_error():
         LabelMap.from_json({"values": [0, 1], "names": ["a"]})
     with pytest.raises(GptclfError, match="stored label map is damaged"):
         LabelMap.from_json({"values": [0, 1]})
+
+
+def test_multi_label_targets_are_a_0_1_row_per_text_over_the_label_ids():
+    sets = [("urgent", "money"), (), ("money",)]
+    labels = LabelMap.from_labels(sets, source="t", multi_label=True)
+    assert labels.values == ("money", "urgent") and labels.multi_label
+    assert labels.targets(sets, "t").tolist() == [[1, 1], [0, 0], [1, 0]]
+    assert LabelMap.from_json(json.loads(json.dumps(labels.to_json()))) == labels
+    with pytest.raises(GptclfError, match="labels not seen in training: 'spam'"):
+        labels.targets([("spam",)], "v.jsonl")
+    with pytest.raises(GptclfError, match=r"v\.jsonl: one label per text"):
+        labels.targets(["money"], "v.jsonl")
+
+
+def test_a_single_label_map_is_stored_as_before():
+    assert LabelMap.from_labels(["a", "b"]).to_json() == {"values": ["a", "b"], "names": ["a", "b"]}

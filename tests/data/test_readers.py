@@ -360,3 +360,75 @@ def test_a_file_in_another_encoding_is_told_which_to_pass(tmp_path, encoding, ad
 def test_a_binary_file_is_asked_whether_it_is_text_at_all(tmp_path):
     path = write_csv(tmp_path / "data.csv", np.linspace(-1, 1, 300).tobytes())
     assert_one_line_error(r"data\.csv: not valid utf-8 .*is it a text file", read_table, path)
+
+
+LABEL_SETS = st.lists(
+    st.lists(st.sampled_from(["spam", "urgent", "money", "ok"]), unique=True, max_size=4).map(
+        tuple
+    ),
+    min_size=1,
+    max_size=12,
+)
+
+
+@pytest.mark.parametrize(
+    ("fmt", "layout"),
+    [("jsonl", "lists"), ("parquet", "lists"), ("csv", "separator"), ("tsv", "separator")]
+    + [(fmt, "columns") for fmt in FORMATS],
+)
+@settings(max_examples=15, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(sets=LABEL_SETS)
+def test_sets_of_labels_round_trip_in_every_layout(tmp_path, fmt, layout, sets):
+    """A text may carry any number of labels, none included: as lists (JSONL, Parquet), joined
+    by a separator, or as a 0/1 column per label; written and read back, the same sets."""
+    path = tmp_path / f"tagged.{fmt}"
+    texts = [f"text {i}" for i in range(len(sets))]
+    names = ("money", "ok", "spam", "urgent")
+    layouts = {
+        "lists": ({}, {}),
+        "separator": ({"label_separator": "|"}, {"label_separator": "|"}),
+        "columns": ({"label_columns": names}, {"label_columns": ",".join(names)}),
+    }
+    writing, reading = layouts[layout]
+    write_labelled(path, texts, sets, **writing)
+    data = read_labelled(path, **reading)
+    assert data.multi_label
+    assert [set(labels) for labels in data.labels] == [set(labels) for labels in sets]
+
+
+def test_a_jsonl_list_column_makes_the_labels_multi_label_with_integers_kept(tmp_path):
+    path = tmp_path / "tagged.jsonl"
+    lines = [
+        {"text": "a", "labels": [1, 3]},
+        {"text": "b", "labels": ["2"]},
+        {"text": "c", "labels": []},
+    ]
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    data = read_labelled(path)
+    assert data.multi_label and data.labels == [(1, 3), (2,), ()]
+
+
+@pytest.mark.parametrize(
+    ("content", "options", "message"),
+    [
+        ('{"text": "a", "labels": ["x"]}\n{"text": "b", "labels": "y"}\n', {}, "row 2 is 'y'"),
+        ('{"text": "a", "labels": ["x", ["y"]]}\n', {}, "is a list, not a single value"),
+        ('{"text": "a", "labels": ["x", ""]}\n', {}, "an empty label in column 'labels' at row 1"),
+        ("text,a,b\nhi,1,0\nho,1,yes\n", {"label_columns": "a,b"}, "column 'b' at row 2 holds"),
+        ("text,a,b\nhi,1,0\n", {"label_columns": "a,c"}, "no column 'c'"),
+        ("text,a,b\nhi,1,0\n", {"label_columns": "a"}, "at least two columns"),
+        ("text,a,b\nhi,1,0\n", {"label_columns": "a,text"}, "cannot hold both text and labels"),
+        (
+            "text,a,b\nhi,1,0\n",
+            {"label_columns": "a,b", "label_column": "a"},
+            "drop --label-column",
+        ),
+    ],
+)
+def test_bad_multi_label_input_is_one_line_naming_row_and_column(
+    tmp_path, content, options, message
+):
+    path = tmp_path / ("data.jsonl" if content.startswith("{") else "data.csv")
+    path.write_text(content)
+    with pytest.raises(GptclfError, match=re.escape(message)):
+        read_labelled(path, **options)

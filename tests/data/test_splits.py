@@ -116,3 +116,28 @@ def test_written_splits_read_back_equal(tmp_path, fmt):
     for name, part in splits.items():
         back = read_labelled(paths[name])
         assert (back.texts, back.labels) == (part.texts, part.labels)
+
+
+def test_a_multi_label_split_keeps_every_label_in_every_part_and_is_deterministic():
+    sets = [("a",), ("a", "b"), ("b",), (), ("c", "a"), ("c",)] * 10
+    data = LabelledTexts(
+        source="t.jsonl",
+        texts=[f"t{i}" for i in range(len(sets))],
+        labels=sets,
+        rows=list(range(1, len(sets) + 1)),
+        dropped_empty=[],
+        text_column="text",
+        label_column="labels",
+        multi_label=True,
+    )
+    parts = stratified_split(data, tuple(FRACTIONS.values()), seed=5)
+    assert {name: len(p.texts) for name, p in parts.items()} == {
+        "train": 42,
+        "validation": 6,
+        "test": 12,
+    }
+    for part in parts.values():
+        assert part.multi_label
+        assert {label for row in part.labels for label in row} == {"a", "b", "c"}
+    again = stratified_split(data, tuple(FRACTIONS.values()), seed=5)
+    assert all(again[n].rows == parts[n].rows for n in parts)

@@ -67,8 +67,14 @@ def running(app: FastAPI) -> Iterator[tuple[str, uvicorn.Server]]:
 
 
 def expected_predictions(classifier: Classifier, texts: list[str]) -> list[dict]:
+    """The answers of ``/v1/classify``: a prediction's fields that are set (a multi-label
+    model's have labels and no single label), with ``score``."""
     predictions = classifier.predict(texts, batch_size=LIMITS.max_batch)
-    return [{**asdict(p), "score": p.probability} for p in predictions]
+    answers = [{**asdict(p), "score": p.probability} for p in predictions]
+    return [
+        {k: list(v) if isinstance(v, tuple) else v for k, v in answer.items() if v is not None}
+        for answer in answers
+    ]
 
 
 def assert_same_predictions(got: list[dict], expected: list[dict]) -> None:

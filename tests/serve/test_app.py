@@ -12,10 +12,11 @@ from fastapi.testclient import TestClient
 
 from gptclf.cli import main
 from gptclf.errors import GptclfError
+from gptclf.predict import Classifier
 from gptclf.serve import ServeSettings, create_app, listening_socket, training_metrics, url_of
 
 from .conftest import LIMITS, expected_predictions, running
-from conftest import HAM, SPAM
+from conftest import HAM, SPAM, TAGGED
 
 
 @pytest.mark.parametrize(
@@ -85,6 +86,7 @@ def test_model_endpoint_describes_the_classifier_and_its_training_metrics(
     recorded = json.loads((trained_run / "metrics.json").read_text())
     assert client.get("/v1/model").json() == {
         "labels": ["ham", "spam"],
+        "multi_label": False,
         "base_model": classifier.config.base_model,
         "pooling": classifier.config.pooling,
         "max_length": classifier.config.max_length,
@@ -92,6 +94,20 @@ def test_model_endpoint_describes_the_classifier_and_its_training_metrics(
         "decision": {"temperature": 1.0, "threshold": None, "rule": "argmax"},
         "metrics": {"validation": recorded["validation"], "test": recorded["test"]},
     }
+
+
+def test_a_multi_label_model_answers_each_text_with_its_set_of_labels(multi_label_run):
+    tagged = Classifier.from_pretrained(multi_label_run)
+    texts = [text for text, _ in TAGGED[:5]]
+    with TestClient(create_app(tagged, LIMITS)) as client:
+        answer = client.post("/v1/classify", json={"texts": texts}).json()["predictions"]
+        described = client.get("/v1/model").json()
+        explained = client.post("/v1/explain", json={"text": TAGGED[0][0], "label": "urgent"})
+    assert answer == expected_predictions(tagged, texts)
+    assert [set(p["labels"]) for p in answer] == [set(labels) for _, labels in TAGGED[:5]]
+    assert all("label" not in p and "probability" not in p for p in answer)
+    assert described["multi_label"] and len(described["decision"]["threshold"]) == 3
+    assert explained.status_code == 200 and explained.json()["explained"] == "urgent"
 
 
 def test_explain_answers_what_classifier_explain_returns(client, classifier):

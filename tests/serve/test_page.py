@@ -148,7 +148,9 @@ def test_page_in_a_headless_browser_shows_the_verdict_and_probabilities_of_the_a
     toward = explained["tokens"][strongest]["score"] > 0
     assert shades[strongest] == ("rgba(220, 38, 38, 1)" if toward else "rgba(37, 99, 235, 1)")
     assert verdict == api["label"] and status_text == ""
-    assert float(confidence.removeprefix("probability ")) == pytest.approx(api["probability"], abs=5e-5)
+    assert float(confidence.removeprefix("probability ")) == pytest.approx(
+        api["probability"], abs=5e-5
+    )
     assert [label for label, _ in rows] == list(api["probabilities"])
     for label, shown in rows:
         assert float(shown) == pytest.approx(api["probabilities"][label], abs=5e-5)

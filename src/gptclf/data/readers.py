@@ -122,8 +122,10 @@ def read_labelled(
     text_name = _choose_column(columns, text_column, TEXT_COLUMNS, "text", source, required=True)
     if label_columns is not None:
         if label_column is not None or label_separator is not None:
-            raise GptclfError("--label-columns names every label's column: drop --label-column "
-                              "and --label-separator")
+            raise GptclfError(
+                "--label-columns names every label's column: drop --label-column "
+                "and --label-separator"
+            )
         label_names = _label_columns(columns, label_columns, text_name, source)
         label_name = None
     else:
@@ -469,7 +471,9 @@ def _label_columns(
     """The columns ``listed`` ("a,b,c") names, each found as ``--text-column`` would be."""
     names = [name.strip() for name in listed.split(",") if name.strip()]
     if len(names) < 2:
-        raise GptclfError(f"--label-columns names at least two columns, comma-separated: {listed!r}")
+        raise GptclfError(
+            f"--label-columns names at least two columns, comma-separated: {listed!r}"
+        )
     found = tuple(_choose_column(columns, n, (), "label", source, True) for n in names)
     repeated = sorted({name for name in found if found.count(name) > 1})
     if repeated:

@@ -70,7 +70,10 @@ def _strata(data: LabelledTexts, labels: LabelMap) -> list[int]:
     if not data.multi_label:
         return labels.ids(data.labels, data.source)
     counts = Counter(_label_list(data))
-    rarest = [min(row, key=lambda label: (counts[label], str(label))) if row else None for row in data.labels]
+    rarest = [
+        min(row, key=lambda label: (counts[label], str(label))) if row else None
+        for row in data.labels
+    ]
     present = [label for label in rarest if label is not None]
     ids = iter(labels.ids(present, data.source))
     return [len(labels) if label is None else next(ids) for label in rarest]

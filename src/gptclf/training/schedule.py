@@ -37,7 +37,9 @@ def balanced_class_weights(labels: list[int] | np.ndarray, n_classes: int) -> to
     labels = np.asarray(labels)
     if labels.ndim == 2:
         positives = labels.sum(axis=0)
-        return torch.tensor((len(labels) - positives) / np.maximum(positives, 1), dtype=torch.float32)
+        return torch.tensor(
+            (len(labels) - positives) / np.maximum(positives, 1), dtype=torch.float32
+        )
     counts = np.bincount(labels, minlength=n_classes)
     return torch.tensor(len(labels) / (n_classes * np.maximum(counts, 1)), dtype=torch.float32)
 
