@@ -282,6 +282,43 @@ def multi_label_run(multi_label_data, tiny_gpt2_base, tmp_path_factory) -> Path:
     return run_dir
 
 
+PAIRED = [  # a question, an answer, and whether the answer answers it
+    ("what is the capital of France?", "Paris is the capital.", "yes"),
+    ("what is the capital of France?", "I like turtles.", "no"),
+    ("how do I reset my password?", "Click forgot password on the login page.", "yes"),
+    ("how do I reset my password?", "The weather is sunny.", "no"),
+    ("when does the shop open?", "It opens at nine.", "yes"),
+    ("when does the shop open?", "Bananas are yellow.", "no"),
+]
+
+
+@pytest.fixture(scope="session")
+def pair_data(tmp_path_factory) -> Path:
+    """``PAIRED`` in columns question, answer and label of train.csv (8 copies), val.csv and
+    test.csv (2)."""
+    from gptclf.data.readers import write_labelled
+
+    folder = tmp_path_factory.mktemp("paired")
+    for name, repeat in {"train": 8, "val": 2, "test": 2}.items():
+        questions, answers, labels = zip(*PAIRED * repeat, strict=True)
+        path = folder / f"{name}.csv"
+        write_labelled(path, questions, labels, "question", pairs=answers, pair_column="answer")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def pair_run(pair_data, tiny_gpt2_base, tmp_path_factory) -> Path:
+    """A run on ``pair_data`` that reads each question with its answer, joined by the default
+    pair template; it decides every test pair right."""
+    from gptclf.cli import main
+
+    run_dir = tmp_path_factory.mktemp("runs") / "paired"
+    columns = ["--text-column=question", "--text-pair-column=answer"]
+    options = [*split_options(pair_data), *columns, f"--model={tiny_gpt2_base}"]
+    assert main(["train", *options, *TRAINED_RUN_OPTIONS, f"--out={run_dir}", "--quiet"]) == 0
+    return run_dir
+
+
 @pytest.fixture(scope="session")
 def tiny_gpt2_base(tmp_path_factory) -> Path:
     """The folder of a random tiny ``GPT2LMHeadModel`` (GPT-2's vocabulary, 2 blocks of 32)."""

@@ -17,7 +17,7 @@ from gptclf.precision import cpu_has_int8_dot
 from gptclf.predict import Classifier
 from gptclf.recipe import PRESETS, TrainConfig
 
-from conftest import HAM, SPAM, TAGGED, split_options
+from conftest import HAM, PAIRED, SPAM, TAGGED, split_options
 
 TIMINGS = ("prepare_seconds", "train_seconds")
 
@@ -498,3 +498,63 @@ def test_what_handles_one_label_per_text_refuses_multi_label_data_in_one_line(
         argv += [f"--model={tiny_gpt2_base}", f"--out={tmp_path / 'run'}"] * (argv[0] == "train")
     assert main(argv) == 2
     assert message in capsys.readouterr().err
+
+
+def test_a_run_on_text_pairs_reads_each_text_with_its_pair_joined_by_the_template(pair_run):
+    config = json.loads((pair_run / "config.json").read_text())
+    assert config["train"]["template"] == "{text}\n\n{pair}"  # the default join, recorded
+    test = json.loads((pair_run / "metrics.json").read_text())["test"]
+    assert test["n_errors"] == 0
+    classifier = Classifier.from_pretrained(pair_run)
+    questions, answers, labels = zip(*PAIRED, strict=True)
+    assert [p.label for p in classifier.predict(questions, pairs=answers)] == list(labels)
+    assert classifier.classify(questions[1], answers[1]) == "no"
+    # the same question with another answer is another example
+    assert classifier.classify(questions[0], answers[0]) == "yes"
+
+
+def test_predict_and_eval_of_a_pair_run_take_pairs_from_flags_and_columns(
+    pair_run, pair_data, tmp_path, capsys
+):
+    question, answer, label = PAIRED[3]
+    assert main(["predict", str(pair_run), question, f"--pair={answer}", "--json"]) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert (record["text"], record["pair"], record["label"]) == (question, answer, label)
+    out = tmp_path / "out.csv"
+    columns = ["--text-column=question", "--text-pair-column=answer"]
+    test = pair_data / "test.csv"
+    assert main(["predict", str(pair_run), f"--input={test}", f"--output={out}", *columns]) == 0
+    rows = list(csv.DictReader(out.open()))
+    assert list(rows[0])[:3] == ["text", "pair", "label"]
+    assert [r["label"] for r in rows] == read_labelled(test, text_column="question").labels
+    assert main(["eval", str(pair_run), "--json"]) == 0  # its own split, read as it trained
+    assert json.loads(capsys.readouterr().out)["n_errors"] == 0
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["what is the capital of France?"], "this model classifies pairs of texts"),
+        (["a", "b", "--pair=x"], "2 texts need 2 --pair, not 1"),
+        (["q", "--pair="], "text 1: no text to classify"),
+    ],
+)
+def test_predicting_pairs_wrongly_is_one_line(pair_run, argv, message, capsys):
+    assert main(["predict", str(pair_run), *argv]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_a_single_text_model_refuses_pairs(trained_run, capsys):
+    assert main(["predict", str(trained_run), SPAM[0], "--pair=x"]) == 2
+    assert "this model classifies single texts, not pairs" in capsys.readouterr().err
+
+
+def test_an_empty_pair_in_training_data_names_its_row(pair_data, tmp_path, capsys):
+    data = read_labelled(pair_data / "train.csv", text_pair_column="answer", text_column="question")
+    answers = list(data.pairs)
+    answers[4] = " "
+    bad = tmp_path / "train.csv"
+    write_labelled(bad, data.texts, data.labels, "question", pairs=answers, pair_column="answer")
+    argv = ["train", f"--train={bad}", "--text-column=question", "--text-pair-column=answer"]
+    assert main([*argv, f"--out={tmp_path / 'run'}"]) == 2
+    assert "empty text in pair column 'answer' at row 5" in capsys.readouterr().err

@@ -42,6 +42,7 @@ def train_baseline(splits: Splits, seed: int = 123) -> tuple[Pipeline, dict]:
     BLAS runs single-threaded here: on problems this small, its threads only compete (with
     torch's among others) and made fitting some thirty times slower."""
     splits.labels.require_single("the TF-IDF baseline")
+    splits.require_single_texts("the TF-IDF baseline")
     with threadpool_limits(limits=1):
         return _train_and_measure(splits, seed)
 

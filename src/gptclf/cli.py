@@ -103,7 +103,7 @@ def _cmd_data_inspect(args: argparse.Namespace) -> None:
         labels = LabelMap.from_labels(data.labels, names, data.source, data.multi_label)
     tokenizer, context_length = load_tokenizer(args.model)
     max_length = max_length_within(args.max_length, context_length)
-    tokens = tokenize(tokenizer, data.texts, max_length, args.truncate)
+    tokens = tokenize(tokenizer, data.texts, max_length, args.truncate, pairs=data.pairs)
     check_every_text_has_tokens(data, tokens)
     print(
         f"{args.file}: text column {data.text_column!r}, label column {data.label_column!r}, "
@@ -138,8 +138,10 @@ def _cmd_data_audit(args: argparse.Namespace) -> None:
     if args.out:
         check_writable(args.out)
     data = read_labelled(args.file, **_reading_options(args))
-    if data.multi_label:
-        raise GptclfError(f"{data.source}: the audit ranks one label per text, not sets of labels")
+    if data.multi_label or data.pairs is not None:
+        raise GptclfError(
+            f"{data.source}: the audit ranks one label per text, not sets of labels or pairs"
+        )
     labels = LabelMap.from_labels(data.labels, label_names_beside(args.file), source=data.source)
     audit = audit_labels(data, labels, config, options)
     print(format_audit(audit, options.top, options.by, options.folds))
@@ -207,7 +209,8 @@ def _cmd_eval(args: argparse.Namespace) -> None:
     truth = labels.targets(data.labels, data.source)
     with distributed_context(args.device) as dist:  # one process: the device, checked
         classifier = Classifier.from_pretrained(args.run_dir).to(dist.device)
-        ids = classifier.token_ids(data.texts, lambda i: f"{data_path}: row {data.rows[i]}")
+        where = lambda i: f"{data_path}: row {data.rows[i]}"  # noqa: E731
+        ids = classifier.token_ids(data.texts, where, pairs=data.pairs)
         store = PrefixStore.on_disk(keep=False) if classifier.config.recipe.store else None
         model_probabilities = classifier.probabilities_of_ids(ids, store=store)
     probabilities = classifier.final_probabilities(data.texts, model_probabilities)
@@ -276,7 +279,13 @@ def _cmd_predict(args: argparse.Namespace) -> None:
         raise GptclfError("nothing to classify: give texts or --input FILE --output FILE")
     if launched_in_parallel() and not args.input:
         raise GptclfError("under torchrun, predict classifies files: give --input and --output")
-    check_texts(args.texts, options.on_empty, lambda i: f"text {i + 1}")
+    if args.pair and len(args.pair) != len(args.texts):
+        raise GptclfError(
+            f"{len(args.texts)} texts need {len(args.texts)} --pair, not {len(args.pair)}"
+        )
+    pairs = args.pair or None
+    examples = list(zip(args.texts, pairs, strict=True)) if pairs else args.texts
+    check_texts(examples, options.on_empty, lambda i: f"text {i + 1}")
     if options.runtime == "onnx":
         require_cpu(args.device)
     with distributed_context(args.device) as dist:
@@ -285,17 +294,17 @@ def _cmd_predict(args: argparse.Namespace) -> None:
             return Classifier.from_pretrained(args.run_dir, options.runtime).to(dist.device)
 
         if args.input:
-            tally = predict_file(
-                load, args.input, args.output, options, args.text_column, args.encoding, dist
-            )
+            reading = (args.text_column, args.encoding, dist, args.text_pair_column)
+            tally = predict_file(load, args.input, args.output, options, *reading)
             if dist.is_main:
                 _note(f"{tally.classified} rows classified into {args.output}")
                 _note_if(tally.note(options.on_empty, "row"))
             return
         classifier = load()
-    rows, tally = predict_texts(classifier, args.texts, options)
-    for text, prediction in rows:
-        print(text_line(text, prediction, args.json, classifier.labels.multi_label))
+    rows, tally = predict_texts(classifier, args.texts, options, pairs)
+    for i, prediction in rows:
+        pair = None if pairs is None else pairs[i]
+        print(text_line(args.texts[i], prediction, args.json, classifier.labels.multi_label, pair))
     _note_if(tally.note(options.on_empty, "text"))
 
 
@@ -452,7 +461,12 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument(
         "--output", type=Path, help="CSV or JSONL file for the predictions (folders made)"
     )
-    add_options(predict, DataSource, ["text_column", "encoding"], keep_defaults=True)
+    add_options(
+        predict, DataSource, ["text_column", "text_pair_column", "encoding"], keep_defaults=True
+    )
+    predict.add_argument(
+        "--pair", action="append", help="for a model of text pairs: each text's pair, in order"
+    )
     predict.add_argument("--json", action="store_true", help="print JSON lines")
     add_options(predict, PredictOptions, keep_defaults=True)
     _add_device_option(predict)

@@ -23,7 +23,14 @@ from gptclf.data.batching import Batch
 from gptclf.data.labels import LabelMap
 from gptclf.data.readers import SHOWN_ROWS, listed_rows
 from gptclf.data.streaming import text_chunks
-from gptclf.data.tokenized import TokenizedTexts, frame, template_ids
+from gptclf.data.tokenized import (
+    TokenizedTexts,
+    between_ids,
+    frame,
+    frame_pairs,
+    joins_pairs,
+    template_ids,
+)
 from gptclf.decision import decide
 from gptclf.distributed import CPU, LOCAL, DistributedContext, device_scope
 from gptclf.ensemble import Ensemble
@@ -50,6 +57,7 @@ from gptclf.store import PrefixStore
 from gptclf.tokenizers import Tokenizer
 
 ON_EMPTY = ("error", "skip", "mark")
+LABEL_JOINER = "|"  # between the labels of a multi-label text in CSV and the terminal
 OUTPUT_FORMATS = {".csv": False, ".jsonl": True, ".ndjson": True}  # suffix: written as JSON
 
 
@@ -168,13 +176,15 @@ class Classifier:
         texts: Sequence[str],
         where: Callable[[int], str] = lambda i: f"text {i + 1}",
         max_chunks: int | None = None,
+        pairs: Sequence[str] | None = None,
     ) -> list[list[int]]:
-        """Each text's token ids as ``probabilities_of_ids`` takes them: cut as the model was
-        trained to read them (same truncation side and length), or whole where it reads texts
-        in chunks; a text without tokens, or of more than ``max_chunks`` chunks, is an error
-        naming it by ``where(index)``."""
-        ids = self._encoded(texts)
-        empty = next((i for i, x in enumerate(ids) if not x), None)
+        """Each text's token ids (joined with its pair's, for a model of text pairs) as
+        ``probabilities_of_ids`` takes them: cut as the model was trained to read them (same
+        truncation side and length), or whole where it reads texts in chunks; a text without
+        tokens, or of more than ``max_chunks`` chunks, is an error naming it by
+        ``where(index)``."""
+        ids = self._encoded(texts, pairs)
+        empty = next((i for i, x in enumerate(ids) if not _has_tokens(x)), None)
         if empty is not None:
             raise GptclfError(f"{where(empty)}: {NO_TEXT}")
         if max_chunks is not None and self.config.recipe.chunks:
@@ -193,26 +203,63 @@ class Classifier:
         where: Callable[[int], str],
         on_empty: str = "error",
         batch_size: int = 32,
+        pairs: Sequence[str] | None = None,
     ) -> list[np.ndarray | None]:
-        """The class probabilities of each text; a text with no tokens gets None, or with
-        ``on_empty`` "error" is an error naming it by ``where(index)``."""
-        ids = self._encoded(texts)
-        empty = next((i for i, x in enumerate(ids) if not x), None)
-        if empty is not None and on_empty == "error":
-            raise GptclfError(f"{where(empty)}: {NO_TEXT}; {ON_EMPTY_HINT}")
-        computed = self.probabilities_of_ids(self._cut([x for x in ids if x]), batch_size)
-        found = iter(
-            self.final_probabilities([t for t, x in zip(texts, ids, strict=True) if x], computed)
+        """The class probabilities of each text (with its pair, for a model of text pairs); a
+        text (or pair) with no tokens gets None, or with ``on_empty`` "error" is an error naming
+        it by ``where(index)``."""
+        ids = self._encoded(texts, pairs)
+        kept = [_has_tokens(x) for x in ids]
+        if not all(kept) and on_empty == "error":
+            raise GptclfError(f"{where(kept.index(False))}: {NO_TEXT}; {ON_EMPTY_HINT}")
+        computed = self.probabilities_of_ids(
+            self._cut([x for x, k in zip(ids, kept, strict=True) if k]), batch_size
         )
-        return [next(found) if x else None for x in ids]
+        found = iter(
+            self.final_probabilities([t for t, k in zip(texts, kept, strict=True) if k], computed)
+        )
+        return [next(found) if k else None for k in kept]
 
-    def _encoded(self, texts: Sequence[str]) -> list[list[int]]:
+    @property
+    def takes_pairs(self) -> bool:
+        """Whether the model classifies pairs of texts (its template joins two)."""
+        return joins_pairs(self.config.template)
+
+    def _encoded(
+        self, texts: Sequence[str], pairs: Sequence[str] | None = None
+    ) -> list[list[int]] | list[tuple[list[int], list[int]]]:
+        """Each text's token ids, or for a model of pairs, each text's and its pair's."""
         if isinstance(texts, str):
             raise TypeError("predict takes a list of texts; use classify() for one text")
-        return self.tokenizer.encode_batch(list(texts))
+        if self.takes_pairs != (pairs is not None):
+            raise GptclfError(
+                "this model classifies pairs of texts: give each text its pair"
+                if self.takes_pairs
+                else "this model classifies single texts, not pairs"
+            )
+        ids = self.tokenizer.encode_batch(list(texts))
+        if pairs is None:
+            return ids
+        if isinstance(pairs, str) or len(pairs) != len(ids):
+            raise GptclfError(f"{len(ids)} texts need {len(ids)} pairs, not {len(pairs)}")
+        return list(zip(ids, self.tokenizer.encode_batch(list(pairs)), strict=True))
 
-    def _cut(self, ids: list[list[int]]) -> list[list[int]]:
+    def _cut(self, ids: list[list[int]] | list[tuple[list[int], list[int]]]) -> list[list[int]]:
+        """What the network reads of each encoded text (or pair)."""
+        if self.takes_pairs:
+            return self._pairs_framed(ids).ids
         return ids if self.config.recipe.chunks else self._framed(ids).ids
+
+    def _pairs_framed(self, ids: list[tuple[list[int], list[int]]]) -> TokenizedTexts:
+        template, recipe = self.config.template, self.config.recipe
+        around, between = (
+            template_ids(self.tokenizer, template),
+            between_ids(self.tokenizer, template),
+        )
+        firsts, seconds = [a for a, _ in ids], [b for _, b in ids]
+        return frame_pairs(
+            firsts, seconds, self.config.tokens_kept, recipe.truncate, around, between
+        )
 
     def _framed(self, ids: list[list[int]]) -> TokenizedTexts:
         around = template_ids(self.tokenizer, self.config.template)
@@ -269,20 +316,28 @@ class Classifier:
     def _graph_logits(self, batch: Batch) -> torch.Tensor:
         return self.graph(batch.inputs, batch.attention_mask)
 
-    def predict_proba(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
-        """Class probabilities (n_texts, n_classes), columns in label-id order."""
-        return self.final_probabilities(
-            texts, self.probabilities_of_ids(self.token_ids(texts), batch_size)
-        )
+    def predict_proba(
+        self, texts: Sequence[str], batch_size: int = 32, pairs: Sequence[str] | None = None
+    ) -> np.ndarray:
+        """Class probabilities (n_texts, n_classes), columns in label-id order; a model of text
+        pairs takes each text's pair in ``pairs``."""
+        ids = self.token_ids(texts, pairs=pairs)
+        return self.final_probabilities(texts, self.probabilities_of_ids(ids, batch_size))
 
-    def predict(self, texts: Sequence[str], batch_size: int = 32) -> list[Prediction]:
+    def predict(
+        self, texts: Sequence[str], batch_size: int = 32, pairs: Sequence[str] | None = None
+    ) -> list[Prediction]:
         """The label of each text (the most probable, or as the run's threshold decides), its
-        probability and every class's probability."""
-        return [self.prediction(p) for p in self.predict_proba(texts, batch_size)]
+        probability and every class's probability (multi-label: the labels decided)."""
+        return [self.prediction(p) for p in self.predict_proba(texts, batch_size, pairs)]
 
-    def classify(self, text: str) -> str:
-        """The label name of one text, like the book's ``classify_review``."""
-        return self.predict([text])[0].label
+    def classify(self, text: str, pair: str | None = None) -> str:
+        """The label name of one text (with its pair, for a model of pairs), like the book's
+        ``classify_review``; for a multi-label model, the labels decided, joined by "|"."""
+        prediction = self.predict([text], pairs=None if pair is None else [pair])[0]
+        return (
+            prediction.label if prediction.labels is None else LABEL_JOINER.join(prediction.labels)
+        )
 
     def explain(
         self, text: str, method: str = DEFAULT_METHOD, label: str | None = None
@@ -300,6 +355,8 @@ class Classifier:
         checks the text and decides it, each next computes some of the scores."""
         if self.config.recipe.chunks:
             raise GptclfError("explain reads one window of tokens, not a run's chunks")
+        if self.takes_pairs:
+            raise GptclfError("explain reads one text; this model classifies pairs of texts")
         if label is not None and label not in self.labels.names:
             raise GptclfError(f"label {label!r} is not one of {', '.join(self.labels.names)}")
         ids = self.token_ids([text])[0]
@@ -338,60 +395,80 @@ class Classifier:
         return Prediction(names[best], float(probabilities[best]), every)
 
 
-LABEL_JOINER = "|"  # between the labels of a multi-label text in CSV and the terminal
+def _has_tokens(encoded: list[int] | tuple[list[int], list[int]]) -> bool:
+    """Whether a text (or both texts of a pair) has tokens."""
+    return all(encoded) if isinstance(encoded, tuple) else bool(encoded)
 
 
-def as_record(text: str, prediction: Prediction | None, multi_label: bool = False) -> dict:
-    """A prediction as a JSON object; a text with none has label and probability null and no
-    probabilities (multi-label: ``labels`` null)."""
+def as_record(
+    text: str, prediction: Prediction | None, multi_label: bool = False, pair: str | None = None
+) -> dict:
+    """A prediction as a JSON object (with the text's ``pair`` where it has one); a text with
+    none has label and probability null and no probabilities (multi-label: ``labels`` null)."""
+    read = {"text": text} | ({} if pair is None else {"pair": pair})
     if prediction is None:
         empty = {"labels": None} if multi_label else {"label": None, "probability": None}
-        return {"text": text, **empty, "probabilities": {}}
+        return {**read, **empty, "probabilities": {}}
     if prediction.labels is not None:
         labels, probabilities = list(prediction.labels), prediction.probabilities
-        return {"text": text, "labels": labels, "probabilities": probabilities}
+        return {**read, "labels": labels, "probabilities": probabilities}
     record = {k: v for k, v in asdict(prediction).items() if k != "labels"}
-    return {"text": text, **record}
+    return {**read, **record}
 
 
 def text_line(
-    text: str, prediction: Prediction | None, as_json: bool, multi_label: bool = False
+    text: str,
+    prediction: Prediction | None,
+    as_json: bool,
+    multi_label: bool = False,
+    pair: str | None = None,
 ) -> str:
     """One text as ``gptclf predict`` prints it: a JSON object, or label, probability and text
-    between tabs (label and probability empty where there is no prediction); multi-label, the
-    labels decided and their probabilities, each joined by ``LABEL_JOINER``."""
+    (then its pair, where it has one) between tabs (label and probability empty where there is
+    no prediction); multi-label, the labels decided and their probabilities, each joined by
+    ``LABEL_JOINER``."""
     if as_json:
-        return json.dumps(as_record(text, prediction, multi_label))
+        return json.dumps(as_record(text, prediction, multi_label, pair))
+    read = text if pair is None else f"{text}\t{pair}"
     if prediction is None:
-        return f"\t\t{text}"
+        return f"\t\t{read}"
     if prediction.labels is not None:
         chosen = prediction.labels
         shown = LABEL_JOINER.join(f"{prediction.probabilities[n]:.4f}" for n in chosen)
-        return f"{LABEL_JOINER.join(chosen)}\t{shown}\t{text}"
-    return f"{prediction.label}\t{prediction.probability:.4f}\t{text}"
+        return f"{LABEL_JOINER.join(chosen)}\t{shown}\t{read}"
+    return f"{prediction.label}\t{prediction.probability:.4f}\t{read}"
 
 
 def predict_texts(
-    classifier: Classifier, texts: Sequence[str], options: PredictOptions
-) -> tuple[list[tuple[str, Prediction | None]], Tally]:
-    """Each text with its prediction (None: no text to classify, marked), those skipped left
-    out, and the tally."""
+    classifier: Classifier,
+    texts: Sequence[str],
+    options: PredictOptions,
+    pairs: Sequence[str] | None = None,
+) -> tuple[list[tuple[int, Prediction | None]], Tally]:
+    """The position of each text with its prediction (None: no text to classify, marked),
+    those skipped left out, and the tally."""
     probabilities = classifier.probabilities_or_none(
-        texts, lambda i: f"text {i + 1}", options.on_empty, options.batch_size
+        texts, lambda i: f"text {i + 1}", options.on_empty, options.batch_size, pairs
     )
     tally, rows = Tally(), []
-    for number, (text, p) in enumerate(zip(texts, probabilities, strict=True), 1):
+    for number, p in enumerate(probabilities, 1):
         tally.count(number, p)
         if p is not None or options.on_empty == "mark":
-            rows.append((text, None if p is None else classifier.prediction(p)))
+            rows.append((number - 1, None if p is None else classifier.prediction(p)))
     return rows, tally
 
 
-def check_texts(texts: Sequence[str], on_empty: str, where: Callable[[int], str]) -> None:
-    """Before the model loads: an empty text is an error with ``on_empty`` "error" (a text the
-    tokenizer cannot represent is found later, when it tokenizes)."""
-    if on_empty == "error" and "" in texts:
-        raise GptclfError(f"{where(list(texts).index(''))}: {NO_TEXT}; {ON_EMPTY_HINT}")
+def check_texts(
+    texts: Sequence[str] | Sequence[tuple[str, str]], on_empty: str, where: Callable[[int], str]
+) -> None:
+    """Before the model loads: an empty text (or either text of a pair) is an error with
+    ``on_empty`` "error" (a text the tokenizer cannot represent is found later, when it
+    tokenizes)."""
+    empty = [
+        i for i, text in enumerate(texts) if not all(text if isinstance(text, tuple) else [text])
+    ]
+    if on_empty == "error" and empty:
+        raise GptclfError(f"{where(empty[0])}: {NO_TEXT}; {ON_EMPTY_HINT}")
 
 
 def output_is_json(path: Path) -> bool:
@@ -409,6 +486,7 @@ def predict_file(
     text_column: str | None = None,
     encoding: str = "utf-8",
     dist: DistributedContext = LOCAL,
+    pair_column: str | None = None,
 ) -> Tally:
     """Classify every row of ``input_path`` (CSV/TSV/JSONL) into ``output_path`` (CSV or JSONL
     by suffix), in input order, chunk by chunk so memory stays bounded; the output appears only
@@ -416,11 +494,12 @@ def predict_file(
     no folder and that its folder takes files (a missing folder is made when the output is
     written); the input's header, text column and first chunk. ``classifier`` may be a function
     that loads it, called after the checks. With several ranks each classifies its share of
-    every chunk and the main rank writes."""
+    every chunk and the main rank writes. With ``pair_column``, each row's text and pair are
+    classified together (a model of text pairs)."""
     options = options or PredictOptions()
     as_json = output_is_json(output_path)
     dist.on_main(lambda: check_writable(output_path))
-    with text_chunks(input_path, text_column, encoding, options.chunk_rows) as chunks:
+    with text_chunks(input_path, text_column, encoding, options.chunk_rows, pair_column) as chunks:
         first = next(chunks)
         check_texts(first, options.on_empty, lambda i: f"{input_path}: row {i + 1}")
         if not isinstance(classifier, Classifier):
@@ -432,45 +511,57 @@ def predict_file(
             return _write(rows, out, classifier, as_json, options.on_empty)
 
 
+Example = str | tuple[str, str]  # a text, or a text and its pair
+
+
+def _unzipped(examples: Sequence[Example]) -> tuple[list[str], list[str] | None]:
+    """The texts of ``examples`` and, where they are pairs, the pairs."""
+    if examples and isinstance(examples[0], tuple):
+        return [text for text, _ in examples], [pair for _, pair in examples]
+    return list(examples), None
+
+
 def _classify_rows(
     classifier: Classifier,
-    texts: list[str],
+    examples: list[Example],
     first_row: int,
     input_path: Path,
     options: PredictOptions,
     positions: slice,
 ) -> list[np.ndarray | None]:
-    """Class probabilities of the texts of one chunk at ``positions`` (None: no text, skipped
-    or marked); errors name a row by its number in the file, the chunk starting at
-    ``first_row``."""
-    rows = range(len(texts))[positions]
+    """Class probabilities of the texts (or pairs) of one chunk at ``positions`` (None: no
+    text, skipped or marked); errors name a row by its number in the file, the chunk starting
+    at ``first_row``."""
+    rows = range(len(examples))[positions]
+    texts, pairs = _unzipped([examples[i] for i in rows])
     return classifier.probabilities_or_none(
-        [texts[i] for i in rows],
+        texts,
         lambda i: f"{input_path}: row {first_row + rows[i] + 1}",
         options.on_empty,
         options.batch_size,
+        pairs,
     )
 
 
 def _classified_rows(
     classifier: Classifier,
-    chunks: Iterable[list[str]],
+    chunks: Iterable[list[Example]],
     input_path: Path,
     options: PredictOptions,
     dist: DistributedContext,
-) -> Iterator[tuple[int, str, np.ndarray | None]]:
-    """Each row's number, text and class probabilities (None: no text). Every rank reads the
-    chunk and classifies its share of the rows; every rank gets them all, in order."""
+) -> Iterator[tuple[int, Example, np.ndarray | None]]:
+    """Each row's number, text (or pair) and class probabilities (None: no text). Every rank
+    reads the chunk and classifies its share of the rows; every rank gets them all, in order."""
     first_row = 0
-    for texts in chunks:
-        classify = partial(_classify_rows, classifier, texts, first_row, input_path, options)
-        numbers = range(first_row + 1, first_row + len(texts) + 1)
-        yield from zip(numbers, texts, dist.gather_shards(classify), strict=True)
-        first_row += len(texts)
+    for examples in chunks:
+        classify = partial(_classify_rows, classifier, examples, first_row, input_path, options)
+        numbers = range(first_row + 1, first_row + len(examples) + 1)
+        yield from zip(numbers, examples, dist.gather_shards(classify), strict=True)
+        first_row += len(examples)
 
 
 def _write(
-    rows: Iterable[tuple[int, str, np.ndarray | None]],
+    rows: Iterable[tuple[int, Example, np.ndarray | None]],
     out: TextIO,
     classifier: Classifier,
     as_json: bool,
@@ -480,22 +571,25 @@ def _write(
     names, multi_label = classifier.labels.names, classifier.labels.multi_label
     writer = None if as_json else csv.writer(out, lineterminator="\n")
     if writer:
+        read = ["text", "pair"] if classifier.takes_pairs else ["text"]
         decided = ["labels"] if multi_label else ["label", "probability"]
-        writer.writerow(["text", *decided, *[f"p_{n}" for n in names]])
+        writer.writerow([*read, *decided, *[f"p_{n}" for n in names]])
     tally = Tally()
-    for number, text, p in rows:
+    for number, example, p in rows:
         tally.count(number, p)
         if p is None and on_empty == "skip":
             continue
+        text, pair = example if isinstance(example, tuple) else (example, None)
+        read = [text] if pair is None else [text, pair]
         prediction = None if p is None else classifier.prediction(p)
         if writer is None:
-            out.write(json.dumps(as_record(text, prediction, multi_label)) + "\n")
+            out.write(json.dumps(as_record(text, prediction, multi_label, pair)) + "\n")
         elif prediction is None:
-            writer.writerow([text, *[""] * (len(names) + 2 - multi_label)])
+            writer.writerow([*read, *[""] * (len(names) + 2 - multi_label)])
         elif multi_label:
             chosen = LABEL_JOINER.join(prediction.labels)
-            writer.writerow([text, chosen, *[f"{v:.6f}" for v in p]])
+            writer.writerow([*read, chosen, *[f"{v:.6f}" for v in p]])
         else:
             probability = f"{prediction.probability:.6f}"
-            writer.writerow([text, prediction.label, probability, *[f"{v:.6f}" for v in p]])
+            writer.writerow([*read, prediction.label, probability, *[f"{v:.6f}" for v in p]])
     return tally

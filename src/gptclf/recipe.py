@@ -11,7 +11,7 @@ from pathlib import Path
 from gptclf.atomic import write_text_atomic
 from gptclf.classifier import POOLINGS, ClassifierSpec
 from gptclf.data.dataset import DataSource
-from gptclf.data.tokenized import TEXT_SLOT, TRUNCATE_SIDES
+from gptclf.data.tokenized import PAIR_SLOT, TEXT_SLOT, TRUNCATE_SIDES, is_template
 from gptclf.decision import CALIBRATIONS, DECIDE_PATTERN, DECIDE_SHOWN
 from gptclf.errors import GptclfError
 from gptclf.options import as_plain, at_least, build, option, read_config_file
@@ -125,10 +125,12 @@ class TrainConfig:
     )
     template: str | None = optimisation_option(
         None,
-        'text around each message, e.g. "SMS: {text}\\nSpam?"',
+        'text around each message, e.g. "SMS: {text}\\nSpam?"; for text pairs also {pair}, '
+        'e.g. "Question: {text}\\nAnswer: {pair}\\nRelevant?" (pairs\' default: '
+        '"{text}\\n\\n{pair}")',
         parse=_shell_text,
-        valid=lambda t: t.count(TEXT_SLOT) == 1,
-        rule=f"text with {TEXT_SLOT} in it once",
+        valid=is_template,
+        rule=f"text with {TEXT_SLOT} in it once, and {PAIR_SLOT} at most once after it",
     )
     drop_last: bool = optimisation_option(False, "drop the last, smaller batch of an epoch")
     precision: str = optimisation_option(

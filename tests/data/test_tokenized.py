@@ -1,10 +1,11 @@
 import itertools
+import re
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gptclf.data.tokenized import encode_cached, frame, template_ids, tokenize
+from gptclf.data.tokenized import encode_cached, frame, pair_lengths, template_ids, tokenize
 from gptclf.errors import GptclfError
 from gptclf.tokenizers import gpt2_tokenizer
 
@@ -82,7 +83,7 @@ def test_the_tokenizers_start_token_comes_first_and_survives_truncation(template
 
 @pytest.mark.parametrize("template", ["no slot", "{text} twice {text}"])
 def test_template_needs_exactly_one_text_slot(template):
-    with pytest.raises(GptclfError, match=r"must contain \{text\} exactly once"):
+    with pytest.raises(GptclfError, match=r"must contain \{text\} once"):
         template_ids(gpt2_tokenizer(), template)
 
 
@@ -143,3 +144,52 @@ def test_chunks_each_have_the_template_around_them():
     tokens = frame([[1, 2, 3, 4, 5, 6, 7, 8, 9]], 6, around=([100], [200]), chunks=True)
     assert tokens.ids == [[100, 1, 2, 3, 4, 200], [100, 4, 5, 6, 7, 200], [100, 6, 7, 8, 9, 200]]
     assert tokens.owners.tolist() == [0, 0, 0]
+
+
+@pytest.fixture(scope="module")
+def counting_tokenizer():
+    """A ``tokenizers`` tokenizer whose every word is one token, truncating pairs as the
+    library's "longest first" does: the reference for how a pair's two texts share the room."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    reference = Tokenizer(models.WordLevel({"a": 0, "b": 1}, unk_token="a"))
+    reference.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    return reference
+
+
+@given(first=st.integers(0, 40), second=st.integers(0, 40), room=st.integers(2, 50))
+def test_a_pair_shares_the_room_as_the_tokenizers_librarys_longest_first(
+    counting_tokenizer, first, second, room
+):
+    counting_tokenizer.enable_truncation(max_length=room, strategy="longest_first")
+    encoded = counting_tokenizer.encode(" ".join("a" * first), " ".join("b" * second))
+    expected = (encoded.sequence_ids.count(0), encoded.sequence_ids.count(1))
+    assert pair_lengths(first, second, room) == expected
+
+
+def test_a_pair_is_framed_with_the_template_around_and_between_its_texts():
+    tokenizer = gpt2_tokenizer()
+    template = "Q: {text}\nA: {pair}\nRelevant?"
+    question, answer = "Is the sky blue? " * 5, "Yes it is."
+    tokens = tokenize(tokenizer, [question], 24, "head", template, pairs=[answer])
+    before, after = template_ids(tokenizer, template)
+    between = tokenizer.encode("\nA: ")
+    q, a = tokenizer.encode(question), tokenizer.encode(answer)
+    room = 24 - len(before) - len(after) - len(between)
+    kept = room - len(a)  # the answer is short: it keeps every token
+    assert tokens.ids == [before + q[:kept] + between + a + after]
+    assert tokens.text_lengths.tolist() == [len(q) + len(between) + len(a)]
+    assert tokens.n_truncated == 1
+
+
+@pytest.mark.parametrize(
+    ("template", "pairs", "message"),
+    [
+        ("Q: {text} A: {pair}", None, "joins two texts: give each its pair"),
+        ("{text} only", ["x"], "has no {pair} slot"),
+        ("{pair} before {text}", ["x"], "{pair} at most once after it"),
+    ],
+)
+def test_a_template_and_pairs_that_do_not_fit_are_one_line(template, pairs, message):
+    with pytest.raises(GptclfError, match=re.escape(message)):
+        tokenize(gpt2_tokenizer(), ["a question"], 32, "head", template, pairs=pairs)

@@ -16,7 +16,7 @@ from gptclf.predict import Classifier
 from gptclf.serve import ServeSettings, create_app, listening_socket, training_metrics, url_of
 
 from .conftest import LIMITS, expected_predictions, running
-from conftest import HAM, SPAM, TAGGED
+from conftest import HAM, PAIRED, SPAM, TAGGED
 
 
 @pytest.mark.parametrize(
@@ -87,6 +87,7 @@ def test_model_endpoint_describes_the_classifier_and_its_training_metrics(
     assert client.get("/v1/model").json() == {
         "labels": ["ham", "spam"],
         "multi_label": False,
+        "text_pairs": False,
         "base_model": classifier.config.base_model,
         "pooling": classifier.config.pooling,
         "max_length": classifier.config.max_length,
@@ -108,6 +109,21 @@ def test_a_multi_label_model_answers_each_text_with_its_set_of_labels(multi_labe
     assert all("label" not in p and "probability" not in p for p in answer)
     assert described["multi_label"] and len(described["decision"]["threshold"]) == 3
     assert explained.status_code == 200 and explained.json()["explained"] == "urgent"
+
+
+def test_a_model_of_text_pairs_answers_each_text_with_its_pair(pair_run):
+    paired = Classifier.from_pretrained(pair_run)
+    questions, answers, _ = (list(column) for column in zip(*PAIRED[:4], strict=True))
+    with TestClient(create_app(paired, LIMITS)) as client:
+        many = client.post("/v1/classify", json={"texts": questions, "pairs": answers})
+        one = client.post("/v1/classify", json={"text": questions[1], "pair": answers[1]})
+        unpaired = client.post("/v1/classify", json={"text": questions[1]})
+        described = client.get("/v1/model").json()
+    expected = paired.predict(questions, batch_size=LIMITS.max_batch, pairs=answers)
+    assert [p["label"] for p in many.json()["predictions"]] == [p.label for p in expected]
+    assert one.json()["predictions"][0]["label"] == expected[1].label
+    assert unpaired.status_code == 422 and "give each text its pair" in unpaired.json()["error"]
+    assert described["text_pairs"]
 
 
 def test_explain_answers_what_classifier_explain_returns(client, classifier):

@@ -111,7 +111,22 @@ def test_validation_message_names_the_first_problem_and_counts_the_others(body, 
 
 
 def test_checked_texts_name_each_text_as_the_request_does():
-    texts, where = checked_texts(ClassifyRequest(text="a"), LIMITS)
-    assert texts == ["a"] and where(0) == "text"
-    texts, where = checked_texts(ClassifyRequest(texts=["a", "b"]), LIMITS)
+    texts, pairs, where = checked_texts(ClassifyRequest(text="a"), LIMITS)
+    assert texts == ["a"] and pairs is None and where(0) == "text"
+    texts, pairs, where = checked_texts(ClassifyRequest(texts=["a", "b"]), LIMITS)
     assert texts == ["a", "b"] and where(1) == "texts[1]"
+    texts, pairs, where = checked_texts(ClassifyRequest(text="q", pair="a"), LIMITS)
+    assert texts == ["q"] and pairs == ["a"]
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"texts": ["q", "r"], "pairs": ["a"]}, '2 texts need 2 "pairs", not 1'),
+        ({"text": "q", "pair": "a" * 1000}, "the pair of text has 1,000 characters"),
+    ],
+)
+def test_pairs_are_checked_like_the_texts(body, message):
+    with pytest.raises(HTTPException) as refused:
+        checked_texts(ClassifyRequest.model_validate(body), LIMITS)
+    assert refused.value.status_code == 422 and message in refused.value.detail

@@ -52,6 +52,12 @@ class DataSource:
     label_column: str | None = option(
         None, "column holding the label (default: detected)", group=DATA
     )
+    text_pair_column: str | None = option(
+        None,
+        "column holding a second text classified together with the text (question and answer, "
+        "claim and evidence), joined as --template says",
+        group=DATA,
+    )
     label_separator: str | None = option(
         None,
         "multi-label: the label column holds several labels joined by this, e.g. '|' "
@@ -75,6 +81,7 @@ class DataSource:
 
 READING_OPTIONS = (
     "text_column",
+    "text_pair_column",
     "label_column",
     "label_separator",
     "label_columns",
@@ -90,6 +97,16 @@ class Splits:
     parts: dict[str, LabelledTexts]
     labels: LabelMap
     files: dict[str, Path] = field(default_factory=dict)
+
+    @property
+    def has_pairs(self) -> bool:
+        """Whether each example is a pair of texts."""
+        return self.parts["train"].pairs is not None
+
+    def require_single_texts(self, what: str) -> None:
+        """Refuse pairs of texts where ``what`` reads one text per example."""
+        if self.has_pairs:
+            raise GptclfError(f"{what} reads one text per example, not pairs of texts")
 
 
 def _split_files(source: DataSource) -> tuple[dict[str, Path], bool]:
@@ -173,7 +190,9 @@ def tokenize_splits(
 ) -> tuple[dict[str, TokenizedTexts], list[SplitSummary]]:
     """Token ids of every split (cached) and the summary shown before training."""
     tokens = {
-        name: tokenize(tokenizer, part.texts, max_length, side, template, chunks=chunks)
+        name: tokenize(
+            tokenizer, part.texts, max_length, side, template, chunks=chunks, pairs=part.pairs
+        )
         for name, part in splits.parts.items()
     }
     for name, part in splits.parts.items():

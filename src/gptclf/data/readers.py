@@ -64,7 +64,8 @@ INTEGER_LITERAL = re.compile(r"[+-]?[0-9]+")
 
 @dataclass
 class LabelledTexts:
-    """Texts and their labels as read from one file, with each example's row number. With
+    """Texts and their labels as read from one file, with each example's row number (and, for
+    tasks that classify two texts together, each text's pair). With
     ``multi_label`` each label is a tuple of any number of label values, read from a list
     column, a column of ``label_separator``-joined labels, or 0/1 ``label_columns``."""
 
@@ -78,6 +79,8 @@ class LabelledTexts:
     multi_label: bool = False
     label_separator: str | None = None
     label_columns: tuple[str, ...] | None = None
+    pairs: list[str] | None = None  # the second text of each example, for text-pair tasks
+    pair_column: str | None = None
 
 
 def read_table(path: Path, encoding: str = "utf-8") -> pd.DataFrame:
@@ -111,8 +114,10 @@ def read_labelled(
     labels_required: bool = True,
     label_separator: str | None = None,
     label_columns: str | None = None,
+    text_pair_column: str | None = None,
 ) -> LabelledTexts:
-    """Texts and labels of a file; rows with empty text are dropped (an error when ``strict``).
+    """Texts and labels of a file; rows with empty text are dropped (an error when ``strict``);
+    with ``text_pair_column``, each text's pair, which every kept row must have.
     A text has several labels where its label cells are lists (JSONL, Parquet), where
     ``label_separator`` joins them in one cell, or in ``label_columns`` ("a,b,c": a 0/1 column
     per label)."""
@@ -135,6 +140,11 @@ def read_labelled(
         )
     if text_name == label_name:
         raise GptclfError(f"{source}: column {text_name!r} cannot hold both text and labels")
+    pair_name = None
+    if text_pair_column is not None:
+        pair_name = choose_column(columns, text_pair_column, source)
+        if pair_name in (text_name, label_name, *(label_names or ())):
+            raise GptclfError(f"{source}: column {pair_name!r} cannot hold the pair and more")
     values = table[text_name].tolist()
     kept = [row for row, value in enumerate(values, 1) if not _is_blank(value)]
     dropped = [row for row, value in enumerate(values, 1) if _is_blank(value)]
@@ -165,7 +175,19 @@ def read_labelled(
         multi_label=multi_label,
         label_separator=label_separator,
         label_columns=label_names,
+        pairs=None
+        if pair_name is None
+        else _read_pairs(table[pair_name].tolist(), kept, pair_name, source),
+        pair_column=pair_name,
     )
+
+
+def _read_pairs(values: list[object], rows: list[int], column: str, source: str) -> list[str]:
+    """The pair of each kept row; a pair with no text is an error naming its rows."""
+    empty = [row for row in rows if _is_blank(values[row - 1])]
+    if empty:
+        raise GptclfError(f"{source}: empty text in pair column {column!r} at {rows_text(empty)}")
+    return [_as_text(values[row - 1]) for row in rows]
 
 
 def write_labelled(
@@ -177,13 +199,18 @@ def write_labelled(
     *,
     label_separator: str | None = None,
     label_columns: tuple[str, ...] | None = None,
+    pairs: Sequence[str] | None = None,
+    pair_column: str = "pair",
 ) -> None:
-    """Write texts and labels in the format that ``path``'s suffix names, atomically. Sets of
+    """Write texts (with their ``pairs`` where given) and labels in the format that ``path``'s
+    suffix names, atomically. Sets of
     labels go as 0/1 ``label_columns`` where given, else as lists (JSONL, Parquet) or joined by
     ``label_separator`` (CSV, TSV), so that reading them back the same way gives them again."""
     path = Path(path)
     file_format = format_of(path)
     table = pd.DataFrame({text_column: list(texts)})
+    if pairs is not None:
+        table[pair_column] = list(pairs)
     if label_columns is not None:
         for name in label_columns:
             table[name] = [int(name in labels_of_row) for labels_of_row in labels]
@@ -518,6 +545,11 @@ def listed_rows(rows: Sequence[int], total: int | None = None) -> str:
     shown = ", ".join(str(row) for row in rows[:SHOWN_ROWS])
     more = (len(rows) if total is None else total) - SHOWN_ROWS
     return shown + (f" and {more} more" if more > 0 else "")
+
+
+def choose_column(columns: Sequence[object], name: str, source: str) -> str:
+    """The column ``name`` of a table (matched as ``--text-column`` is)."""
+    return _choose_column([str(c) for c in columns], name, (), "", source, True)
 
 
 def choose_text_column(columns: Sequence[object], explicit: str | None, source: str) -> str:

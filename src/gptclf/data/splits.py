@@ -60,6 +60,8 @@ def write_split(
             part.label_column or "label",
             label_separator=part.label_separator,
             label_columns=part.label_columns,
+            pairs=part.pairs,
+            pair_column=part.pair_column or "pair",
         )
     return paths
 
@@ -147,6 +149,8 @@ def _take(data: LabelledTexts, positions: list[int]) -> LabelledTexts:
         multi_label=data.multi_label,
         label_separator=data.label_separator,
         label_columns=data.label_columns,
+        pairs=None if data.pairs is None else [data.pairs[position] for position in positions],
+        pair_column=data.pair_column,
     )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +19,8 @@ from gptclf.tokenizers import Tokenizer
 TRUNCATE_SIDES = ("head", "tail", "head+tail")
 CHUNK_OVERLAP = 0.25  # the share of a chunk that the next chunk reads again
 TEXT_SLOT = "{text}"
+PAIR_SLOT = "{pair}"  # where a template puts the second text of a pair
+DEFAULT_PAIR_TEMPLATE = "{text}\n\n{pair}"  # how a pair is joined when no template says
 
 
 @dataclass
@@ -85,15 +87,77 @@ def encode_cached(
     return ids
 
 
+def is_template(template: str) -> bool:
+    """``{text}`` once, and at most one ``{pair}``, after it."""
+    return template.count(TEXT_SLOT) == 1 and (
+        PAIR_SLOT not in template
+        or (
+            template.count(PAIR_SLOT) == 1 and template.index(TEXT_SLOT) < template.index(PAIR_SLOT)
+        )
+    )
+
+
+def template_parts(template: str) -> tuple[str, str | None, str]:
+    """The template's text before ``{text}``, between ``{text}`` and ``{pair}`` (None: it
+    joins no pair), and after its last slot."""
+    if not is_template(template):
+        raise GptclfError(
+            f"--template must contain {TEXT_SLOT} once, and {PAIR_SLOT} at most once after it: "
+            f"{template!r}"
+        )
+    before, rest = template.split(TEXT_SLOT)
+    if PAIR_SLOT not in rest:
+        return before, None, rest
+    between, after = rest.split(PAIR_SLOT)
+    return before, between, after
+
+
+def joins_pairs(template: str | None) -> bool:
+    """Whether texts read with ``template`` are pairs."""
+    return template is not None and template_parts(template)[1] is not None
+
+
 def template_ids(tokenizer: Tokenizer, template: str | None) -> tuple[list[int], list[int]]:
-    """Token ids put before and after each text: the tokenizer's start tokens, then the
-    template's text before its ``{text}`` slot; the template's text after it."""
+    """Token ids put before and after each text (or pair): the tokenizer's start tokens, then
+    the template's text before its ``{text}`` slot; the template's text after its last slot."""
     if template is None:
         return list(tokenizer.prefix_ids), []
-    if template.count(TEXT_SLOT) != 1:
-        raise GptclfError(f"--template must contain {TEXT_SLOT} exactly once: {template!r}")
-    before, after = template.split(TEXT_SLOT)
+    before, _, after = template_parts(template)
     return tokenizer.prefix_ids + tokenizer.encode(before), tokenizer.encode(after)
+
+
+def between_ids(tokenizer: Tokenizer, template: str) -> list[int]:
+    """Token ids of the template's text between a pair's two texts."""
+    between = template_parts(template)[1]
+    if between is None:
+        raise GptclfError(f"--template {template!r} has no {PAIR_SLOT} slot for the second text")
+    return tokenizer.encode(between)
+
+
+def frame_pairs(
+    ids: list[list[int]],
+    pair_ids: list[list[int]],
+    max_length: int,
+    side: str,
+    around: tuple[list[int], list[int]],
+    between: list[int],
+) -> TokenizedTexts:
+    """Each text, the template's tokens ``between``, then its pair, framed as :func:`frame`
+    frames one text; where they do not fit, each is cut (on the side ``side`` names) to its
+    share of the room by :func:`pair_lengths`."""
+    room = max_length - len(around[0]) - len(around[1]) - len(between)
+    if room < 2:
+        raise GptclfError(
+            f"a maximum length of {max_length} tokens leaves no room for two texts (the start "
+            f"and template tokens take {max_length - room})"
+        )
+    joined = []
+    for first, second in zip(ids, pair_ids, strict=True):
+        kept_first, kept_second = pair_lengths(len(first), len(second), room)
+        joined.append(_cut(first, kept_first, side) + between + _cut(second, kept_second, side))
+    framed = frame(joined, max_length, side, around)
+    lengths = [len(a) + len(between) + len(b) for a, b in zip(ids, pair_ids, strict=True)]
+    return replace(framed, text_lengths=np.array(lengths, dtype=np.int64))
 
 
 def frame(
@@ -128,6 +192,17 @@ def frame(
     return TokenizedTexts(framed, text_lengths, max_length, len(before) + len(after), owners)
 
 
+def pair_lengths(first: int, second: int, room: int) -> tuple[int, int]:
+    """How many tokens of a pair's two texts fit ``room``, cut longest first as the tokenizers
+    library does: the shorter keeps all it has up to half the room, the longer the rest (of
+    two longer than half, the longer, or on a tie the second, keeps the odd token)."""
+    if first + second <= room:
+        return first, second
+    shorter = min(first, second)
+    longer = room - shorter if shorter <= room // 2 else (room + 1) // 2
+    return (longer, room - longer) if first > second else (room - longer, longer)
+
+
 def _chunks(ids: list[int], room: int) -> list[list[int]]:
     """``ids`` in windows of ``room`` tokens, each reading the last ``CHUNK_OVERLAP`` of the one
     before again, the last ending with the text (a text that fits: itself alone)."""
@@ -158,8 +233,20 @@ def tokenize(
     template: str | None = None,
     cache_folder: Path | None = None,
     chunks: bool = False,
+    pairs: Sequence[str] | None = None,
 ) -> TokenizedTexts:
     """Cached tokenization, truncation to ``max_length`` (or chunks of it) and the optional
-    template."""
+    template; with ``pairs``, each text and its pair joined as the template says."""
     ids = encode_cached(tokenizer, texts, cache_folder)
-    return frame(ids, max_length, side, template_ids(tokenizer, template), chunks)
+    around = template_ids(tokenizer, template)
+    if pairs is None:
+        if joins_pairs(template):
+            raise GptclfError(
+                f"--template {template!r} joins two texts: give each its pair (--text-pair-column)"
+            )
+        return frame(ids, max_length, side, around, chunks)
+    if chunks:
+        raise GptclfError("--chunks reads one long text in pieces, not pairs of texts")
+    pair_ids = encode_cached(tokenizer, pairs, cache_folder)
+    between = between_ids(tokenizer, template or DEFAULT_PAIR_TEMPLATE)
+    return frame_pairs(ids, pair_ids, max_length, side, around, between)

@@ -92,6 +92,7 @@ def _model_info(classifier: Classifier, metrics: dict | None) -> ModelInfo:
     return ModelInfo(
         labels=classifier.labels.names,
         multi_label=classifier.labels.multi_label,
+        text_pairs=classifier.takes_pairs,
         base_model=classifier.config.base_model,
         pooling=classifier.config.pooling,
         max_length=classifier.config.max_length,
@@ -179,9 +180,11 @@ def _add_classify(
     async def classify(request: Request) -> ClassifyResponse:
         """Label and class probabilities of each text, in request order."""
         body = parse_request(await request.body(), request.headers.get("content-type"))
-        texts, where = checked_texts(body, settings)
+        texts, pairs, where = checked_texts(body, settings)
         try:
-            ids = await asyncio.to_thread(classifier.token_ids, texts, where, settings.max_chunks)
+            ids = await asyncio.to_thread(
+                classifier.token_ids, texts, where, settings.max_chunks, pairs
+            )
         except GptclfError as exc:
             raise HTTPException(422, str(exc)) from exc
         try:

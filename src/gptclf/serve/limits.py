@@ -152,21 +152,27 @@ def validation_message(error: ValidationError) -> str:
 
 def checked_texts(
     request: ClassifyRequest, settings: ServeSettings
-) -> tuple[list[str], Callable[[int], str]]:
-    """The request's texts within the limits, and how errors name text ``i``."""
+) -> tuple[list[str], list[str] | None, Callable[[int], str]]:
+    """The request's texts and their pairs (None: none given) within the limits, and how
+    errors name text ``i``."""
     if request.text is not None:
         texts, where = [request.text], lambda i: "text"
+        pairs = None if request.pair is None else [request.pair]
     else:
-        texts, where = request.texts, lambda i: f"texts[{i}]"
+        texts, where, pairs = request.texts, lambda i: f"texts[{i}]", request.pairs
     if not texts:
         raise HTTPException(422, '"texts" is empty; give at least one text')
     if len(texts) > settings.max_texts:
         raise HTTPException(
             422, f"the request has {len(texts):,} texts; the limit is {settings.max_texts:,}"
         )
+    if pairs is not None and len(pairs) != len(texts):
+        raise HTTPException(422, f'{len(texts)} texts need {len(texts)} "pairs", not {len(pairs)}')
     for i, text in enumerate(texts):
         check_text(text, where(i), settings)
-    return texts, where
+        if pairs is not None:
+            check_text(pairs[i], f"the pair of {where(i)}", settings)
+    return texts, pairs, where
 
 
 def check_text(text: str, name: str, settings: ServeSettings) -> None:

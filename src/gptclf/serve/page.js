@@ -50,11 +50,13 @@ async function classify() {
   const key = byId("api-key").value;
   if (key) headers["Authorization"] = "Bearer " + key;
   const text = byId("message").value;
+  const pair = byId("pair").value;
+  const body = pair ? {text, pair} : {text};  // a pair only for models of text pairs
   byId("result").hidden = true;
   byId("explanation").hidden = true;
   byId("status").textContent = "classifying...";
   try {
-    show((await call("v1/classify", headers, {text})).predictions[0]);
+    show((await call("v1/classify", headers, body)).predictions[0]);
     if (byId("explain").checked) {
       byId("status").textContent = "finding the words that decided...";
       highlight(await call("v1/explain", headers, {text}));

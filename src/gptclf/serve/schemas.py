@@ -12,18 +12,26 @@ from gptclf.predict import Prediction
 
 
 class ClassifyRequest(BaseModel):
-    """One text, or a list of texts classified in order."""
+    """One text, or a list of texts classified in order; for a model of text pairs, with its
+    ``pair`` (or their ``pairs``, in the same order)."""
 
-    SHAPE: ClassVar[str] = '{"text": ...} or {"texts": [...]}'
+    SHAPE: ClassVar[str] = '{"text": ...} or {"texts": [...]}, with "pair" or "pairs" for pairs'
     model_config = ConfigDict(extra="forbid", strict=True)
     text: str | None = None
     texts: list[str] | None = None
+    pair: str | None = None
+    pairs: list[str] | None = None
 
     @model_validator(mode="after")
     def _exactly_one(self) -> ClassifyRequest:
-        """Refuse a body with both ``text`` and ``texts``, or neither."""
+        """Refuse a body with both ``text`` and ``texts``, or neither; ``pair`` goes with
+        ``text``, ``pairs`` with ``texts``."""
         if (self.text is None) == (self.texts is None):
             raise ValueError('give exactly one of "text" and "texts"')
+        if self.pair is not None and self.text is None:
+            raise ValueError('"pair" goes with "text"; give "pairs" with "texts"')
+        if self.pairs is not None and self.texts is None:
+            raise ValueError('"pairs" goes with "texts"; give "pair" with "text"')
         return self
 
 
@@ -79,6 +87,7 @@ class ClassifyResponse(BaseModel):
 class ModelInfo(BaseModel):
     labels: list[str]
     multi_label: bool  # each text gets any number of the labels, each decided on its own
+    text_pairs: bool  # each text is classified with its pair ("pair", "pairs")
     base_model: str
     pooling: str
     max_length: int

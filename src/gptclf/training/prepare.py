@@ -14,6 +14,7 @@ from gptclf.classifier import SequenceClassifier, build_classifier
 from gptclf.data.batching import TokenDataset
 from gptclf.data.dataset import DataSource, Splits, load_splits, tokenize_splits
 from gptclf.data.summary import format_summary
+from gptclf.data.tokenized import DEFAULT_PAIR_TEMPLATE
 from gptclf.distributed import LOCAL, DistributedContext, device_scope
 from gptclf.errors import GptclfError
 from gptclf.models import FAMILIES
@@ -40,6 +41,7 @@ class Prepared:
     summary: str
     start_block: int  # > 0: datasets hold the hidden states that enter this block
     precision: str  # "bf16" or "fp32"
+    template: str | None  # the recipe's, or for pairs of texts with none, the default join
     prefix: Tally = field(default_factory=Tally)  # frozen-prefix states read and computed here
 
 
@@ -69,7 +71,10 @@ def prepare_loaded(
     computed)."""
     model, tokenizer = pretrained.model, pretrained.tokenizer
     max_length = max_length_within(config.max_length, model.context_length)
-    reading = (config.truncate, config.template, config.chunks is not None)
+    template = config.template
+    if splits.has_pairs and template is None:
+        template = DEFAULT_PAIR_TEMPLATE
+    reading = (config.truncate, template, config.chunks is not None)
     tokens, summaries = tokenize_splits(splits, tokenizer, max_length, *reading)
     pad_to = int(tokens["train"].lengths.max()) if config.pad_to == "longest" else None
     if pad_to:  # the book cuts every text to the longest training text, as prediction does
@@ -107,6 +112,7 @@ def prepare_loaded(
         summary,
         start_block,
         precision,
+        template,
         prefix,
     )
 

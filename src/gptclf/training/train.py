@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -188,18 +188,20 @@ def build_trainer(
 
 def _blends(config: TrainConfig, prepared: Prepared) -> bool:
     """Whether the run blends with the baseline: where asked to (an error if neither a
-    validation split nor ``--ensemble-weight`` can weigh the blend, or for multi-label data), or
-    by default where they can."""
-    labels = prepared.splits.labels
+    validation split nor ``--ensemble-weight`` can weigh the blend, or for multi-label data or
+    pairs of texts), or by default where they can."""
+    splits = prepared.splits
     if config.ensemble == "baseline":
-        labels.require_single("--ensemble baseline")
+        splits.labels.require_single("--ensemble baseline")
+        splits.require_single_texts("--ensemble baseline")
     weighed = "validation" in prepared.datasets or config.ensemble_weight is not None
     if config.ensemble == "baseline" and not weighed:
         raise GptclfError(
             "--ensemble baseline chooses its weight on the validation split: "
             "give one, or --ensemble-weight"
         )
-    auto = config.ensemble == "auto" and weighed and not labels.multi_label
+    one_text_one_label = not splits.labels.multi_label and not splits.has_pairs
+    auto = config.ensemble == "auto" and weighed and one_text_one_label
     return config.ensemble == "baseline" or auto
 
 
@@ -394,5 +396,5 @@ def run_config_of(config: TrainConfig, prepared: Prepared) -> RunConfig:
             "pad_id": tokenizer.pad_id,
         },
         prefix_ids=list(tokenizer.prefix_ids),
-        train=as_plain(config),
+        train=as_plain(replace(config, template=prepared.template)),
     )

@@ -50,6 +50,7 @@ def tune(
         try:
             splits = load_splits(source, Path(work) / "split")
             splits.labels.require_single("tune")
+            splits.require_single_texts("tune")
             pooled = _pooled(splits)
             n_test = len(splits.parts["test"].texts) if "test" in splits.parts else 0
             search = _Search(base, pooled, options, began, say, n_test)
