@@ -366,7 +366,7 @@ def _cmd_serve(args: argparse.Namespace) -> None:
 
 
 def _report_dropped(data) -> None:
-    from gptclf.data.readers import listed_rows
+    from gptclf.data.cells import listed_rows
 
     if data.dropped_empty:
         rows = listed_rows(data.dropped_empty)

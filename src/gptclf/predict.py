@@ -20,8 +20,8 @@ import torch
 from gptclf.atomic import atomic_path, check_writable
 from gptclf.classifier import SequenceClassifier
 from gptclf.data.batching import Batch
+from gptclf.data.cells import SHOWN_ROWS, listed_rows
 from gptclf.data.labels import LabelMap
-from gptclf.data.readers import SHOWN_ROWS, listed_rows
 from gptclf.data.streaming import text_chunks
 from gptclf.data.tokenized import (
     TokenizedTexts,

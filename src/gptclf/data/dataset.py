@@ -8,8 +8,9 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from gptclf.data.cells import listed_rows
 from gptclf.data.labels import LabelMap
-from gptclf.data.readers import LabelledTexts, listed_rows, read_labelled
+from gptclf.data.readers import LabelledTexts, read_labelled
 from gptclf.data.splits import SPLIT_NAMES, stratified_split, write_split
 from gptclf.data.summary import SplitSummary, summarize_split
 from gptclf.data.tokenized import TokenizedTexts, tokenize

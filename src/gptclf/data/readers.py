@@ -6,23 +6,28 @@ so every message and every kept example can be traced back to the file.
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import json
-import math
-import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-import numpy as np
 import pandas as pd
 import pyarrow as pa
 
 from gptclf.atomic import atomic_path
+from gptclf.data.cells import (
+    as_text,
+    is_blank,
+    is_list,
+    read_label_columns,
+    read_label_sets,
+    read_labels,
+    rows_text,
+)
 from gptclf.data.decoding import decode
 from gptclf.errors import GptclfError
 
@@ -58,8 +63,6 @@ LABEL_COLUMNS = (
     "topic",
     "y",
 )
-SHOWN_ROWS = 5
-INTEGER_LITERAL = re.compile(r"[+-]?[0-9]+")
 
 
 @dataclass
@@ -146,27 +149,28 @@ def read_labelled(
         if pair_name in (text_name, label_name, *(label_names or ())):
             raise GptclfError(f"{source}: column {pair_name!r} cannot hold the pair and more")
     values = table[text_name].tolist()
-    kept = [row for row, value in enumerate(values, 1) if not _is_blank(value)]
-    dropped = [row for row, value in enumerate(values, 1) if _is_blank(value)]
+    kept = [row for row, value in enumerate(values, 1) if not is_blank(value)]
+    dropped = [row for row, value in enumerate(values, 1) if is_blank(value)]
     if strict and dropped:
         raise GptclfError(f"{source}: empty text in column {text_name!r} at {rows_text(dropped)}")
     if not kept:
         raise GptclfError(f"{source}: no row has text in column {text_name!r}")
+    pairs = None if pair_name is None else _read_pairs(table[pair_name], kept, pair_name, source)
     labels, multi_label = None, label_names is not None
     if label_names is not None:
         cells = table[list(label_names)].to_numpy(dtype=object)
-        labels = _read_label_columns([cells[row - 1] for row in kept], kept, label_names, source)
+        labels = read_label_columns([cells[row - 1] for row in kept], kept, label_names, source)
     elif label_name is not None:
         label_values = table[label_name].tolist()
         cells = [label_values[row - 1] for row in kept]
-        multi_label = label_separator is not None or any(_is_list(cell) for cell in cells)
+        multi_label = label_separator is not None or any(is_list(cell) for cell in cells)
         if multi_label:
-            labels = _read_label_sets(cells, kept, label_name, label_separator, source)
+            labels = read_label_sets(cells, kept, label_name, label_separator, source)
         else:
-            labels = _read_labels(cells, kept, label_name, source)
+            labels = read_labels(cells, kept, label_name, source)
     return LabelledTexts(
         source=source,
-        texts=[_as_text(values[row - 1]) for row in kept],
+        texts=[as_text(values[row - 1]) for row in kept],
         labels=labels,
         rows=kept,
         dropped_empty=dropped,
@@ -175,19 +179,18 @@ def read_labelled(
         multi_label=multi_label,
         label_separator=label_separator,
         label_columns=label_names,
-        pairs=None
-        if pair_name is None
-        else _read_pairs(table[pair_name].tolist(), kept, pair_name, source),
+        pairs=pairs,
         pair_column=pair_name,
     )
 
 
-def _read_pairs(values: list[object], rows: list[int], column: str, source: str) -> list[str]:
+def _read_pairs(cells: pd.Series, rows: list[int], column: str, source: str) -> list[str]:
     """The pair of each kept row; a pair with no text is an error naming its rows."""
-    empty = [row for row in rows if _is_blank(values[row - 1])]
+    values = cells.tolist()
+    empty = [row for row in rows if is_blank(values[row - 1])]
     if empty:
         raise GptclfError(f"{source}: empty text in pair column {column!r} at {rows_text(empty)}")
-    return [_as_text(values[row - 1]) for row in rows]
+    return [as_text(values[row - 1]) for row in rows]
 
 
 def write_labelled(
@@ -203,9 +206,9 @@ def write_labelled(
     pair_column: str = "pair",
 ) -> None:
     """Write texts (with their ``pairs`` where given) and labels in the format that ``path``'s
-    suffix names, atomically. Sets of
-    labels go as 0/1 ``label_columns`` where given, else as lists (JSONL, Parquet) or joined by
-    ``label_separator`` (CSV, TSV), so that reading them back the same way gives them again."""
+    suffix names, atomically. Sets of labels go as 0/1 ``label_columns`` where given, else as
+    lists (JSONL, Parquet) or joined by ``label_separator`` (CSV, TSV), so that reading them back
+    the same way gives them again."""
     path = Path(path)
     file_format = format_of(path)
     table = pd.DataFrame({text_column: list(texts)})
@@ -390,108 +393,6 @@ def _find_column(columns: list[str], name: str) -> str | None:
     return next((column for column in columns if column.lower() == name.lower()), None)
 
 
-def _is_missing(value: object) -> bool:
-    """None, NaN, NA or the empty string."""
-    if isinstance(value, str):
-        return value == ""
-    if isinstance(value, float):
-        return math.isnan(value)
-    return value is None or value is pd.NA
-
-
-def _is_blank(value: object) -> bool:
-    return _is_missing(value) or (isinstance(value, str) and not value.strip())
-
-
-def _as_text(value: object) -> str:
-    return value if isinstance(value, str) else str(value)
-
-
-def cell_text(value: object) -> str:
-    """A cell as text: "" when missing (see ``_is_missing``)."""
-    return "" if _is_missing(value) else _as_text(value)
-
-
-def _read_labels(
-    values: list[object], rows: list[int], column: str, source: str
-) -> list[int | str]:
-    """Labels as ints or strings; string labels that are all integer literals become ints."""
-    missing = [row for row, value in zip(rows, values, strict=True) if _is_missing(value)]
-    if missing:
-        raise GptclfError(f"{source}: no label in column {column!r} at {rows_text(missing)}")
-    labels = [
-        _label_value(value, row, column, source) for row, value in zip(rows, values, strict=True)
-    ]
-    return _as_ints(labels)
-
-
-def _as_ints(labels: list[int | str]) -> list[int | str]:
-    """``labels`` as ints where every string among them is an integer literal, else
-    ``labels`` itself."""
-    strings = [label for label in labels if isinstance(label, str)]
-    if strings and all(INTEGER_LITERAL.fullmatch(label) for label in strings):
-        with contextlib.suppress(ValueError):  # more digits than Python turns into an int
-            return [int(label) for label in labels]
-    return labels
-
-
-def _label_value(value: object, row: int, column: str, source: str) -> int | str:
-    if isinstance(value, bool):
-        return str(value)
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float):
-        if value.is_integer():
-            return int(value)
-        raise GptclfError(
-            f"{source}: label {value!r} in column {column!r} at row {row} is not a whole number"
-        )
-    if isinstance(value, str):
-        return value
-    raise GptclfError(
-        f"{source}: label in column {column!r} at row {row} is a {type(value).__name__}, "
-        "not a single value"
-    )
-
-
-def _is_list(value: object) -> bool:
-    """A JSON list, or the array Parquet gives for a list cell."""
-    return isinstance(value, (list, tuple, np.ndarray))
-
-
-def _read_label_sets(
-    values: list[object], rows: list[int], column: str, separator: str | None, source: str
-) -> list[tuple[int | str, ...]]:
-    """Each row's labels, a tuple in first-seen order without repeats: a list cell, or a cell
-    of ``separator``-joined labels (an empty cell: no label). With lists, a single value in
-    some row is an error: the row may have lost its brackets."""
-    sets = []
-    for row, value in zip(rows, values, strict=True):
-        if _is_list(value):
-            items = list(value)
-        elif separator is not None and isinstance(value, str):
-            items = [part.strip() for part in value.split(separator) if part.strip()]
-        elif separator is not None and _is_missing(value):
-            items = []
-        else:
-            wanted = "a list of labels" if separator is None else f"labels joined by {separator!r}"
-            raise GptclfError(
-                f"{source}: label in column {column!r} at row {row} is {value!r}, not {wanted} "
-                "as in other rows"
-            )
-        items = [item.item() if isinstance(item, np.generic) else item for item in items]
-        labels = [_label_value(item, row, column, source) for item in items]
-        if "" in labels:
-            raise GptclfError(f"{source}: an empty label in column {column!r} at row {row}")
-        sets.append(tuple(dict.fromkeys(labels)))
-    flat = [label for labels in sets for label in labels]
-    as_ints = _as_ints(flat)
-    if as_ints is flat:
-        return sets
-    numbers = iter(as_ints)
-    return [tuple(next(numbers) for _ in labels) for labels in sets]
-
-
 def _label_columns(
     columns: list[str], listed: str, text_column: str, source: str
 ) -> tuple[str, ...]:
@@ -501,50 +402,13 @@ def _label_columns(
         raise GptclfError(
             f"--label-columns names at least two columns, comma-separated: {listed!r}"
         )
-    found = tuple(_choose_column(columns, n, (), "label", source, True) for n in names)
+    found = tuple(choose_column(columns, name, source) for name in names)
     repeated = sorted({name for name in found if found.count(name) > 1})
     if repeated:
         raise GptclfError(f"--label-columns names {repeated[0]!r} more than once")
     if text_column in found:
         raise GptclfError(f"{source}: column {text_column!r} cannot hold both text and labels")
     return found
-
-
-ONE = {"1", "1.0", "true"}
-ZERO = {"0", "0.0", "false", ""}
-
-
-def _read_label_columns(
-    cells: list[np.ndarray], rows: list[int], columns: tuple[str, ...], source: str
-) -> list[tuple[str, ...]]:
-    """Each row's labels: the names of its columns holding 1 (or true); 0, false or an empty
-    cell is no; anything else is an error naming row and column."""
-    sets = []
-    for row, values in zip(rows, cells, strict=True):
-        labels = []
-        for column, value in zip(columns, values, strict=True):
-            text = "" if _is_missing(value) else str(value).strip().lower()
-            if text not in ONE | ZERO:
-                raise GptclfError(
-                    f"{source}: column {column!r} at row {row} holds {value!r}, not 0 or 1"
-                )
-            if text in ONE:
-                labels.append(column)
-        sets.append(tuple(labels))
-    return sets
-
-
-def rows_text(rows: list[int]) -> str:
-    """ "row 3", or "rows 1, 2, 3, 4, 5 and 7 more"."""
-    return f"row {rows[0]}" if len(rows) == 1 else f"rows {listed_rows(rows)}"
-
-
-def listed_rows(rows: Sequence[int], total: int | None = None) -> str:
-    """Row numbers for a message: "1, 2, 3, 4, 5 and 7 more" (``total``: how many there are,
-    when ``rows`` holds only the first)."""
-    shown = ", ".join(str(row) for row in rows[:SHOWN_ROWS])
-    more = (len(rows) if total is None else total) - SHOWN_ROWS
-    return shown + (f" and {more} more" if more > 0 else "")
 
 
 def choose_column(columns: Sequence[object], name: str, source: str) -> str:

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from gptclf.data.cells import cell_text
 from gptclf.data.decoding import DecodedStream
 from gptclf.data.readers import (
-    cell_text,
     choose_column,
     choose_text_column,
     format_of,
