@@ -17,7 +17,7 @@ from gptclf.errors import GptclfError
 from gptclf.explain import ExplainOptions
 from gptclf.interop import FORMATS
 from gptclf.options import add_options, build, given
-from gptclf.predict import PredictOptions
+from gptclf.predict_files import PredictOptions
 from gptclf.recipe import TrainConfig
 from gptclf.registry import DEFAULT_MODEL, MODELS
 from gptclf.run.folder import RunDir
@@ -268,7 +268,8 @@ def _local_time(seconds: float | None) -> str:
 def _cmd_predict(args: argparse.Namespace) -> None:
     from gptclf.distributed import distributed_context
     from gptclf.onnx_runtime import require_cpu
-    from gptclf.predict import Classifier, check_texts, predict_file, predict_texts, text_line
+    from gptclf.predict import Classifier
+    from gptclf.predict_files import check_texts, predict_file, predict_texts, text_line
 
     options = build(PredictOptions, given(args, PredictOptions))
     if bool(args.input) != bool(args.output):
