@@ -18,35 +18,15 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
-import transformers
-from common import run
+from common import onnx_probabilities, pipeline_probabilities, run
 
 from gptclf.atomic import write_text_atomic
 from gptclf.data.readers import read_labelled
 from gptclf.data.sms_spam import prepare_sms_spam
-from gptclf.onnx_runtime import OnnxNetwork
 from gptclf.predict import Classifier
 
 EXPORTABLE = ["--pooling=last-token", "--ensemble=none", "--no-head-bias", "--quiet"]
 METRICS = ("accuracy", "macro_f1", "roc_auc", "confusion_matrix")
-
-
-def pipeline_probabilities(folder: Path, texts: list[str], names: tuple[str, ...]) -> np.ndarray:
-    classify = transformers.pipeline("text-classification", model=str(folder), top_k=None)
-    rows = classify(texts, truncation=True, batch_size=16)
-    return np.array(
-        [[{r["label"]: r["score"] for r in row}[name] for name in names] for row in rows]
-    )
-
-
-def onnx_probabilities(folder: Path, classifier: Classifier, texts: list[str]) -> np.ndarray:
-    graph = OnnxNetwork(folder / "model.onnx")
-    rows = []
-    for text in texts:  # one at a time: no padding to account for
-        ids = torch.tensor([classifier.token_ids([text])[0]])
-        rows.append(graph(ids, torch.ones_like(ids)).softmax(-1)[0].numpy())
-    return np.array(rows)
 
 
 def evaluated(run_dir: Path, test: Path) -> dict:

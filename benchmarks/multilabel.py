@@ -25,9 +25,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-import torch
-import transformers
-from common import run
+from common import onnx_probabilities, pipeline_probabilities, run
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import f1_score, hamming_loss
@@ -37,7 +35,6 @@ from gptclf.atomic import write_text_atomic
 from gptclf.data.labels import LabelMap
 from gptclf.data.newsgroups import newsgroups_pkz, newsgroups_splits
 from gptclf.data.readers import read_labelled, write_labelled
-from gptclf.onnx_runtime import OnnxNetwork
 from gptclf.predict import Classifier
 
 RECIPE = ["--max-length=256", "--pooling=last-token", "--no-head-bias", "--decide=f1", "--quiet"]
@@ -124,21 +121,6 @@ def served(run_dir: Path, texts: list[str]) -> tuple[list[dict], float]:
     finally:
         server.terminate()
         server.wait(30)
-
-
-def pipeline_probabilities(folder: Path, texts: list[str], names: tuple[str, ...]) -> np.ndarray:
-    classify = transformers.pipeline("text-classification", model=str(folder), top_k=None)
-    rows = classify(texts, truncation=True, batch_size=16)
-    return np.array([[{r["label"]: r["score"] for r in row}[n] for n in names] for row in rows])
-
-
-def onnx_probabilities(folder: Path, classifier: Classifier, texts: list[str]) -> np.ndarray:
-    graph = OnnxNetwork(folder / "model.onnx")
-    rows = []
-    for ids in classifier.token_ids(texts):  # one at a time: no padding to account for
-        ids = torch.tensor([ids])
-        rows.append(graph(ids, torch.ones_like(ids)).sigmoid()[0].numpy())
-    return np.array(rows)
 
 
 def main() -> None:

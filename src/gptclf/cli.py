@@ -449,7 +449,10 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--data", type=Path, help="labelled file (default: the run's test split)")
     evaluate.add_argument("--json", action="store_true", help="print one JSON object")
     evaluate.add_argument(
-        "--threshold", type=float, help="p(second class) cut-off, two classes (default: the run's)"
+        "--threshold",
+        type=float,
+        help="p(second class) cut-off, two classes; multi-label: every label's "
+        "(default: the run's)",
     )
     add_options(evaluate, DataSource, READING_OPTIONS, keep_defaults=True)
     _add_device_option(evaluate)

@@ -77,6 +77,8 @@ def multi_label_metrics(
         raise GptclfError("no examples to evaluate")
     if probabilities.shape != y_true.shape or y_true.shape[1] != len(names):
         raise ValueError(f"probabilities {probabilities.shape} and labels {y_true.shape} differ")
+    for one in np.ravel([] if threshold is None else threshold):
+        check_threshold(float(one), 2)
     predicted = decide(probabilities, threshold, multi_label=True)
     wrong = (predicted != y_true).any(axis=1)
     plain = threshold if threshold is None or np.ndim(threshold) == 0 else list(threshold)
