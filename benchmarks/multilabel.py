@@ -7,7 +7,7 @@ posts, served over HTTP by ``gptclf serve``, and exported to transformers, ONNX 
 Beside it, in the same run, a TF-IDF one-vs-rest logistic regression on the same splits (C and
 one threshold chosen on validation micro-F1).
 
-    .venv/bin/python benchmarks/multilabel.py [--per-group TRAIN VAL TEST] [--out DIR]
+    .venv/bin/python benchmarks/multilabel.py [--per-group T V E] [--compared N] [--out DIR]
 
 Writes ``multilabel.json``, ``multilabel.md`` and ``multilabel-precision-recall.png``.
 """
@@ -37,7 +37,7 @@ from gptclf.data.newsgroups import newsgroups_pkz, newsgroups_splits
 from gptclf.data.readers import read_labelled, write_labelled
 from gptclf.predict import Classifier
 
-RECIPE = ["--max-length=256", "--pooling=last-token", "--no-head-bias", "--decide=f1", "--quiet"]
+RECIPE = ["--max-length=128", "--pooling=last-token", "--no-head-bias", "--decide=f1", "--quiet"]
 SPLIT_FILES = {"train": "train", "validation": "val", "test": "test"}
 
 
@@ -125,7 +125,10 @@ def served(run_dir: Path, texts: list[str]) -> tuple[list[dict], float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--per-group", type=int, nargs=3, default=(60, 15, 40))
+    parser.add_argument("--per-group", type=int, nargs=3, default=(30, 10, 20))
+    parser.add_argument(
+        "--compared", type=int, default=200, help="test posts the exported copies compute"
+    )
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as work:
@@ -141,10 +144,10 @@ def main() -> None:
         tfidf = baseline(paths)
         classifier = Classifier.from_pretrained(trained)
         sizes = {name: len(read_labelled(path).texts) for name, path in paths.items()}
-        texts = read_labelled(paths["test"]).texts
+        texts = read_labelled(paths["test"]).texts[: args.compared]
         ours = classifier.predict_proba(texts)
         decided = [p.labels for p in classifier.predict(texts)]
-        answers, serve_seconds = served(trained, texts[:64])
+        answers, serve_seconds = served(trained, texts[:32])
         run("export", str(trained), "--format=hf", f"--out={hf}")
         run("import", str(hf), f"--out={back}")
         run("export", str(trained), "--format=onnx", f"--out={onnx}")
