@@ -460,11 +460,10 @@ def test_eval_of_a_multi_label_run_reads_its_own_split_as_it_trained(multi_label
 @pytest.mark.parametrize(
     "options",
     [
-        ["--trainable=lora", "--lr=1e-2"],
-        ["--trainable=last-block", "--class-weights=balanced", "--label-smoothing=0.1"],
-        ["--chunks=mean", "--max-length=6", "--calibrate=temperature"],
+        ["--trainable=lora", "--lr=1e-2", "--chunks=mean", "--max-length=6"],
+        ["--class-weights=balanced", "--label-smoothing=0.1", "--calibrate=temperature"],
     ],
-    ids=["lora", "frozen-prefix-cache", "chunks"],
+    ids=["lora-chunks", "frozen-prefix-cache-weighted-calibrated"],
 )
 def test_multi_label_training_works_with_the_trainable_options(
     multi_label_data, tiny_gpt2_base, tmp_path, options

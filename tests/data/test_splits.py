@@ -141,3 +141,22 @@ def test_a_multi_label_split_keeps_every_label_in_every_part_and_is_deterministi
         assert {label for row in part.labels for label in row} == {"a", "b", "c"}
     again = stratified_split(data, tuple(FRACTIONS.values()), seed=5)
     assert all(again[n].rows == parts[n].rows for n in parts)
+
+
+def test_multi_label_texts_whose_rarest_label_is_too_rare_to_stratify_are_split_together():
+    """Each text's rarest label alone would make strata of one text, which no stratified split
+    can share out; pooled, they split, and every label still reaches every part."""
+    sets = [("a", "b"), ("a", "c"), ("b", "c")] * 8 + [("a", "d"), ("b", "e")]
+    sets += [("d",), ("e",), ("d", "e"), ("d",), ("e",), ("d", "e")]
+    data = LabelledTexts(
+        source="t.jsonl",
+        texts=[f"t{i}" for i in range(len(sets))],
+        labels=sets,
+        rows=list(range(1, len(sets) + 1)),
+        dropped_empty=[],
+        text_column="text",
+        label_column="labels",
+        multi_label=True,
+    )
+    parts = stratified_split(data, (0.6, 0.2, 0.2), seed=1)
+    assert sum(len(p.texts) for p in parts.values()) == len(sets)

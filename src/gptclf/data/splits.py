@@ -13,6 +13,7 @@ from gptclf.data.readers import LabelledTexts, write_labelled
 from gptclf.errors import GptclfError
 
 SPLIT_NAMES = ("train", "validation", "test")
+MIN_STRATUM = 6  # multi-label texts of a rarest label this rare are stratified together
 
 
 def stratified_split(
@@ -68,7 +69,8 @@ def write_split(
 
 def _strata(data: LabelledTexts, labels: LabelMap) -> list[int]:
     """The class id of each text; for multi-label texts, that of its rarest label (the number
-    of labels for a text with none)."""
+    of labels for a text with none), texts whose stratum would be too small to share out
+    (fewer than ``MIN_STRATUM``) pooled in one."""
     if not data.multi_label:
         return labels.ids(data.labels, data.source)
     counts = Counter(_label_list(data))
@@ -78,7 +80,9 @@ def _strata(data: LabelledTexts, labels: LabelMap) -> list[int]:
     ]
     present = [label for label in rarest if label is not None]
     ids = iter(labels.ids(present, data.source))
-    return [len(labels) if label is None else next(ids) for label in rarest]
+    strata = [len(labels) if label is None else next(ids) for label in rarest]
+    sizes = Counter(strata)
+    return [s if sizes[s] >= MIN_STRATUM else len(labels) + 1 for s in strata]
 
 
 def _label_list(data: LabelledTexts) -> list[int | str]:
