@@ -17,8 +17,12 @@ import pytest
 from fastapi.testclient import TestClient
 
 from gptclf.decision import Decision
+from gptclf.predict import Classifier
 from gptclf.serve import ServeSettings, create_app
 from gptclf.serve.page import PAGE, PAGE_POLICY, sha256_source
+
+from .conftest import LIMITS, running
+from conftest import PAIRED, TAGGED
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
@@ -54,7 +58,8 @@ def test_sha256_source_is_the_csp_hash_of_the_text():
 
 def test_the_page_is_served_with_its_policy_and_without_a_model_call():
     stub = SimpleNamespace(
-        labels=SimpleNamespace(names=["ham", "spam"]),
+        labels=SimpleNamespace(names=["ham", "spam"], multi_label=False),
+        takes_pairs=False,
         config=SimpleNamespace(
             base_model="m", pooling="last", max_length=8, template=None, decision_rule=Decision()
         ),
@@ -86,20 +91,30 @@ def serve_command(run_dir: Path, api_key: str) -> Iterator[str]:
     assert "Application shutdown complete" in log and "Traceback" not in log
 
 
-@pytest.mark.skipif(
+NEEDS_CHROMIUM = pytest.mark.skipif(
     not (CHROMIUM.exists() and CHROMEDRIVER.exists()),
     reason="headless Chromium is missing: apt-get install -y chromium chromium-driver",
 )
-def test_page_in_a_headless_browser_shows_the_verdict_and_probabilities_of_the_api(trained_run):
+
+
+def headless_chromium():
+    """A headless Chromium driven by Selenium."""
     webdriver = pytest.importorskip("selenium.webdriver")
     from selenium.webdriver.chrome.service import Service
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.wait import WebDriverWait
 
     options = webdriver.ChromeOptions()
     options.binary_location = str(CHROMIUM)
     for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"):
         options.add_argument(argument)
+    return webdriver.Chrome(options=options, service=Service(str(CHROMEDRIVER)))
+
+
+@NEEDS_CHROMIUM
+def test_page_in_a_headless_browser_shows_the_verdict_and_probabilities_of_the_api(trained_run):
+    pytest.importorskip("selenium.webdriver")
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.wait import WebDriverWait
+
     message = "Congratulations <b>winner</b>! Claim your FREE prize & cash now"
     with serve_command(trained_run, api_key="s3cret") as url:
         api = httpx.post(
@@ -114,14 +129,14 @@ def test_page_in_a_headless_browser_shows_the_verdict_and_probabilities_of_the_a
             headers={"Authorization": "Bearer s3cret"},
             timeout=60,
         ).json()
-        driver = webdriver.Chrome(options=options, service=Service(str(CHROMEDRIVER)))
+        driver = headless_chromium()
         try:
             driver.get(url + "/")
             driver.find_element(By.ID, "message").send_keys(message)
             driver.find_element(By.ID, "classify").click()
             status = driver.find_element(By.ID, "status")
             WebDriverWait(driver, 20).until(lambda _: "API key" in status.text)
-            driver.find_element(By.TAG_NAME, "summary").click()
+            driver.find_element(By.CSS_SELECTOR, "#key-box summary").click()
             driver.find_element(By.ID, "api-key").send_keys("s3cret")
             driver.find_element(By.ID, "classify").click()
             result = driver.find_element(By.ID, "result")
@@ -154,3 +169,40 @@ def test_page_in_a_headless_browser_shows_the_verdict_and_probabilities_of_the_a
     assert [label for label, _ in rows] == list(api["probabilities"])
     for label, shown in rows:
         assert float(shown) == pytest.approx(api["probabilities"][label], abs=5e-5)
+
+
+@NEEDS_CHROMIUM
+def test_the_page_shows_a_multi_label_models_set_and_sends_a_pair_to_a_model_of_pairs(
+    multi_label_run, pair_run
+):
+    pytest.importorskip("selenium.webdriver")
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.wait import WebDriverWait
+
+    def verdict_of(url: str, text: str, pair: str | None = None) -> str:
+        driver.get(url + "/")
+        driver.find_element(By.ID, "message").send_keys(text)
+        if pair is not None:
+            driver.find_element(By.CSS_SELECTOR, "#pair-box summary").click()
+            driver.find_element(By.ID, "pair").send_keys(pair)
+        driver.find_element(By.ID, "classify").click()
+        result = driver.find_element(By.ID, "result")
+        WebDriverWait(driver, 20).until(lambda _: result.is_displayed())
+        return driver.find_element(By.ID, "verdict").text
+
+    tagged, paired = (Classifier.from_pretrained(run) for run in (multi_label_run, pair_run))
+    question, answer, label = PAIRED[1]
+    with (
+        running(create_app(tagged, LIMITS)) as (tagged_url, _),
+        running(create_app(paired, LIMITS)) as (paired_url, _),
+    ):
+        driver = headless_chromium()
+        try:
+            shown = verdict_of(tagged_url, TAGGED[5][0])
+            nothing = verdict_of(tagged_url, TAGGED[3][0])
+            decided = verdict_of(paired_url, question, answer)
+        finally:
+            driver.quit()
+    assert shown == ", ".join(tagged.predict([TAGGED[5][0]])[0].labels) == "money, social, urgent"
+    assert nothing == "no label"
+    assert decided == label
