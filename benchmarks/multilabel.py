@@ -37,7 +37,25 @@ from gptclf.data.newsgroups import newsgroups_pkz, newsgroups_splits
 from gptclf.data.readers import read_labelled, write_labelled
 from gptclf.predict import Classifier
 
-RECIPE = ["--max-length=128", "--pooling=last-token", "--no-head-bias", "--decide=f1", "--quiet"]
+EXPORTABLE = [
+    "--max-length=128",
+    "--pooling=last-token",
+    "--no-head-bias",
+    "--decide=f1",
+    "--quiet",
+]
+CANDIDATES = [  # compared on the validation split by --choose (multilabel-choice.md): chose RECIPE
+    [],
+    ["--epochs=12"],
+    ["--epochs=8", "--lr=2e-3"],
+    ["--epochs=16", "--lr=2e-3"],
+    ["--epochs=24", "--lr=2e-3"],
+    ["--epochs=16", "--lr=5e-3"],
+    ["--epochs=12", "--lr=2e-3", "--class-weights=balanced"],
+    ["--epochs=16", "--lr=3e-3", "--class-weights=balanced"],
+    ["--epochs=24", "--lr=3e-3", "--class-weights=balanced"],
+]
+RECIPE = [*EXPORTABLE, "--epochs=16", "--lr=3e-3", "--class-weights=balanced"]
 SPLIT_FILES = {"train": "train", "validation": "val", "test": "test"}
 
 
@@ -89,6 +107,33 @@ def baseline(paths: dict[str, Path]) -> dict:
     }
 
 
+def choose(paths: dict[str, Path], work: Path, out: Path) -> None:
+    """Each candidate's validation figures (thresholds chosen on that split too, so they are
+    optimistic, alike for all), written to ``multilabel-choice.md``; the test split is not
+    read."""
+    data = [f"--{SPLIT_FILES[n]}={p}" for n, p in paths.items() if n != "test"]
+    lines = [
+        "Candidates on the validation split (thresholds chosen on it too), test unread.",
+        "",
+        "| options beside the exportable ones | subset accuracy | Hamming loss | micro F1 | "
+        "macro F1 | seconds |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for i, options in enumerate(CANDIDATES):
+        began = time.perf_counter()
+        run("train", *data, *EXPORTABLE, *options, f"--out={work / f'candidate-{i}'}")
+        seconds = time.perf_counter() - began
+        m = json.loads((work / f"candidate-{i}" / "metrics.json").read_text())["validation"]
+        lines.append(
+            f"| {' '.join(options) or '(defaults)'} | {m['accuracy']:.4f} | "
+            f"{m['hamming_loss']:.4f} | {m['micro_f1']:.4f} | {m['macro_f1']:.4f} | "
+            f"{seconds:.0f} |"
+        )
+        print(lines[-1], flush=True)
+    out.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(out / "multilabel-choice.md", "\n".join(lines) + "\n")
+
+
 def figures(truth: np.ndarray, decided: np.ndarray) -> dict:
     return {
         "subset_accuracy": float((decided == truth).all(axis=1).mean()),
@@ -129,11 +174,19 @@ def main() -> None:
     parser.add_argument(
         "--compared", type=int, default=200, help="test posts the exported copies compute"
     )
+    parser.add_argument(
+        "--choose",
+        action="store_true",
+        help="train every candidate recipe and compare them on the validation split only",
+    )
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as work:
         work = Path(work)
         paths = write_data(work, tuple(args.per_group))
+        if args.choose:
+            choose(paths, work, args.out)
+            return
         trained, hf, back, onnx = (work / n for n in ("run", "hf", "back", "onnx"))
         data = [f"--{SPLIT_FILES[n]}={p}" for n, p in paths.items()]
         began = time.perf_counter()
