@@ -212,7 +212,7 @@ def test_the_temperature_fitted_on_validation_lowers_its_log_loss(decided_run, n
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        (["--decide=f1"], "--decide f1 needs two classes, not 3"),
+        (["--decide=f1"], "--decide f1 needs two classes or multi-label data, not 3 classes"),
         (["--calibrate=temperature", "--no-validation"], "--calibrate chooses on the validation"),
     ],
 )

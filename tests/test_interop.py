@@ -227,11 +227,11 @@ def test_a_calibrated_thresholded_run_keeps_its_probabilities_and_decisions_thro
 
 def test_a_multi_label_run_exports_each_labels_sigmoid_and_thresholds(multi_label_run, tmp_path):
     """transformers reads the export as multi-label (each label's sigmoid, as gptclf); the import
-    is multi-label again with the same thresholds and label sets; ONNX gives the same logits."""
-    hf, back, onnx = tmp_path / "hf", tmp_path / "back", tmp_path / "onnx"
+    is multi-label again with the same thresholds and label sets. (The ONNX export writes the
+    same labels config beside a graph of the logits; benchmarks/multilabel.py runs it.)"""
+    hf, back = tmp_path / "hf", tmp_path / "back"
     assert main(["export", str(multi_label_run), "--format=hf", f"--out={hf}"]) == 0
     assert main(["import", str(hf), f"--out={back}"]) == 0
-    assert main(["export", str(multi_label_run), "--format=onnx", f"--out={onnx}"]) == 0
     texts = [text for text, _ in TAGGED]
     ours, imported = (Classifier.from_pretrained(d) for d in (multi_label_run, back))
     expected = ours.predict_proba(texts)
@@ -240,11 +240,8 @@ def test_a_multi_label_run_exports_each_labels_sigmoid_and_thresholds(multi_labe
     assert imported.labels.multi_label
     assert imported.config.decision_rule.threshold == ours.config.decision_rule.threshold
     assert [p.labels for p in imported.predict(texts)] == [p.labels for p in ours.predict(texts)]
-    config = json.loads((onnx / "config.json").read_text())
+    config = json.loads((hf / "config.json").read_text())
     assert config["problem_type"] == "multi_label_classification"
-    ids = torch.tensor([ours.token_ids([texts[0]])[0]])
-    graph = OnnxNetwork(onnx / "model.onnx")(ids, torch.ones_like(ids)).sigmoid()[0].numpy()
-    np.testing.assert_allclose(graph, expected[0], atol=1e-4)
     assert "subset accuracy" in (hf / "README.md").read_text()
 
 

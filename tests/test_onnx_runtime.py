@@ -34,10 +34,9 @@ def tiny_network(family: str, pooling: str, tmp_path) -> SequenceClassifier:
 
 @pytest.mark.parametrize(
     ("family", "pooling"),
-    [
-        *(("gpt2", pooling) for pooling in POOLINGS),
-        ("llama", "last-token"),
-        ("gemma3", "last-token+mean"),  # windowed layers
+    [  # GPT-2 at last-token: tests/test_interop.py's export of a trained run
+        ("gpt2", "last-token+mean"),
+        ("gemma3", "last-token+mean"),  # the Llama block, windowed layers
     ],
 )
 def test_exported_graph_gives_the_networks_logits_at_any_batch_size_and_length(

@@ -201,7 +201,7 @@ def test_openapi_schema_lists_the_endpoints_and_docs_are_served(client):
     schema = client.get("/openapi.json").json()
     assert set(schema["paths"]) == {"/v1/classify", "/v1/explain", "/v1/model", "/healthz"}
     body = schema["paths"]["/v1/classify"]["post"]["requestBody"]["content"]["application/json"]
-    assert set(body["schema"]["properties"]) == {"text", "texts"}
+    assert set(body["schema"]["properties"]) == {"text", "texts", "pair", "pairs"}
     assert client.get("/docs").status_code == 200
 
 

@@ -35,7 +35,6 @@ class TrainingStep:
         precision: str,
         start_block: int = 0,
         class_weights: torch.Tensor | None = None,
-        multi_label: bool = False,
         label_smoothing: float = 0.0,
         max_grad_norm: float | None = None,
         grad_accumulation: int = 1,
@@ -49,7 +48,6 @@ class TrainingStep:
         self.params = [p for group in optimizer.param_groups for p in group["params"]]
         self.precision, self.start_block = precision, start_block
         self.class_weights, self.label_smoothing = class_weights, label_smoothing
-        self.multi_label = multi_label
         self.max_grad_norm, self.grad_accumulation = max_grad_norm, grad_accumulation
         self.chunks = chunks  # how a chunked text's logits combine: "mean" or "max"
         self.tuned_kernel, self.dist = tuned_kernel, dist
@@ -64,11 +62,12 @@ class TrainingStep:
         reduction: str = "mean",
         label_smoothing: float = 0.0,
     ) -> torch.Tensor:
-        """The (class-weighted) cross-entropy, or for multi-label 0/1 rows the binary
-        cross-entropy of every label (positives weighted per label); training asks for its label
-        smoothing, measuring does not, so held-out losses compare across recipes."""
+        """The (class-weighted) cross-entropy of class ids, or for multi-label 0/1 rows
+        (``labels`` 2-D) the binary cross-entropy of every label (positives weighted per label);
+        training asks for its label smoothing, measuring does not, so held-out losses compare
+        across recipes."""
         weight = None if self.class_weights is None else self.class_weights.to(logits.device)
-        if self.multi_label:
+        if labels.dim() == 2:
             targets = labels * (1 - label_smoothing) + label_smoothing / 2
             return F.binary_cross_entropy_with_logits(
                 logits.float(), targets, pos_weight=weight, reduction=reduction

@@ -173,7 +173,6 @@ def build_trainer(
         class_weights=(
             balanced_class_weights(train_data.example_labels, n_classes) if balanced else None
         ),
-        multi_label=prepared.splits.labels.multi_label,
         label_smoothing=config.label_smoothing,
         max_grad_norm=config.max_grad_norm,
         grad_accumulation=config.grad_accumulation,
