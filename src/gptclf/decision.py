@@ -11,9 +11,6 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
-from scipy.optimize import minimize_scalar
-from scipy.special import expit
-from sklearn.metrics import precision_recall_curve
 
 from gptclf.errors import GptclfError
 
@@ -125,7 +122,7 @@ def with_temperature(
     if multi_label:
         p = np.clip(np.asarray(probabilities, dtype=np.float64), 1e-300, 1 - 1e-16)
         logits = (np.log(p) - np.log1p(-p)) / temperature
-        return expit(logits).astype(probabilities.dtype)
+        return (0.5 * (1 + np.tanh(logits / 2))).astype(probabilities.dtype)  # the sigmoid
     scaled = np.log(np.clip(np.asarray(probabilities, dtype=np.float64), 1e-300, 1.0))
     scaled /= temperature
     scaled -= scaled.max(axis=1, keepdims=True)
@@ -136,6 +133,8 @@ def with_temperature(
 def fit_temperature(ids: Sequence[int] | np.ndarray, probabilities: np.ndarray) -> float:
     """The temperature that minimises the mean negative log-likelihood of the true classes (of
     every label's truth where ``ids`` are multi-label 0/1 rows)."""
+    from scipy.optimize import minimize_scalar  # scipy loads in seconds: only when fitting
+
     ids = np.asarray(ids)
     multi_label = ids.ndim == 2
 
@@ -166,6 +165,8 @@ def choose_threshold(rule: str, ids: Sequence[int], probabilities: np.ndarray) -
     the one that comes closest. The threshold lies halfway between the two scores it separates,
     so it decides these examples as the score itself would. Returns the threshold, the
     precision and recall it gives here, and whether it meets the bound."""
+    from sklearn.metrics import precision_recall_curve  # loads in seconds: only when choosing
+
     is_positive = np.asarray(ids) == POSITIVE_CLASS
     if is_positive.all() or not is_positive.any():
         raise GptclfError(

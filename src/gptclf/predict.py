@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -23,7 +24,6 @@ from gptclf.data.tokenized import (
 )
 from gptclf.decision import decide
 from gptclf.distributed import CPU, device_scope
-from gptclf.ensemble import Ensemble
 from gptclf.errors import GptclfError
 from gptclf.explain import (
     DEFAULT_METHOD,
@@ -43,6 +43,9 @@ from gptclf.precision import resolve_precision
 from gptclf.run import RunConfig, RunDir, load_run_model
 from gptclf.store import PrefixStore
 from gptclf.tokenizers import Tokenizer
+
+if TYPE_CHECKING:
+    from gptclf.ensemble import Ensemble
 
 LABEL_JOINER = "|"  # between the labels of a multi-label text in CSV and the terminal
 
@@ -96,6 +99,8 @@ class Classifier:
         ensemble = None
         if config.ensemble is not None:
             arrays, vocabulary = folder.baseline_arrays, folder.baseline_vocabulary
+            from gptclf.ensemble import Ensemble  # scikit-learn: loaded for a blending run only
+
             ensemble = Ensemble.load(arrays, vocabulary, config.ensemble)
         return cls(network, tokenizer, config.label_map, config, ensemble, graph)
 

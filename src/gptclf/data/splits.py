@@ -6,8 +6,6 @@ import math
 from collections import Counter
 from pathlib import Path
 
-from sklearn.model_selection import train_test_split
-
 from gptclf.data.labels import LabelMap
 from gptclf.data.readers import LabelledTexts, write_labelled
 from gptclf.errors import GptclfError
@@ -128,6 +126,8 @@ def _split_off(
     positions: list[int], class_ids: list[int], size: int, seed: int, source: str
 ) -> tuple[list[int], list[int]]:
     """``positions`` minus ``size`` of them drawn stratified by class, and those drawn."""
+    from sklearn.model_selection import train_test_split  # loads in seconds: only to split
+
     try:
         kept, drawn = train_test_split(
             positions,
