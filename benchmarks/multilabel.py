@@ -28,13 +28,14 @@ import numpy as np
 from common import onnx_probabilities, pipeline_probabilities, run
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import f1_score, hamming_loss
+from sklearn.metrics import f1_score
 from sklearn.multiclass import OneVsRestClassifier
 
 from gptclf.atomic import write_text_atomic
 from gptclf.data.labels import LabelMap
 from gptclf.data.newsgroups import newsgroups_pkz, newsgroups_splits
 from gptclf.data.readers import read_labelled, write_labelled
+from gptclf.metrics import compute_metrics
 from gptclf.predict import Classifier
 
 EXPORTABLE = [
@@ -84,10 +85,8 @@ def baseline(paths: dict[str, Path]) -> dict:
     truth = {name: labels.targets(d.labels, d.source).astype(int) for name, d in data.items()}
     began = time.perf_counter()
     vectorizer = TfidfVectorizer(sublinear_tf=True, min_df=2, ngram_range=(1, 2))
-    features = {name: None for name in data}
-    features["train"] = vectorizer.fit_transform(data["train"].texts)
-    for name in ("validation", "test"):
-        features[name] = vectorizer.transform(data[name].texts)
+    features = {"train": vectorizer.fit_transform(data["train"].texts)}
+    features |= {name: vectorizer.transform(data[name].texts) for name in ("validation", "test")}
     best = None
     for c in (1.0, 10.0, 100.0):
         model = OneVsRestClassifier(LogisticRegression(C=c, max_iter=2000))
@@ -98,12 +97,14 @@ def baseline(paths: dict[str, Path]) -> dict:
             if best is None or score > best[0]:
                 best = (score, c, float(threshold), model)
     _, c, threshold, model = best
-    decided = model.predict_proba(features["test"]) >= threshold
+    probabilities = model.predict_proba(features["test"])
+    measured = compute_metrics(truth["test"], probabilities, labels.names, threshold)
     return {
         "C": c,
         "threshold": round(threshold, 2),
         "seconds": round(time.perf_counter() - began, 1),
-        **figures(truth["test"], decided),
+        "subset_accuracy": measured["accuracy"],
+        **{k: measured[k] for k in ("hamming_loss", "micro_f1", "macro_f1")},
     }
 
 
@@ -132,15 +133,6 @@ def choose(paths: dict[str, Path], work: Path, out: Path) -> None:
         print(lines[-1], flush=True)
     out.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out / "multilabel-choice.md", "\n".join(lines) + "\n")
-
-
-def figures(truth: np.ndarray, decided: np.ndarray) -> dict:
-    return {
-        "subset_accuracy": float((decided == truth).all(axis=1).mean()),
-        "hamming_loss": float(hamming_loss(truth, decided)),
-        "micro_f1": float(f1_score(truth, decided, average="micro", zero_division=0)),
-        "macro_f1": float(f1_score(truth, decided, average="macro", zero_division=0)),
-    }
 
 
 def served(run_dir: Path, texts: list[str]) -> tuple[list[dict], float]:
