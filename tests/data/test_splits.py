@@ -118,9 +118,9 @@ def test_written_splits_read_back_equal(tmp_path, fmt):
         assert (back.texts, back.labels) == (part.texts, part.labels)
 
 
-def test_a_multi_label_split_keeps_every_label_in_every_part_and_is_deterministic():
-    sets = [("a",), ("a", "b"), ("b",), (), ("c", "a"), ("c",)] * 10
-    data = LabelledTexts(
+def tagged(sets: list[tuple[str, ...]]) -> LabelledTexts:
+    """Texts with the sets of labels ``sets``, numbered 1.. as in a file."""
+    return LabelledTexts(
         source="t.jsonl",
         texts=[f"t{i}" for i in range(len(sets))],
         labels=sets,
@@ -130,6 +130,11 @@ def test_a_multi_label_split_keeps_every_label_in_every_part_and_is_deterministi
         label_column="labels",
         multi_label=True,
     )
+
+
+def test_a_multi_label_split_keeps_every_label_in_every_part_and_is_deterministic():
+    sets = [("a",), ("a", "b"), ("b",), (), ("c", "a"), ("c",)] * 10
+    data = tagged(sets)
     parts = stratified_split(data, tuple(FRACTIONS.values()), seed=5)
     assert {name: len(p.texts) for name, p in parts.items()} == {
         "train": 42,
@@ -148,15 +153,6 @@ def test_multi_label_texts_whose_rarest_label_is_too_rare_to_stratify_are_split_
     can share out; pooled, they split, and every label still reaches every part."""
     sets = [("a", "b"), ("a", "c"), ("b", "c")] * 8 + [("a", "d"), ("b", "e")]
     sets += [("d",), ("e",), ("d", "e"), ("d",), ("e",), ("d", "e")]
-    data = LabelledTexts(
-        source="t.jsonl",
-        texts=[f"t{i}" for i in range(len(sets))],
-        labels=sets,
-        rows=list(range(1, len(sets) + 1)),
-        dropped_empty=[],
-        text_column="text",
-        label_column="labels",
-        multi_label=True,
-    )
+    data = tagged(sets)
     parts = stratified_split(data, (0.6, 0.2, 0.2), seed=1)
     assert sum(len(p.texts) for p in parts.values()) == len(sets)
