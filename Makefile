@@ -14,12 +14,13 @@ DEMO_RUN := runs/demo
 SPAM_TEXT := You are a winner you have been specially selected to receive \$$1000 cash or a \$$2000 award.
 HAM_TEXT := Hey, just wanted to check if we're still on for dinner tonight? Let me know!
 
-# The chapter-6 job on the offline default model: finetune on the SMS spam book split, measure
-# it on the test split, then classify two new messages (the book's classify_review examples).
+# The chapter-6 job on the offline default model: finetune on the SMS spam book split (the TF-IDF
+# baseline beside it; the run's report.html written), measure it on the test split with its most
+# confident mistakes, then classify two new messages (the book's classify_review examples).
 demo: $(STAMP)
 	rm -rf $(DEMO_RUN)
-	$(VENV)/bin/gptclf train --dataset sms-spam --out $(DEMO_RUN)
-	$(VENV)/bin/gptclf eval $(DEMO_RUN)
+	$(VENV)/bin/gptclf train --dataset sms-spam --compare-baseline --out $(DEMO_RUN)
+	$(VENV)/bin/gptclf eval $(DEMO_RUN) --errors 5
 	$(VENV)/bin/gptclf predict $(DEMO_RUN) "$(SPAM_TEXT)" "$(HAM_TEXT)"
 
 test: $(STAMP)

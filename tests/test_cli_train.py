@@ -19,7 +19,7 @@ from gptclf.recipe import PRESETS, TrainConfig
 
 from conftest import HAM, PAIRED, SPAM, TAGGED, split_options
 
-TIMINGS = ("prepare_seconds", "train_seconds")
+TIMINGS = ("prepare_seconds", "train_seconds", "finished_at")  # differ between equal runs
 
 
 def without_timings(metrics_file: Path) -> dict:
@@ -36,15 +36,36 @@ def test_the_trained_run_classifies_every_test_text_right_with_every_parameter_t
     assert metrics["epochs_run"] == 4
 
 
-def test_train_prints_the_run_folder_last(spam_data, tiny_gpt2_base, tmp_path, capsys):
+def test_train_shows_the_baseline_beside_the_model_then_its_report_then_the_run_folder_last(
+    spam_data, tiny_gpt2_base, tmp_path, capsys
+):
     out = tmp_path / "run"
-    options = ["--trainable=head", "--epochs=1", "--precision=fp32"]  # not --quiet
+    options = ["--trainable=head", "--epochs=1", "--precision=fp32", "--compare-baseline"]
     argv = ["train", *split_options(spam_data), f"--model={tiny_gpt2_base}", *options]
-    assert main([*argv, f"--out={out}"]) == 0
-    lines = capsys.readouterr().out.splitlines()
-    assert len(lines) > 1  # the training's own lines come first
-    assert lines[-1] == str(out)
-    assert (out / "config.json").is_file()
+    assert main([*argv, f"--out={out}"]) == 0  # not --quiet
+    shown = capsys.readouterr().out
+    lines = shown.splitlines()
+    assert lines[-2:] == [f"report: {out / 'report.html'}", str(out)]
+    assert (out / "config.json").is_file() and (out / "report.html").is_file()
+    recorded = json.loads((out / "metrics.json").read_text())
+    baseline = recorded["baseline"]
+    assert baseline["selection"]["C"] > 0 and baseline["model"].startswith("TF-IDF")
+    assert baseline["test"]["n"] == baseline["validation"]["n"] == 12
+    table = lines[lines.index("test set:") + 1 :]
+    assert table[0].split() == ["metric", "model", "baseline"]
+    accuracy = next(line.split() for line in table if line.startswith("accuracy"))
+    expected = [f"{recorded['test']['accuracy']:.2%}", f"{baseline['test']['accuracy']:.2%}"]
+    assert accuracy == ["accuracy", *expected]
+
+
+def test_compare_baseline_refuses_multi_label_data_before_training(
+    multi_label_data, tiny_gpt2_base, tmp_path, capsys
+):
+    data = [f"--{n}={multi_label_data / n}.jsonl" for n in ("train", "val", "test")]
+    argv = ["train", *data, "--compare-baseline", f"--model={tiny_gpt2_base}"]
+    assert main([*argv, f"--out={tmp_path / 'run'}"]) == 2
+    assert "the TF-IDF baseline" in capsys.readouterr().err
+    assert not (tmp_path / "run" / "metrics.jsonl").exists()
 
 
 @pytest.fixture(scope="module")
@@ -157,6 +178,50 @@ def test_eval_json_has_the_promised_fields(trained_run, capsys):
 def test_eval_with_a_threshold_reports_it(trained_run, capsys):
     assert main(["eval", str(trained_run), "--threshold", "0.99"]) == 0
     assert "threshold" in capsys.readouterr().out
+
+
+def flipped_file(folder: Path) -> Path:
+    """The trained run's texts labelled the other way: the run gets every one wrong."""
+    path = folder / "flipped.csv"
+    write_labelled(path, SPAM + HAM, ["ham"] * len(SPAM) + ["spam"] * len(HAM))
+    return path
+
+
+def test_eval_errors_lists_the_most_confident_mistakes_first(trained_run, tmp_path, capsys):
+    data = flipped_file(tmp_path)
+    assert main(["eval", str(trained_run), f"--data={data}", "--errors=4"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    start = lines.index("the 4 most confident of 6 mistakes:")
+    table = [line.split() for line in lines[start + 1 :]]
+    assert table[0] == ["row", "true", "predicted", "p", "text"]
+    assert len(table) == 5
+    shown = [float(row[3]) for row in table[1:]]
+    assert shown == sorted(shown, reverse=True)
+    probabilities = Classifier.from_pretrained(trained_run).predict(SPAM + HAM)
+    assert shown[0] == pytest.approx(max(p.probability for p in probabilities), abs=1e-4)
+    assert main(["eval", str(trained_run), f"--data={data}", "--errors=2", "--json"]) == 0
+    errors = json.loads(capsys.readouterr().out)["errors"]
+    assert [set(e) for e in errors] == [
+        {"row", "text", "pair", "truth", "predicted", "probability", "margin"}
+    ] * 2
+    assert all(e["truth"] != e["predicted"] and e["text"] in SPAM + HAM for e in errors)
+
+
+def test_eval_compare_baseline_fits_it_on_the_runs_training_split(trained_run, capsys):
+    assert main(["eval", str(trained_run), "--compare-baseline", "--json"]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert metrics["baseline"]["n"] == metrics["n"] == 12
+    assert main(["eval", str(trained_run), "--compare-baseline"]) == 0
+    header = capsys.readouterr().out.splitlines()[0]
+    assert header.split() == ["metric", "model", "baseline"]
+
+
+@pytest.mark.parametrize("errors", ["0", "-1", "two"])
+def test_eval_errors_must_be_a_count(trained_run, errors, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["eval", str(trained_run), f"--errors={errors}"])
+    assert exit_.value.code == 2
+    assert "--errors: invalid" in capsys.readouterr().err
 
 
 @pytest.fixture(scope="module")
@@ -454,7 +519,8 @@ def test_eval_of_a_multi_label_run_reads_labels_in_every_layout(
 def test_eval_of_a_multi_label_run_reads_its_own_split_as_it_trained(multi_label_run, capsys):
     assert main(["eval", str(multi_label_run)]) == 0
     report = capsys.readouterr().out
-    assert "subset accuracy 100.00%" in report and "Hamming loss 0.0000" in report
+    rows = [line.split() for line in report.split("\n\n")[0].splitlines()]
+    assert ["subset", "accuracy", "100.00%"] in rows and ["Hamming", "loss", "0.0000"] in rows
 
 
 @pytest.mark.parametrize(

@@ -147,14 +147,27 @@ def test_metrics_are_json_ready_and_written_atomically(tmp_path: Path):
     assert [p.name for p in path.parent.iterdir()] == ["metrics.json"]
 
 
+def headline_rows(report: str) -> list[list[str]]:
+    """The headline table of ``report``, each row split into its words."""
+    return [line.split() for line in report.split("\n\n")[0].splitlines()]
+
+
 def test_report_has_accuracy_with_errors_scores_table_and_confusion_matrix():
     metrics = compute_metrics(BINARY_TRUE, binary_probabilities(), BINARY_NAMES)
-    lines = format_metrics(metrics).splitlines()
-    assert "accuracy 75.00% (2 errors of 8)" in lines
-    assert "macro F1 0.7500" in lines
-    assert "MCC 0.5000" in lines
-    assert "ROC-AUC 0.6875 (positive class: spam)" in lines
-    assert any(line.startswith("PR-AUC 0.7470") for line in lines)
+    report = format_metrics(metrics)
+    lines = report.splitlines()
+    assert lines[:9] == [
+        "metric        model",
+        "accuracy     75.00%",
+        "errors       2 of 8",
+        "macro F1     0.7500",
+        "MCC          0.5000",
+        "ROC-AUC      0.6875",
+        "PR-AUC       0.7470",
+        "ECE          " + f"{metrics['ece']:.4f}".rjust(6),
+        "Brier score  " + f"{metrics['brier']:.4f}".rjust(6),
+    ]
+    assert "ROC-AUC and PR-AUC of the positive class, spam" in lines
     assert lines[lines.index("class  precision  recall      F1  support") + 2].split() == [
         "spam",
         "0.7500",
@@ -170,18 +183,36 @@ def test_report_has_accuracy_with_errors_scores_table_and_confusion_matrix():
     ]
 
 
+def test_report_puts_the_baselines_figures_beside_the_models_in_one_aligned_table():
+    model = compute_metrics(BINARY_TRUE, binary_probabilities(), BINARY_NAMES)
+    flipped = np.array([0.1, 0.2, 0.3, 0.4, 0.6, 0.7, 0.8, 0.9])
+    baseline = compute_metrics(BINARY_TRUE, binary_probabilities(flipped), BINARY_NAMES)
+    lines = format_metrics(model, baseline).split("\n\n")[0].splitlines()
+    assert lines[0].split() == ["metric", "model", "baseline"]
+    assert len({len(line) for line in lines}) == 1  # every column padded to one width
+    accuracy = next(line for line in lines if line.startswith("accuracy"))
+    assert accuracy.split() == [
+        "accuracy",
+        f"{model['accuracy']:.2%}",
+        f"{baseline['accuracy']:.2%}",
+    ]
+    errors = next(line for line in lines if line.startswith("errors"))
+    assert errors.split() == ["errors", "2", "of", "8", str(baseline["n_errors"]), "of", "8"]
+
+
 def test_report_says_undefined_and_names_the_threshold():
     metrics = compute_metrics([1, 1], binary_probabilities(np.array([0.9, 0.2])), BINARY_NAMES, 0.5)
     report = format_metrics(metrics)
-    assert "accuracy 50.00% (1 error of 2)" in report
-    assert "ROC-AUC undefined" in report
-    assert "MCC undefined" in report
+    rows = headline_rows(report)
+    assert ["accuracy", "50.00%"] in rows and ["errors", "1", "of", "2"] in rows
+    assert ["ROC-AUC", "undefined"] in rows and ["MCC", "undefined"] in rows
     assert "threshold 0.5 (predict spam when p(spam) >= 0.5)" in report
 
 
 def test_three_class_report_has_no_auc_lines():
     report = format_metrics(compute_metrics(THREE_TRUE, THREE_PROBABILITIES, THREE_NAMES))
-    assert "accuracy 66.67% (2 errors of 6)" in report
+    assert ["accuracy", "66.67%"] in headline_rows(report)
+    assert ["errors", "2", "of", "6"] in headline_rows(report)
     assert "AUC" not in report
 
 

@@ -35,16 +35,32 @@ def make_pipeline(c: float, seed: int) -> Pipeline:
 
 
 def train_baseline(splits: Splits, seed: int = 123) -> tuple[Pipeline, dict]:
-    """Fit the baseline on the train split, with C chosen by validation accuracy (ties go to the
-    smaller C; C=1 when there is no validation split), and measure it on the test split, or on
-    validation when there is no test split. The metrics name the split and the selection.
+    """Fit the baseline (:func:`fit_baseline`) and measure it on the test split, or on
+    validation when there is no test split. The metrics name the split and the selection."""
+    measured = _measured_split(splits)
+    model, selection = fit_baseline(splits, seed)
+    metrics = compute_metrics(
+        _texts_and_ids(splits, measured)[1],
+        class_probabilities(model, splits.parts[measured].texts, len(splits.labels)),
+        splits.labels.names,
+    )
+    return model, {"model": DESCRIPTION, "split": measured, "selection": selection, **metrics}
+
+
+def fit_baseline(splits: Splits, seed: int) -> tuple[Pipeline, dict]:
+    """The baseline fitted on the train split, its C the one with the best validation accuracy
+    (ties go to the smaller C; C=1 when there is no validation split), and how C was chosen.
 
     BLAS runs single-threaded here: on problems this small, its threads only compete (with
     torch's among others) and made fitting some thirty times slower."""
     splits.labels.require_single("the TF-IDF baseline")
     splits.require_single_texts("the TF-IDF baseline")
+    texts, ids = _texts_and_ids(splits, "train")
     with threadpool_limits(limits=1):
-        return _train_and_measure(splits, seed)
+        if "validation" in splits.parts:
+            return _select_on_validation(splits, texts, ids, seed)
+        model = make_pipeline(DEFAULT_C, seed).fit(texts, ids)
+    return model, {"C": DEFAULT_C, "validation_accuracy": None}
 
 
 def choose_c(texts: list[str], ids: list[int], seed: int, folds: int = 3) -> Pipeline:
@@ -96,24 +112,9 @@ def pipeline_from_parts(arrays: dict[str, np.ndarray], stored: dict) -> Pipeline
 def class_probabilities(model: Pipeline, texts: list[str], n_classes: int) -> np.ndarray:
     """Probabilities (n, n_classes) in class-id order; a class absent from training gets 0."""
     probabilities = np.zeros((len(texts), n_classes))
-    probabilities[:, model.classes_] = model.predict_proba(texts)
+    with threadpool_limits(limits=1):
+        probabilities[:, model.classes_] = model.predict_proba(texts)
     return probabilities
-
-
-def _train_and_measure(splits: Splits, seed: int) -> tuple[Pipeline, dict]:
-    measured = _measured_split(splits)
-    texts, ids = _texts_and_ids(splits, "train")
-    if "validation" in splits.parts:
-        model, selection = _select_on_validation(splits, texts, ids, seed)
-    else:
-        model = make_pipeline(DEFAULT_C, seed).fit(texts, ids)
-        selection = {"C": DEFAULT_C, "validation_accuracy": None}
-    metrics = compute_metrics(
-        _texts_and_ids(splits, measured)[1],
-        class_probabilities(model, splits.parts[measured].texts, len(splits.labels)),
-        splits.labels.names,
-    )
-    return model, {"model": DESCRIPTION, "split": measured, "selection": selection, **metrics}
 
 
 def _measured_split(splits: Splits) -> str:

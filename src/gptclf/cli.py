@@ -8,6 +8,7 @@ import sys
 import time
 from collections.abc import Sequence
 from contextlib import nullcontext
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from gptclf.audit import AuditOptions
@@ -193,51 +194,38 @@ def _train_settings(args: argparse.Namespace) -> tuple[TrainConfig, DataSource, 
 
 
 def _cmd_eval(args: argparse.Namespace) -> None:
-    from gptclf.data.readers import read_labelled
-    from gptclf.distributed import distributed_context
-    from gptclf.metrics import compute_metrics, format_metrics, write_metrics
-    from gptclf.plots import plot_confusion_matrix, plot_precision_recall, plot_reliability
-    from gptclf.predict import Classifier
-    from gptclf.run import read_run_config
-    from gptclf.store import PrefixStore
+    from gptclf.evaluate import baseline_metrics, evaluate, fit_run_baseline, write_evaluation
+    from gptclf.metrics import format_metrics
+    from gptclf.mistakes import confident_mistakes, format_outcomes, outcomes
 
     run_dir = RunDir(args.run_dir)
-    labels = read_run_config(run_dir).label_map  # bad input fails before the model loads
-    data_path = args.data or run_dir.test_split()
-    reading = _reading_options(args) if args.data else _run_reading(run_dir)
-    data = read_labelled(data_path, **reading)
-    truth = labels.targets(data.labels, data.source)
-    with distributed_context(args.device) as dist:  # one process: the device, checked
-        classifier = Classifier.from_pretrained(args.run_dir).to(dist.device)
-        where = lambda i: f"{data_path}: row {data.rows[i]}"  # noqa: E731
-        ids = classifier.token_ids(data.texts, where, pairs=data.pairs)
-        store = PrefixStore.on_disk(keep=False) if classifier.config.recipe.store else None
-        model_probabilities = classifier.probabilities_of_ids(ids, store=store)
-    probabilities = classifier.final_probabilities(data.texts, model_probabilities)
-    threshold = args.threshold
-    if threshold is None:
-        threshold = classifier.config.decision_rule.threshold
-    metrics = compute_metrics(truth, probabilities, classifier.labels.names, threshold)
-    metrics["data"] = str(data_path)
-    metrics_path, pictures = run_dir.evaluation(data_path)
-    write_metrics(metrics, metrics_path)
-    if "confusion_matrix" in metrics:
-        plot_confusion_matrix(metrics, pictures["confusion_matrix"])
-    plot_reliability(truth, probabilities, pictures["reliability"])
-    if metrics.get("pr_auc") is not None or labels.multi_label:
-        plot_precision_recall(truth, probabilities, metrics, pictures["precision_recall"])
-    print(json.dumps(metrics) if args.json else format_metrics(metrics))
+    baseline = fit_run_baseline(run_dir) if args.compare_baseline else None
+    reading = _reading_options(args) if args.data else None
+    evaluation = evaluate(run_dir, args.data, reading, args.threshold, args.device)
+    metrics = dict(evaluation.metrics)
+    if baseline is not None:
+        metrics["baseline"] = baseline_metrics(baseline, evaluation)
+    write_evaluation(replace(evaluation, metrics=metrics), run_dir)
+    mistakes = confident_mistakes(outcomes(evaluation), args.errors) if args.errors else None
+    if args.json:
+        shown = {} if mistakes is None else {"errors": [asdict(o) for o in mistakes]}
+        print(json.dumps({**metrics, **shown}))
+        return
+    print(format_metrics(metrics, metrics.get("baseline")))
+    if mistakes is not None:
+        wrong = metrics["n_errors"]
+        print(f"the {len(mistakes)} most confident of {wrong} mistakes:")
+        print(format_outcomes(mistakes) if mistakes else "none")
 
 
-def _run_reading(run_dir: RunDir) -> dict:
-    """How the run's own split files are read: as training read its data (the columns, a
-    label separator or label columns), where the run records it."""
-    from gptclf.recipe import read_options
+def _cmd_report(args: argparse.Namespace) -> None:
+    from gptclf.evaluate import evaluate
+    from gptclf.report import write_report
 
-    if not run_dir.options.is_file():  # an imported run
-        return {}
-    recorded = read_options(run_dir.options)[1]
-    return {name: recorded[name] for name in READING_OPTIONS if name in recorded}
+    run_dir = RunDir(args.run_dir)
+    has_test = run_dir.split_file("test") is not None
+    test = evaluate(run_dir, device=args.device) if has_test else None
+    print(write_report(run_dir, test, args.out))
 
 
 def _cmd_cache(args: argparse.Namespace) -> None:
@@ -454,9 +442,31 @@ def build_parser() -> argparse.ArgumentParser:
         help="p(second class) cut-off, two classes; multi-label: every label's "
         "(default: the run's)",
     )
+    evaluate.add_argument(
+        "--errors",
+        type=_at_least_one,
+        metavar="N",
+        help="also print the N mistakes made with the highest probability",
+    )
+    evaluate.add_argument(
+        "--compare-baseline",
+        action="store_true",
+        help="also fit the TF-IDF baseline on the run's training split and show its figures "
+        "beside the model's",
+    )
     add_options(evaluate, DataSource, READING_OPTIONS, keep_defaults=True)
     _add_device_option(evaluate)
     evaluate.set_defaults(run=_cmd_eval)
+
+    report = commands.add_parser(
+        "report", help="a run's data, recipe, curves, metrics and mistakes as one HTML file"
+    )
+    report.add_argument("run_dir", type=Path)
+    report.add_argument(
+        "--out", type=Path, help="the HTML file to write (default: the run folder's report.html)"
+    )
+    _add_device_option(report)
+    report.set_defaults(run=_cmd_report)
 
     predict = commands.add_parser("predict", help="classify texts with a trained classifier")
     predict.add_argument("run_dir", type=Path)
@@ -564,6 +574,14 @@ def _add_serve_command(commands: argparse._SubParsersAction) -> None:
     serve.add_argument("--port", type=int, default=8000, help="0: any free port")
     add_options(serve, ServeSettings)
     serve.set_defaults(run=_cmd_serve, own_signals=True)  # uvicorn's graceful stop
+
+
+def _at_least_one(text: str) -> int:
+    """argparse's type of a count: a whole number of at least 1."""
+    value = int(text)
+    if value < 1:
+        raise ValueError(text)
+    return value
 
 
 def _add_device_option(parser: argparse.ArgumentParser) -> None:

@@ -119,13 +119,17 @@ def _per_label(
     return per_label
 
 
-def format_metrics(metrics: dict) -> str:
-    """A readable report: headline numbers, a per-class table and the confusion matrix (a
-    multi-label report has per-label ROC-AUC and PR-AUC in their place)."""
+def format_metrics(metrics: dict, baseline: dict | None = None) -> str:
+    """A readable report: the headline figures as an aligned table (with ``baseline``, the
+    baseline's metrics of the same texts, beside them), how the model decides, then a per-class
+    table and the confusion matrix (multi-label: per-label ROC-AUC and PR-AUC instead)."""
+    headline = _headline_table(metrics, baseline)
+    decides = _decision_lines(metrics)
     if metrics.get("multi_label"):
-        return "\n\n".join([_multi_label_headline(metrics), _per_label_table(metrics)]) + "\n"
-    sections = [_headline(metrics), _per_class_table(metrics), _confusion_table(metrics)]
-    return "\n\n".join(sections) + "\n"
+        sections = [headline, decides, _per_label_table(metrics)]
+    else:
+        sections = [headline, decides, _per_class_table(metrics), _confusion_table(metrics)]
+    return "\n\n".join(section for section in sections if section) + "\n"
 
 
 def write_metrics(metrics: dict, path: Path) -> None:
@@ -207,47 +211,64 @@ def _binary_ranking_metrics(
     }
 
 
-def _headline(metrics: dict) -> str:
-    errors = metrics["n_errors"]
-    noun = "error" if errors == 1 else "errors"
-    lines = [
-        f"accuracy {metrics['accuracy']:.2%} ({errors} {noun} of {metrics['n']})",
-        f"macro F1 {_number(metrics['macro_f1'])}",
-        f"MCC {_number(metrics['mcc'])}",
-        f"calibration: ECE {metrics['ece']:.4f}, Brier score {metrics['brier']:.4f}",
+def headline_figures(metrics: dict) -> list[tuple[str, str]]:
+    """The headline figures of ``metrics``, each named and formatted: accuracy (multi-label:
+    subset accuracy), errors, F1, MCC or Hamming loss, ranking (two classes) and calibration."""
+    errors = f"{metrics['n_errors']} of {metrics['n']}"
+    calibration = [("ECE", f"{metrics['ece']:.4f}"), ("Brier score", f"{metrics['brier']:.4f}")]
+    if metrics.get("multi_label"):
+        return [
+            ("subset accuracy", f"{metrics['accuracy']:.2%}"),
+            ("texts with a label wrong", errors),
+            ("Hamming loss", f"{metrics['hamming_loss']:.4f}"),
+            ("micro F1", f"{metrics['micro_f1']:.4f}"),
+            ("macro F1", f"{metrics['macro_f1']:.4f}"),
+            *calibration,
+        ]
+    figures = [
+        ("accuracy", f"{metrics['accuracy']:.2%}"),
+        ("errors", errors),
+        ("macro F1", _number(metrics["macro_f1"])),
+        ("MCC", _number(metrics["mcc"])),
     ]
     if "roc_auc" in metrics:
-        positive = f" (positive class: {metrics['positive_class']})"
-        lines.append(f"ROC-AUC {_number(metrics['roc_auc'])}{positive}")
-        lines.append(f"PR-AUC {_number(metrics['pr_auc'])}{positive}")
-    if metrics.get("threshold") is not None:
-        threshold, positive = metrics["threshold"], metrics["labels"][POSITIVE_CLASS]
+        figures += [
+            ("ROC-AUC", _number(metrics["roc_auc"])),
+            ("PR-AUC", _number(metrics["pr_auc"])),
+        ]
+    return figures + calibration
+
+
+def _headline_table(metrics: dict, baseline: dict | None) -> str:
+    """The headline figures, and the baseline's beside them where given."""
+    rows = [["metric", "model", *(["baseline"] if baseline else [])]]
+    theirs = dict(headline_figures(baseline)) if baseline else {}
+    for name, value in headline_figures(metrics):
+        rows.append([name, value, *([theirs.get(name, "-")] if baseline else [])])
+    return aligned(rows)
+
+
+def _decision_lines(metrics: dict) -> str:
+    """How the figures were decided: the positive class of the ranking figures, a threshold."""
+    threshold = metrics.get("threshold")
+    if metrics.get("multi_label"):
+        decided = (
+            "each label where p >= 0.5"
+            if threshold is None
+            else f"each label where p >= {threshold:g}"
+            if np.ndim(threshold) == 0
+            else "each label at its own threshold (see the table)"
+        )
+        return f"decides {decided}; ECE and Brier score over every text and label"
+    lines = []
+    if "positive_class" in metrics:
+        lines.append(f"ROC-AUC and PR-AUC of the positive class, {metrics['positive_class']}")
+    if threshold is not None:
+        positive = metrics["labels"][POSITIVE_CLASS]
         lines.append(
             f"threshold {threshold:g} (predict {positive} when p({positive}) >= {threshold:g})"
         )
     return "\n".join(lines)
-
-
-def _multi_label_headline(metrics: dict) -> str:
-    threshold = metrics["threshold"]
-    decided = (
-        "each label where p >= 0.5"
-        if threshold is None
-        else f"each label where p >= {threshold:g}"
-        if np.ndim(threshold) == 0
-        else "each label at its own threshold (see the table)"
-    )
-    return "\n".join(
-        [
-            f"subset accuracy {metrics['accuracy']:.2%} "
-            f"({metrics['n_errors']} of {metrics['n']} texts with a label wrong)",
-            f"Hamming loss {metrics['hamming_loss']:.4f}",
-            f"micro F1 {metrics['micro_f1']:.4f}, macro F1 {metrics['macro_f1']:.4f}",
-            f"calibration (every text and label): ECE {metrics['ece']:.4f}, "
-            f"Brier score {metrics['brier']:.4f}",
-            f"decides {decided}",
-        ]
-    )
 
 
 def _per_label_table(metrics: dict) -> str:
@@ -268,7 +289,7 @@ def _per_label_table(metrics: dict) -> str:
         ]
         for i, (name, m) in enumerate(metrics["per_class"].items())
     ]
-    return _aligned([header, *rows])
+    return aligned([header, *rows])
 
 
 def _number(value: float | None) -> str:
@@ -281,7 +302,7 @@ def _per_class_table(metrics: dict) -> str:
         [name, f"{m['precision']:.4f}", f"{m['recall']:.4f}", f"{m['f1']:.4f}", str(m["support"])]
         for name, m in metrics["per_class"].items()
     ]
-    return _aligned([header, *rows])
+    return aligned([header, *rows])
 
 
 def _confusion_table(metrics: dict) -> str:
@@ -291,10 +312,10 @@ def _confusion_table(metrics: dict) -> str:
         [name, *(str(count) for count in counts)]
         for name, counts in zip(names, metrics["confusion_matrix"], strict=True)
     ]
-    return "confusion matrix\n" + _aligned([header, *rows])
+    return "confusion matrix\n" + aligned([header, *rows])
 
 
-def _aligned(rows: list[list[str]]) -> str:
+def aligned(rows: list[list[str]]) -> str:
     """Columns padded to their widest cell: the first left-aligned, the rest right-aligned."""
     widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
     lines = [

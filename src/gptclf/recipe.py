@@ -196,6 +196,11 @@ class TrainConfig:
         choices=("best", "last"),
     )
     full: bool = output_option(False, "write every tensor: a standalone model file")
+    compare_baseline: bool = output_option(
+        False,
+        "also fit the TF-IDF baseline on the training split and show its figures beside the "
+        "model's (metrics.json: baseline)",
+    )
     book_loop: bool = option(
         False, "shuffle with the global RNG and log exactly as chapter 6 does", cli=False
     )

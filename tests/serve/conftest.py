@@ -16,12 +16,13 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from gptclf.predict import Classifier
+from gptclf.run import RunDir
+from gptclf.run.record import training_record
 from gptclf.serve import (
     ServeSettings,
     create_app,
     listening_socket,
     server_for,
-    training_metrics,
     url_of,
 )
 
@@ -38,7 +39,13 @@ def classifier(trained_run) -> Classifier:
 
 @pytest.fixture
 def client(classifier, trained_run) -> Iterator[TestClient]:
-    with TestClient(create_app(classifier, LIMITS, training_metrics(trained_run))) as client:
+    with TestClient(
+        create_app(
+            classifier,
+            LIMITS,
+            training_record(RunDir(trained_run), classifier.labels, LIMITS.max_chars),
+        )
+    ) as client:
         yield client
 
 

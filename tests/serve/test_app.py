@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 from gptclf.cli import main
 from gptclf.errors import GptclfError
 from gptclf.predict import Classifier
-from gptclf.serve import ServeSettings, create_app, listening_socket, training_metrics, url_of
+from gptclf.serve import ServeSettings, create_app, listening_socket, url_of
 
 from .conftest import LIMITS, expected_predictions, running
 from conftest import HAM, PAIRED, SPAM, TAGGED
@@ -80,7 +80,7 @@ def test_api_key_guards_v1_but_not_healthz_and_the_page(classifier):
         assert client.get("/").status_code == 200
 
 
-def test_model_endpoint_describes_the_classifier_and_its_training_metrics(
+def test_model_endpoint_describes_the_classifier_its_training_examples_and_limits(
     client, classifier, trained_run
 ):
     recorded = json.loads((trained_run / "metrics.json").read_text())
@@ -94,6 +94,13 @@ def test_model_endpoint_describes_the_classifier_and_its_training_metrics(
         "template": None,
         "decision": {"temperature": 1.0, "threshold": None, "rule": "argmax"},
         "metrics": {"validation": recorded["validation"], "test": recorded["test"]},
+        "trained_at": recorded["finished_at"],
+        "training_rows": 48,  # spam_data's train.csv
+        "examples": [  # the first of each class in its val.csv
+            {"label": "ham", "text": HAM[0], "pair": None},
+            {"label": "spam", "text": SPAM[0], "pair": None},
+        ],
+        "limits": {"max_texts": 5, "max_chars": 200, "max_body_bytes": 200_000},
     }
 
 
@@ -236,19 +243,6 @@ def test_requests_in_flight_at_shutdown_still_get_their_answers(classifier, monk
         answers = [first.result(), second.result()]
     assert [a.status_code for a in answers] == [200, 200]
     assert [a.json()["predictions"] for a in answers] == expected
-
-
-def test_training_metrics_are_the_validation_and_test_figures_of_the_run(tmp_path):
-    assert training_metrics(tmp_path) == {}
-    recorded = {"validation": {"accuracy": 0.9}, "test": {"accuracy": 0.8}, "epochs": 2}
-    (tmp_path / "metrics.json").write_text(json.dumps(recorded))
-    assert training_metrics(tmp_path) == {
-        "validation": {"accuracy": 0.9},
-        "test": {"accuracy": 0.8},
-    }
-    (tmp_path / "metrics.json").write_text("{not json")
-    with pytest.raises(GptclfError, match=r"metrics\.json: not readable JSON"):
-        training_metrics(tmp_path)
 
 
 def test_a_port_in_use_is_one_clear_error():

@@ -42,7 +42,7 @@ def killed_after_a_checkpoint(argv: list[str], run: Path) -> None:
 
 def without_timings(run: Path) -> dict:
     metrics = json.loads((run / "metrics.json").read_text())
-    return {k: v for k, v in metrics.items() if not k.endswith("_seconds")}
+    return {k: v for k, v in metrics.items() if not k.endswith(("_seconds", "finished_at"))}
 
 
 def test_a_killed_run_resumes_to_the_metrics_of_an_uninterrupted_one(

@@ -41,6 +41,7 @@ class RunDir:
     metrics = _inside("metrics.json", "the run's figures and its validation and test metrics")
     metrics_log = _inside("metrics.jsonl", "every figure logged during training")
     confusion_matrix = _inside("confusion_matrix.png", "the test split's confusion matrix")
+    report = _inside("report.html", "the run's story in one page: data, recipe, curves, mistakes")
     split = _inside("split", "the train/validation/test files the run used")
     checkpoint = _inside("checkpoint", "an unfinished run's state; removed when it completes")
 
@@ -49,11 +50,16 @@ class RunDir:
         """The training-curve PNG of each plotted metric."""
         return {metric: self.root / f"{metric}.png" for metric in ("loss", "accuracy")}
 
+    def split_file(self, name: str) -> Path | None:
+        """The file of split ``name`` (train, validation, test) the run used, if it has one."""
+        found = sorted(self.split.glob(f"{name}.*"))
+        return found[0] if found else None
+
     def test_split(self) -> Path:
-        found = sorted(self.split.glob("test.*"))
-        if not found:
+        found = self.split_file("test")
+        if found is None:
             raise GptclfError(f"{self.root}: the run has no test split; pass --data FILE")
-        return found[0]
+        return found
 
     def evaluation(self, data: Path) -> tuple[Path, dict[str, Path]]:
         """Where ``gptclf eval`` writes the metrics of ``data``, and each of its pictures."""

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -24,6 +23,7 @@ from gptclf.errors import GptclfError
 from gptclf.explain import advance
 from gptclf.predict import Classifier
 from gptclf.run.folder import RunDir
+from gptclf.run.record import TrainingRecord, training_record
 from gptclf.serve.batcher import MicroBatcher, QueueFull, model_thread
 from gptclf.serve.guards import ApiKeyGuard
 from gptclf.serve.limits import (
@@ -39,8 +39,10 @@ from gptclf.serve.schemas import (
     ClassifyRequest,
     ClassifyResponse,
     ErrorBody,
+    Example,
     ExplainRequest,
     ExplainResponse,
+    Limits,
     ModelInfo,
     ServedPrediction,
 )
@@ -49,18 +51,6 @@ from gptclf.serve.settings import API_KEY_ENV, ServeSettings
 # Declares the key in the OpenAPI schema; ApiKeyGuard checks it, from the headers alone.
 BEARER = HTTPBearer(auto_error=False, description=f"the key in ${API_KEY_ENV}")
 T = TypeVar("T")
-
-
-def training_metrics(run_dir: Path) -> dict:
-    """The validation and test metrics in the run folder's metrics file, if it has one."""
-    path = RunDir(Path(run_dir)).metrics
-    if not path.is_file():
-        return {}
-    try:
-        recorded = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise GptclfError(f"{path}: not readable JSON ({exc})") from exc
-    return {split: recorded[split] for split in ("validation", "test") if split in recorded}
 
 
 async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -87,8 +77,10 @@ def _lifespan(batcher: MicroBatcher) -> Callable[[FastAPI], contextlib.AbstractA
     return lifespan
 
 
-def _model_info(classifier: Classifier, metrics: dict | None) -> ModelInfo:
-    """What ``GET /v1/model`` tells of ``classifier``."""
+def _model_info(
+    classifier: Classifier, record: TrainingRecord, settings: ServeSettings
+) -> ModelInfo:
+    """What ``GET /v1/model`` tells of ``classifier``, its training and the service's limits."""
     return ModelInfo(
         labels=classifier.labels.names,
         multi_label=classifier.labels.multi_label,
@@ -98,18 +90,26 @@ def _model_info(classifier: Classifier, metrics: dict | None) -> ModelInfo:
         max_length=classifier.config.max_length,
         template=classifier.config.template,
         decision=classifier.config.decision_rule.to_json(),
-        metrics=metrics or {},
+        metrics=record.metrics,
+        trained_at=record.finished_at,
+        training_rows=record.training_rows,
+        examples=[Example(**example) for example in record.examples],
+        limits=Limits(
+            max_texts=settings.max_texts,
+            max_chars=settings.max_chars,
+            max_body_bytes=settings.max_body_bytes,
+        ),
     )
 
 
 def create_app(
     classifier: Classifier,
     settings: ServeSettings,
-    metrics: dict | None = None,
+    record: TrainingRecord | None = None,
     thread: ThreadPoolExecutor | None = None,
 ) -> FastAPI:
-    """The HTTP service of ``classifier``; ``metrics`` are the training figures shown by
-    ``GET /v1/model``; ``thread``, the one the classifier was loaded in, computes its batches.
+    """The HTTP service of ``classifier``; ``record`` is what ``GET /v1/model`` tells of its
+    training; ``thread``, the one the classifier was loaded in, computes its batches.
     The batcher is ``app.state.batcher``, the settings ``app.state.settings``. The API key is
     checked from the headers before any body is read; then the body is read within the size and
     time limits."""
@@ -140,7 +140,7 @@ def create_app(
     documented = [Depends(BEARER)] if settings.api_key else []
     _add_classify(app, classifier, settings, documented)
     _add_explain(app, classifier, settings, documented)
-    _add_model(app, _model_info(classifier, metrics), documented)
+    _add_model(app, _model_info(classifier, record or TrainingRecord(), settings), documented)
     _add_open_routes(app)
     return app
 
@@ -270,7 +270,7 @@ def _add_model(app: FastAPI, info: ModelInfo, documented: list[Dependency]) -> N
         dependencies=documented,
     )
     async def model() -> ModelInfo:
-        """Labels, base model, pooling, maximum length and training metrics."""
+        """Labels, base model, recipe, training metrics and examples, and the request limits."""
         return info
 
 
@@ -293,7 +293,6 @@ def _add_open_routes(app: FastAPI) -> None:
 def app_for_run(run_dir: Path, settings: ServeSettings) -> FastAPI:
     """The service of the classifier trained in ``run_dir``, loaded and warmed up in the thread
     that computes its batches."""
-    metrics = training_metrics(run_dir)
     thread = model_thread()
     load = thread.submit(lambda: Classifier.from_pretrained(run_dir, settings.runtime).warm_up())
     try:
@@ -301,4 +300,5 @@ def app_for_run(run_dir: Path, settings: ServeSettings) -> FastAPI:
     except BaseException:
         thread.shutdown()
         raise
-    return create_app(classifier, settings, metrics, thread)
+    record = training_record(RunDir(Path(run_dir)), classifier.labels, settings.max_chars)
+    return create_app(classifier, settings, record, thread)

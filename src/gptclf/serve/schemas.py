@@ -84,6 +84,22 @@ class ClassifyResponse(BaseModel):
     predictions: list[ServedPrediction]
 
 
+class Example(BaseModel):
+    """A text of the run's validation split with the label it carries."""
+
+    label: str
+    text: str
+    pair: str | None = None
+
+
+class Limits(BaseModel):
+    """What one request may hold: a client that sends more in chunks stays within these."""
+
+    max_texts: int
+    max_chars: int
+    max_body_bytes: int
+
+
 class ModelInfo(BaseModel):
     labels: list[str]
     multi_label: bool  # each text gets any number of the labels, each decided on its own
@@ -95,6 +111,10 @@ class ModelInfo(BaseModel):
     decision: dict  # temperature, and threshold on p(second label) (multi-label: one per label)
     # with the rule that chose it
     metrics: dict  # validation and test metrics recorded by training, when the run has them
+    trained_at: str | None  # when training finished (ISO 8601, UTC)
+    training_rows: int | None  # texts in the training split
+    examples: list[Example]  # one per class from the validation split, where the run has one
+    limits: Limits
 
 
 class ErrorBody(BaseModel):

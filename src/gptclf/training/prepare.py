@@ -13,7 +13,7 @@ import torch
 from gptclf.classifier import SequenceClassifier, build_classifier
 from gptclf.data.batching import TokenDataset
 from gptclf.data.dataset import DataSource, Splits, load_splits, tokenize_splits
-from gptclf.data.summary import format_summary
+from gptclf.data.summary import SplitSummary
 from gptclf.data.tokenized import DEFAULT_PAIR_TEMPLATE
 from gptclf.distributed import LOCAL, DistributedContext, device_scope
 from gptclf.errors import GptclfError
@@ -38,7 +38,7 @@ class Prepared:
     pad_id: int
     pad_to: int | None
     max_length: int
-    summary: str
+    summaries: list[SplitSummary]  # each split's rows, class balance, token lengths
     start_block: int  # > 0: datasets hold the hidden states that enter this block
     precision: str  # "bf16" or "fp32"
     template: str | None  # the recipe's, or for pairs of texts with none, the default join
@@ -100,7 +100,6 @@ def prepare_loaded(
         )
         for name, part in splits.parts.items()
     }
-    summary = format_summary(summaries)
     return Prepared(
         splits,
         datasets,
@@ -109,7 +108,7 @@ def prepare_loaded(
         tokenizer.pad_id,
         pad_to,
         max_length,
-        summary,
+        summaries,
         start_block,
         precision,
         template,

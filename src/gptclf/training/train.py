@@ -7,6 +7,7 @@ import math
 import shutil
 import time
 from dataclasses import asdict, dataclass, replace
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,7 @@ import torch
 
 from gptclf.data.batching import POOL_BATCHES, Collator
 from gptclf.data.dataset import DataSource
+from gptclf.data.summary import format_summary
 from gptclf.decision import (
     Decision,
     at_temperature_bound,
@@ -26,12 +28,14 @@ from gptclf.decision import (
 from gptclf.distributed import LOCAL, DistributedContext
 from gptclf.ensemble import Ensemble, choose_weight
 from gptclf.errors import GptclfError
+from gptclf.evaluate import Evaluation
 from gptclf.inference import class_probabilities
 from gptclf.metrics import compute_metrics, format_metrics, write_metrics
 from gptclf.models import family_of
 from gptclf.options import as_plain
 from gptclf.plots import plot_confusion_matrix, plot_training_curves
 from gptclf.recipe import TrainConfig, write_options
+from gptclf.report import write_report
 from gptclf.run import RunConfig, RunDir, save_run_model
 from gptclf.store import PrefixStore
 from gptclf.tokenizers import HFTokenizer
@@ -88,6 +92,7 @@ def train(
     prepare_seconds = time.perf_counter() - began
     blends = _blends(config, prepared)
     _check_decision(config, prepared)
+    baseline = _baseline_figures(config, prepared)
     quiet = quiet or not dist.is_main
     checkpoints = run_dir.checkpoint if dist.is_main else None
     trainer = build_trainer(config, prepared, checkpoints, quiet, dist, mechanics)
@@ -95,7 +100,7 @@ def train(
         checkpoint.restore(trainer, dist.on_main(lambda: checkpoint.read(run_dir.checkpoint)))
     logger = Logger(run_dir.metrics_log if dist.is_main else None, quiet, trainer.state)
     parameters = count_parameters(prepared.classifier)
-    logger.say(prepared.summary)
+    logger.say(format_summary(prepared.summaries))
     logger.say(
         f"trainable parameters: {parameters[0]:,} of {parameters[1]:,} "
         f"({100 * parameters[0] / parameters[1]:.2f}%)"
@@ -119,10 +124,14 @@ def train(
         results["ensemble"] = {"weight": ensemble.weight, "baseline_C": c, **results["ensemble"]}
     if chosen is not None:
         results["decision"] = decision.to_json() | {"on_validation": chosen}
+    if baseline is not None:
+        results["baseline"] = baseline
     if decision != Decision():
         logger.say(_decision_note(decision, chosen))
     if dist.is_main:
         _write_run_folder(trainer, prepared, config, run_dir, logger, results, ensemble, decision)
+        test = _test_evaluation(prepared, run_dir, blended, decision, results)
+        logger.say(f"report: {write_report(run_dir, test)}")
     return results
 
 
@@ -202,6 +211,27 @@ def _blends(config: TrainConfig, prepared: Prepared) -> bool:
     one_text_one_label = not splits.labels.multi_label and not splits.has_pairs
     auto = config.ensemble == "auto" and weighed and one_text_one_label
     return config.ensemble == "baseline" or auto
+
+
+def _baseline_figures(config: TrainConfig, prepared: Prepared) -> dict | None:
+    """With ``--compare-baseline``: the TF-IDF baseline fitted on the training split and its
+    validation and test metrics (an error, before training, for data it cannot fit)."""
+    if not config.compare_baseline:
+        return None
+    from gptclf import baseline
+
+    splits = prepared.splits
+    model, selection = baseline.fit_baseline(splits, config.seed)
+    measured = {
+        name: compute_metrics(
+            _truth(prepared, name),
+            baseline.class_probabilities(model, splits.parts[name].texts, len(splits.labels)),
+            splits.labels.names,
+        )
+        for name in ("validation", "test")
+        if name in splits.parts
+    }
+    return {"model": baseline.DESCRIPTION, "selection": selection, **measured}
 
 
 def _fitted_ensemble(
@@ -292,6 +322,7 @@ def _run_figures(
         "train_seconds": round(trainer.state.train_seconds, 2),
         "trainable_parameters": parameters[0],
         "total_parameters": parameters[1],
+        "data": [asdict(summary) for summary in prepared.summaries],
     }
 
 
@@ -335,7 +366,8 @@ def _write_run_folder(
     """The test metrics shown, plots, the trained model (blended baseline, decision) and
     metrics.json; the checkpoint goes."""
     if "test" in results:
-        logger.say("test set:\n" + format_metrics(results["test"]))
+        baseline = results.get("baseline", {}).get("test")
+        logger.say("test set:\n" + format_metrics(results["test"], baseline))
         if "confusion_matrix" in results["test"]:
             plot_confusion_matrix(results["test"], run_dir.confusion_matrix)
     plot_training_curves(trainer.state.records, run_dir.curves)
@@ -347,8 +379,30 @@ def _write_run_folder(
     if decision != Decision():
         run_config.decision = decision.to_json()
     save_run_model(run_dir, prepared.classifier, run_config, tokenizer, list(trainer.trainable))
-    write_metrics(results, run_dir.metrics)
+    finished_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    write_metrics({**results, "finished_at": finished_at}, run_dir.metrics)
     shutil.rmtree(run_dir.checkpoint, ignore_errors=True)
+
+
+def _test_evaluation(
+    prepared: Prepared,
+    run_dir: RunDir,
+    blended: dict[str, np.ndarray],
+    decision: Decision,
+    results: dict,
+) -> Evaluation | None:
+    """The run's test split as it decides it, for its report (None: no test split)."""
+    if "test" not in blended:
+        return None
+    labels = prepared.splits.labels
+    return Evaluation(
+        path=run_dir.split_file("test") or Path("test"),
+        data=prepared.splits.parts["test"],
+        labels=labels,
+        truth=_truth(prepared, "test"),
+        probabilities=decision.calibrated(blended["test"], labels.multi_label),
+        metrics=results["test"],
+    )
 
 
 def _decision_note(decision: Decision, chosen: dict | None) -> str:
