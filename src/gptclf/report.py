@@ -13,6 +13,7 @@ import tempfile
 from pathlib import Path
 
 from gptclf.atomic import write_text_atomic
+from gptclf.data.summary import PERCENTILES
 from gptclf.evaluate import Evaluation, write_pictures
 from gptclf.metrics import headline_figures
 from gptclf.mistakes import Outcome, confident_mistakes, least_sure, outcomes
@@ -44,8 +45,8 @@ td.n, th.n { text-align: right; font-variant-numeric: tabular-nums; }
 td.text { white-space: pre-wrap; overflow-wrap: anywhere; max-width: 36rem; }
 td.wrong { color: var(--wrong); font-weight: 600; }
 tr.changed td:first-child { font-weight: 600; }
-figure { display: inline-block; margin: .5rem 1rem .5rem 0; }
-img { max-width: 100%; height: auto; background: #fff; border: 1px solid var(--line); }
+figure { display: inline-block; width: 30rem; max-width: 100%; margin: .5rem 1rem .5rem 0; }
+img { width: 100%; height: auto; background: #fff; border: 1px solid var(--line); }
 dl { display: grid; grid-template-columns: max-content 1fr; gap: .15rem 1rem; }
 dt { color: var(--muted); } dd { margin: 0; }
 """
@@ -116,13 +117,16 @@ def _numeric(*columns: int) -> dict:
 def _overview(run_dir: RunDir, config: RunConfig, recorded: dict) -> str:
     """What the model is and when it was trained."""
     facts = {
-        "run folder": str(run_dir.root.resolve()),
+        "run folder": str(run_dir.root),
         "base model": config.base_model,
         "labels": ", ".join(config.label_map.names)
         + (" (multi-label)" if config.label_map.multi_label else ""),
         "trained": recorded.get("finished_at", "not recorded"),
         "tokens per text": f"up to {config.max_length}",
     }
+    if config.ensemble:
+        weight = config.ensemble["weight"]
+        facts["blends"] = f"with the TF-IDF baseline, the model's weight {weight}"
     if config.decision:
         facts["decides by"] = ", ".join(f"{k} {v}" for k, v in config.decision.items())
     listed = "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in facts.items())
@@ -133,22 +137,20 @@ def _data_section(summaries: list[dict] | None) -> str:
     """Each split's rows, class balance, token lengths and truncated texts."""
     if not summaries:
         return "<h2>Data</h2><p class=muted>This run did not record its data summary.</p>"
-    header = ["split", "rows", "dropped empty", "class balance", "tokens p50 / p90 / p99 / max"]
-    header.append("truncated")
+    lengths_shown = [*(f"p{p}" for p in PERCENTILES), "max"]
+    header = ["split", "rows", "dropped empty", "class balance"]
+    header += [f"tokens {' / '.join(lengths_shown)}", "truncated"]
     rows = []
     for s in summaries:
         counts = s["class_counts"] or {}
         balance = ", ".join(
             f"{name} {n} ({100 * n / max(s['rows'], 1):.1f}%)" for name, n in counts.items()
         )
-        lengths = " / ".join(str(s["token_percentiles"].get(k, "-")) for k in _PERCENTILES)
+        lengths = " / ".join(str(s["token_percentiles"].get(k, "-")) for k in lengths_shown)
         truncated = f"{s['truncated']} (over {s['max_length']} tokens)"
         row = [s["name"], str(s["rows"]), str(s["dropped_empty"]), balance, lengths, truncated]
         rows.append([_e(cell) for cell in row])
     return "<h2>Data</h2>" + _table(header, rows, styles=_numeric(1, 2))
-
-
-_PERCENTILES = ("p50", "p90", "p99", "max")
 
 
 def _recipe_section(config: RunConfig) -> str:

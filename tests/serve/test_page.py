@@ -1,13 +1,16 @@
 """The page at ``/``: its files inlined into one answer, a policy that allows only them, escaping
 by construction, and the page in a headless browser."""
 
+import csv
 import os
 import re
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from importlib import resources
 from pathlib import Path
 from types import SimpleNamespace
@@ -18,11 +21,14 @@ from fastapi.testclient import TestClient
 
 from gptclf.decision import Decision
 from gptclf.predict import Classifier
+from gptclf.predict_files import predict_file
+from gptclf.run import RunDir
+from gptclf.run.record import training_record
 from gptclf.serve import ServeSettings, create_app
 from gptclf.serve.page import PAGE, PAGE_POLICY, sha256_source
 
 from .conftest import LIMITS, running
-from conftest import PAIRED, TAGGED
+from conftest import HAM, PAIRED, SPAM, TAGGED
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
@@ -95,6 +101,16 @@ NEEDS_CHROMIUM = pytest.mark.skipif(
     not (CHROMIUM.exists() and CHROMEDRIVER.exists()),
     reason="headless Chromium is missing: apt-get install -y chromium chromium-driver",
 )
+BATCH_LIMITS = replace(LIMITS, max_texts=64)  # a file of 300 rows goes in 5 requests
+# Counts the page's requests to /v1/classify in window.classifyCalls.
+COUNT_REQUESTS = """
+const original = window.fetch;
+window.classifyCalls = 0;
+window.fetch = (path, init) => {
+  if (String(path).includes("classify")) window.classifyCalls += 1;
+  return original(path, init);
+};
+"""
 
 
 def headless_chromium():
@@ -109,86 +125,139 @@ def headless_chromium():
     return webdriver.Chrome(options=options, service=Service(str(CHROMEDRIVER)))
 
 
-@NEEDS_CHROMIUM
-def test_page_in_a_headless_browser_shows_the_verdict_and_probabilities_of_the_api(trained_run):
-    pytest.importorskip("selenium.webdriver")
-    from selenium.webdriver.common.by import By
+@pytest.fixture(scope="module")
+def browser():
+    """One headless Chromium for the tests of this module."""
+    if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
+        pytest.skip("headless Chromium is missing: apt-get install -y chromium chromium-driver")
+    driver = headless_chromium()
+    yield driver
+    driver.quit()
+
+
+@pytest.fixture(scope="module")
+def service(classifier, trained_run) -> Iterator[str]:
+    """The URL of ``trained_run`` served with its training record, within ``BATCH_LIMITS``."""
+    record = training_record(RunDir(trained_run), classifier.labels, BATCH_LIMITS.max_chars)
+    with running(create_app(classifier, BATCH_LIMITS, record)) as (url, _):
+        yield url
+
+
+def wait(driver, condition, seconds: float = 20):
     from selenium.webdriver.support.wait import WebDriverWait
 
+    return WebDriverWait(driver, seconds).until(lambda _: condition())
+
+
+def by_id(driver, name: str):
+    from selenium.webdriver.common.by import By
+
+    return driver.find_element(By.ID, name)
+
+
+def css(driver, selector: str) -> list:
+    from selenium.webdriver.common.by import By
+
+    return driver.find_elements(By.CSS_SELECTOR, selector)
+
+
+def open_page(driver, url: str) -> None:
+    """The page at ``url``, once it shows the model's card."""
+    driver.get(url + "/")
+    wait(driver, lambda: css(driver, "#model-labels li"))
+
+
+def texts_of(elements) -> list[str]:
+    return [element.text for element in elements]
+
+
+@NEEDS_CHROMIUM
+def test_page_in_a_headless_browser_shows_the_model_the_verdict_and_probabilities_of_the_api(
+    trained_run, browser
+):
+    from selenium.webdriver.common.keys import Keys
+
+    driver = browser
     message = "Congratulations <b>winner</b>! Claim your FREE prize & cash now"
+    auth = {"Authorization": "Bearer s3cret"}
     with serve_command(trained_run, api_key="s3cret") as url:
-        api = httpx.post(
-            f"{url}/v1/classify",
-            json={"text": message},
-            headers={"Authorization": "Bearer s3cret"},
-            timeout=30,
-        ).json()["predictions"][0]
+        api = httpx.post(f"{url}/v1/classify", json={"text": message}, headers=auth, timeout=30)
+        api = api.json()["predictions"][0]
         explained = httpx.post(
-            f"{url}/v1/explain",
-            json={"text": message},
-            headers={"Authorization": "Bearer s3cret"},
-            timeout=60,
-        ).json()
-        driver = headless_chromium()
-        try:
-            driver.get(url + "/")
-            driver.find_element(By.ID, "message").send_keys(message)
-            driver.find_element(By.ID, "classify").click()
-            status = driver.find_element(By.ID, "status")
-            WebDriverWait(driver, 20).until(lambda _: "API key" in status.text)
-            driver.find_element(By.CSS_SELECTOR, "#key-box summary").click()
-            driver.find_element(By.ID, "api-key").send_keys("s3cret")
-            driver.find_element(By.ID, "classify").click()
-            result = driver.find_element(By.ID, "result")
-            WebDriverWait(driver, 20).until(lambda _: result.is_displayed())
-            verdict = driver.find_element(By.ID, "verdict").text
-            confidence = driver.find_element(By.ID, "confidence").text
-            rows = [
-                [cell.text for cell in row.find_elements(By.TAG_NAME, "td")]
-                for row in driver.find_elements(By.CSS_SELECTOR, "#probabilities tr")
-            ]
-            status_text = status.text
-            driver.find_element(By.ID, "explain").click()
-            driver.find_element(By.ID, "classify").click()
-            explanation = driver.find_element(By.ID, "explanation")
-            WebDriverWait(driver, 30).until(lambda _: explanation.is_displayed())
-            spans = driver.find_elements(By.CSS_SELECTOR, "#tokens span")
-            shown_tokens = [span.get_attribute("textContent") for span in spans]
-            shades = [span.value_of_css_property("background-color") for span in spans]
-        finally:
-            driver.quit()
+            f"{url}/v1/explain", json={"text": message}, headers=auth, timeout=60
+        )
+        explained = explained.json()
+        model = httpx.get(f"{url}/v1/model", headers=auth, timeout=30).json()
+        driver.get(url + "/")
+        status = by_id(driver, "status")
+        wait(driver, lambda: "API key" in status.text)  # the page asks for the key at once
+        assert by_id(driver, "key-box").get_attribute("open") is not None
+        by_id(driver, "api-key").send_keys("s3cret", Keys.ENTER)  # the card is fetched again
+        wait(driver, lambda: css(driver, "#model-labels li"))
+        labels_shown = texts_of(css(driver, "#model-labels li"))
+        base_shown = by_id(driver, "model-base").text
+        by_id(driver, "message").send_keys(message, Keys.CONTROL, Keys.ENTER)  # Ctrl+Enter
+        result = by_id(driver, "result")
+        wait(driver, result.is_displayed)
+        verdict = by_id(driver, "verdict").text
+        confidence = by_id(driver, "confidence").text
+        elapsed = by_id(driver, "elapsed").text
+        rows = [
+            texts_of(row.find_elements("tag name", "td"))
+            for row in css(driver, "#probabilities tr")
+        ]
+        bars = [bar.value_of_css_property("width") for bar in css(driver, "#probabilities .fill")]
+        status_text = status.text
+        by_id(driver, "explain").click()
+        by_id(driver, "classify").click()
+        explanation = by_id(driver, "explanation")
+        wait(driver, explanation.is_displayed, 30)
+        spans = css(driver, "#tokens span")
+        shown_tokens = [span.get_attribute("textContent") for span in spans]
+        shades = [span.value_of_css_property("background-color") for span in spans]
+    assert labels_shown == model["labels"] == ["ham", "spam"]
+    assert base_shown == model["base_model"]
     assert [t["text"] for t in explained["tokens"]] == shown_tokens
     assert "".join(shown_tokens) == message
     strongest = max(range(len(spans)), key=lambda i: abs(explained["tokens"][i]["score"]))
     toward = explained["tokens"][strongest]["score"] > 0
     assert shades[strongest] == ("rgba(220, 38, 38, 1)" if toward else "rgba(37, 99, 235, 1)")
     assert verdict == api["label"] and status_text == ""
+    assert re.fullmatch(r"answered in \d+ ms", elapsed)
     assert float(confidence.removeprefix("probability ")) == pytest.approx(
         api["probability"], abs=5e-5
     )
     assert [label for label, _ in rows] == list(api["probabilities"])
     for label, shown in rows:
         assert float(shown) == pytest.approx(api["probabilities"][label], abs=5e-5)
+    widest = max(range(len(bars)), key=lambda i: float(bars[i].removesuffix("px")))
+    assert rows[widest][0] == api["label"]  # the longest bar is the verdict's
 
 
 @NEEDS_CHROMIUM
 def test_the_page_shows_a_multi_label_models_set_and_sends_a_pair_to_a_model_of_pairs(
-    multi_label_run, pair_run
+    multi_label_run, pair_run, browser, tmp_path
 ):
-    pytest.importorskip("selenium.webdriver")
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.wait import WebDriverWait
+    driver = browser
 
     def verdict_of(url: str, text: str, pair: str | None = None) -> str:
-        driver.get(url + "/")
-        driver.find_element(By.ID, "message").send_keys(text)
-        if pair is not None:
-            driver.find_element(By.CSS_SELECTOR, "#pair-box summary").click()
-            driver.find_element(By.ID, "pair").send_keys(pair)
-        driver.find_element(By.ID, "classify").click()
-        result = driver.find_element(By.ID, "result")
-        WebDriverWait(driver, 20).until(lambda _: result.is_displayed())
-        return driver.find_element(By.ID, "verdict").text
+        open_page(driver, url)
+        by_id(driver, "message").send_keys(text)
+        if pair is not None:  # the box of the pair is open for a model of pairs
+            by_id(driver, "pair").send_keys(pair)
+        by_id(driver, "classify").click()
+        result = by_id(driver, "result")
+        wait(driver, result.is_displayed)
+        return by_id(driver, "verdict").text
+
+    def downloaded_for(url: str, rows: list[list[str]], name: str) -> tuple[Path, Path]:
+        """The page's download for a CSV of ``rows``, and the file it classified."""
+        file = tmp_path / f"{name}.csv"
+        with open(file, "w", encoding="utf-8", newline="") as out:
+            csv.writer(out).writerows(rows)
+        open_page(driver, url)
+        classify_file(driver, file)
+        return download(driver, tmp_path / name), file
 
     tagged, paired = (Classifier.from_pretrained(run) for run in (multi_label_run, pair_run))
     question, answer, label = PAIRED[1]
@@ -196,13 +265,195 @@ def test_the_page_shows_a_multi_label_models_set_and_sends_a_pair_to_a_model_of_
         running(create_app(tagged, LIMITS)) as (tagged_url, _),
         running(create_app(paired, LIMITS)) as (paired_url, _),
     ):
-        driver = headless_chromium()
-        try:
-            shown = verdict_of(tagged_url, TAGGED[5][0])
-            nothing = verdict_of(tagged_url, TAGGED[3][0])
-            decided = verdict_of(paired_url, question, answer)
-        finally:
-            driver.quit()
+        shown = verdict_of(tagged_url, TAGGED[5][0])
+        marks = len(css(driver, "#probabilities .mark"))  # a threshold for each label
+        pair_box_hidden = not by_id(driver, "pair-box").is_displayed()
+        nothing = verdict_of(tagged_url, TAGGED[3][0])
+        decided = verdict_of(paired_url, question, answer)
+        tagged_csv, tagged_file = downloaded_for(
+            tagged_url, [["text"], *([text] for text, _ in TAGGED)], "tagged"
+        )
+        paired_csv, paired_file = downloaded_for(
+            paired_url, [["text", "pair"], *([q, a] for q, a, _ in PAIRED)], "paired"
+        )
     assert shown == ", ".join(tagged.predict([TAGGED[5][0]])[0].labels) == "money, social, urgent"
+    assert marks == 3 and pair_box_hidden
     assert nothing == "no label"
     assert decided == label
+    predict_file(tagged, tagged_file, tmp_path / "tagged-predicted.csv")
+    predict_file(paired, paired_file, tmp_path / "paired-predicted.csv", pair_column="pair")
+    assert_same_predictions_csv(tagged_csv, tmp_path / "tagged-predicted.csv")
+    assert_same_predictions_csv(paired_csv, tmp_path / "paired-predicted.csv")
+    assert read_csv(tagged_csv)[0] == ["text", "labels", "p_money", "p_social", "p_urgent"]
+    assert read_csv(paired_csv)[0] == ["text", "pair", "label", "probability", "p_no", "p_yes"]
+
+
+def batch_texts(rows: int) -> list[str]:
+    """Texts of the spam and ham kinds, some with commas, quotes and a newline inside."""
+    texts = []
+    for i in range(rows):
+        text = (SPAM + HAM)[i % 6]
+        if i % 10 == 3:
+            text += ', "quoted, with commas" and ""doubled""'
+        elif i % 50 == 7:
+            text += "\nsecond line, été ☕"
+        texts.append(f"{text} #{i}")
+    return texts
+
+
+def classify_file(driver, file: Path) -> None:
+    """Give the page ``file`` and wait until it has classified it."""
+    by_id(driver, "batch-file").send_keys(str(file))
+    wait(driver, by_id(driver, "batch-download").is_displayed, 30)
+
+
+def download(driver, folder: Path, seconds: float = 20) -> Path:
+    """The file the page's download button saves, saved into ``folder``."""
+    folder.mkdir()
+    driver.execute_cdp_cmd(
+        "Page.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(folder)}
+    )
+    by_id(driver, "batch-download").click()
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        files = list(folder.iterdir())
+        if len(files) == 1 and files[0].suffix == ".csv":  # not .crdownload
+            return files[0]
+        time.sleep(0.05)
+    raise AssertionError(f"no download in {folder}: {list(folder.iterdir())}")
+
+
+def read_csv(path: Path) -> list[list[str]]:
+    with open(path, encoding="utf-8", newline="") as file:
+        return list(csv.reader(file))
+
+
+def assert_same_predictions_csv(got: Path, expected: Path) -> None:
+    """The same header and cells, but probabilities only up to float rounding."""
+    ours, theirs = read_csv(got), read_csv(expected)
+    header = ours[0]
+    assert header == theirs[0] and len(ours) == len(theirs)
+    numeric = [name == "probability" or name.startswith("p_") for name in header]
+    for row, expected_row in zip(ours[1:], theirs[1:], strict=True):
+        assert len(row) == len(header)
+        for cell, expected_cell, is_number in zip(row, expected_row, numeric, strict=True):
+            if is_number:
+                assert float(cell) == pytest.approx(float(expected_cell), abs=1e-5)
+            else:
+                assert cell == expected_cell
+
+
+@NEEDS_CHROMIUM
+def test_the_page_classifies_a_file_in_chunks_and_downloads_what_gptclf_predict_writes(
+    trained_run, service, browser, tmp_path
+):
+    driver = browser
+    texts = batch_texts(300)
+    messages = tmp_path / "messages.csv"
+    with open(messages, "w", encoding="utf-8", newline="") as out:
+        writer = csv.writer(out)  # rows end with \r\n; the newline inside a field is \n
+        writer.writerows([["id", "text"], *([str(i), text] for i, text in enumerate(texts))])
+    predicted = tmp_path / "predicted.csv"
+    command = [sys.executable, "-m", "gptclf", "predict", str(trained_run)]
+    predict = subprocess.Popen(  # meanwhile, the page classifies the same file
+        [*command, "--input", str(messages), "--output", str(predicted)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    open_page(driver, service)
+    driver.execute_script(COUNT_REQUESTS)
+    classify_file(driver, messages)
+    status = by_id(driver, "batch-status").text
+    progress = by_id(driver, "batch-progress")
+    done, total = (float(progress.get_attribute(name)) for name in ("value", "max"))
+    requests = driver.execute_script("return window.classifyCalls")
+    shown_rows = len(css(driver, "#batch-rows tr"))
+    sorting = {}
+    column = texts_of(css(driver, "#batch-head th")).index("p_spam")
+    for order in ("ascending", "descending"):  # a heading sorts by its column, then reverses
+        css(driver, "#batch-head button")[column].click()
+        rows = [row.find_elements("tag name", "td") for row in css(driver, "#batch-rows tr")]
+        heading = css(driver, "#batch-head th")[column].get_attribute("aria-sort")
+        sorting[order] = heading, [float(cells[column].text) for cells in rows]
+    page_csv = download(driver, tmp_path / "downloads")
+    log = predict.communicate(timeout=60)[0]
+    assert predict.returncode == 0, log
+    assert status == "300 of 300 rows classified." and done == total == 300
+    assert requests == 5 and shown_rows == 300
+    assert sorting["ascending"][0] == "ascending" and sorting["descending"][0] == "descending"
+    assert sorting["ascending"][1] == sorted(sorting["ascending"][1])
+    assert sorting["descending"][1] == sorted(sorting["ascending"][1], reverse=True)
+    assert page_csv.name == "messages-predictions.csv"
+    assert_same_predictions_csv(page_csv, predicted)
+    got = read_csv(page_csv)
+    assert got[0] == ["text", "label", "probability", "p_ham", "p_spam"]
+    assert [row[0] for row in got[1:]] == texts
+
+
+@NEEDS_CHROMIUM
+def test_the_page_shows_the_services_error_and_names_the_rows_of_a_file_it_cannot_send(
+    service, browser, tmp_path
+):
+    driver = browser
+    open_page(driver, service)
+    by_id(driver, "message").send_keys("x" * (BATCH_LIMITS.max_chars + 1))
+    by_id(driver, "classify").click()
+    status = by_id(driver, "status")
+    wait(driver, lambda: "limit" in status.text)
+    single_error = (
+        status.text,
+        status.get_attribute("class"),
+        by_id(driver, "result").is_displayed(),
+    )
+    lines = ["see you at lunch", "y" * 250, "", "WIN a FREE prize now"]
+    messages = tmp_path / "long.csv"
+    messages.write_text("text\n" + "\n".join(lines) + "\n", encoding="utf-8")
+    by_id(driver, "batch-file").send_keys(str(messages))
+    wait(driver, by_id(driver, "batch-download").is_displayed)
+    batch_status = by_id(driver, "batch-status").text
+    errors = texts_of(css(driver, "#batch-errors li"))
+    cells = [
+        texts_of(row.find_elements("tag name", "td"))[:3] for row in css(driver, "#batch-rows tr")
+    ]
+    assert single_error == ("text has 201 characters; the limit is 200", "error", False)
+    assert batch_status == "2 of 4 rows classified; 2 not, listed below (empty in the download)."
+    assert errors == ["row 2 has 250 characters; the limit is 200", "row 3: no text to classify"]
+    assert [row[0] for row in cells] == ["1", "2", "3", "4"]
+    assert cells[1][2] == errors[0] and cells[2][2] == errors[1]
+
+
+def background_lightness(driver) -> float:
+    """The body's computed background colour's mean channel, 0 (black) to 1 (white)."""
+    colour = driver.execute_script("return getComputedStyle(document.body).backgroundColor")
+    channels = [int(c) for c in re.findall(r"\d+", colour)[:3]]
+    return sum(channels) / 765
+
+
+@NEEDS_CHROMIUM
+def test_the_page_follows_the_colour_scheme_and_fits_a_phone(service, browser):
+    driver = browser
+    scheme = "prefers-color-scheme"
+    lightness = {}
+    try:
+        for value in ("dark", "light"):
+            features = [{"name": scheme, "value": value}]
+            driver.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": features})
+            open_page(driver, service)
+            lightness[value] = background_lightness(driver)
+        driver.execute_cdp_cmd(
+            "Emulation.setDeviceMetricsOverride",
+            {"width": 390, "height": 844, "deviceScaleFactor": 1, "mobile": True},
+        )
+        open_page(driver, service)
+        css(driver, "#examples button")[-1].click()
+        by_id(driver, "classify").click()
+        wait(driver, by_id(driver, "result").is_displayed)
+        widths = driver.execute_script(
+            "return [document.documentElement.scrollWidth, window.innerWidth]"
+        )
+    finally:
+        driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+        driver.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": []})
+    assert lightness["dark"] < 0.2 and lightness["light"] > 0.8
+    assert widths[0] <= widths[1] == 390  # no horizontal scrolling
