@@ -207,21 +207,38 @@ def test_eval_errors_lists_the_most_confident_mistakes_first(trained_run, tmp_pa
     assert all(e["truth"] != e["predicted"] and e["text"] in SPAM + HAM for e in errors)
 
 
-def test_eval_compare_baseline_fits_it_on_the_runs_training_split(trained_run, capsys):
+def test_eval_compare_baseline_is_the_baseline_command_on_the_runs_own_split(trained_run, capsys):
+    split = trained_run / "split"
+    files = [f"--{flag}={split / name}.csv" for flag, name in SPLIT_FLAGS]
+    assert main(["baseline", *files, "--json"]) == 0
+    expected = json.loads(capsys.readouterr().out)
     assert main(["eval", str(trained_run), "--compare-baseline", "--json"]) == 0
-    metrics = json.loads(capsys.readouterr().out)
-    assert metrics["baseline"]["n"] == metrics["n"] == 12
+    baseline = json.loads(capsys.readouterr().out)["baseline"]
+    for figure in ("accuracy", "n_errors", "brier", "ece"):  # brier: the same probabilities
+        assert baseline[figure] == pytest.approx(expected[figure]), figure
     assert main(["eval", str(trained_run), "--compare-baseline"]) == 0
     header = capsys.readouterr().out.splitlines()[0]
     assert header.split() == ["metric", "model", "baseline"]
 
 
-@pytest.mark.parametrize("errors", ["0", "-1", "two"])
-def test_eval_errors_must_be_a_count(trained_run, errors, capsys):
-    with pytest.raises(SystemExit) as exit_:
-        main(["eval", str(trained_run), f"--errors={errors}"])
-    assert exit_.value.code == 2
-    assert "--errors: invalid" in capsys.readouterr().err
+SPLIT_FLAGS = [("train", "train"), ("val", "validation"), ("test", "test")]
+
+
+@pytest.mark.parametrize(
+    ("errors", "message"),
+    [("0", "--errors must be at least 1"), ("two", "--errors: invalid int value")],
+)
+def test_eval_errors_must_be_a_count(trained_run, errors, message, capsys):
+    try:
+        code = main(["eval", str(trained_run), f"--errors={errors}"])
+    except SystemExit as exit_:  # argparse's own errors
+        code = exit_.code
+    assert code == 2 and message in capsys.readouterr().err
+
+
+def test_eval_errors_says_so_when_there_are_none(trained_run, capsys):
+    assert main(["eval", str(trained_run), "--errors=3"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == "no mistakes"
 
 
 @pytest.fixture(scope="module")

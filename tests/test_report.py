@@ -119,3 +119,27 @@ def test_gptclf_report_writes_the_file_it_names(trained_run, tmp_path, capsys):
     assert "None: every test text was decided right." in page
     assert main(["report", str(tmp_path)]) == 2
     assert "config.json" in capsys.readouterr().err
+
+
+def test_a_multi_label_runs_report_shows_label_sets_and_each_labels_curve(multi_label_run):
+    run_dir = RunDir(multi_label_run)
+    parsed = Tables()
+    parsed.feed(report_html(run_dir, evaluate(run_dir)))
+    assert parsed.headings[-1] == "Least sure"
+    least_sure = parsed.tables[-1]
+    assert least_sure[0] == ["row", "text", "true", "predicted", "probability", "margin"]
+    assert any(", " in row[2] for row in least_sure[1:])  # a text with several labels
+    metrics = next(t for t in parsed.tables if t[0][0] == "metric")
+    assert [row[0] for row in metrics[1:3]] == ["subset accuracy", "texts with a label wrong"]
+
+
+def test_a_run_without_a_test_split_is_reported_without_one(trained_run, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    (run / "split" / "test.csv").unlink()
+    assert main(["report", str(run)]) == 0
+    parsed = Tables()
+    parsed.feed((run / "report.html").read_text(encoding="utf-8"))
+    assert parsed.headings == ["Data", "Recipe", "Training", "Metrics", "Test split"]
+    assert main(["report", str(run), "--out", str(tmp_path)]) == 2  # a folder
+    assert "is a directory" in capsys.readouterr().err

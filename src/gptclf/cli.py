@@ -15,6 +15,7 @@ from gptclf.audit import AuditOptions
 from gptclf.data.dataset import READING_OPTIONS, DataSource
 from gptclf.distributed import DEVICES, is_main_process, launched_in_parallel
 from gptclf.errors import GptclfError
+from gptclf.evaluate import EvalOptions
 from gptclf.explain import ExplainOptions
 from gptclf.interop import FORMATS
 from gptclf.options import add_options, build, given
@@ -198,6 +199,7 @@ def _cmd_eval(args: argparse.Namespace) -> None:
     from gptclf.metrics import format_metrics
     from gptclf.mistakes import confident_mistakes, format_outcomes, outcomes
 
+    options = build(EvalOptions, given(args, EvalOptions))
     run_dir = RunDir(args.run_dir)
     baseline = fit_run_baseline(run_dir) if args.compare_baseline else None
     reading = _reading_options(args) if args.data else None
@@ -206,23 +208,29 @@ def _cmd_eval(args: argparse.Namespace) -> None:
     if baseline is not None:
         metrics["baseline"] = baseline_metrics(baseline, evaluation)
     write_evaluation(replace(evaluation, metrics=metrics), run_dir)
-    mistakes = confident_mistakes(outcomes(evaluation), args.errors) if args.errors else None
+    mistakes = None
+    if options.errors is not None:
+        mistakes = confident_mistakes(outcomes(evaluation), options.errors)
     if args.json:
         shown = {} if mistakes is None else {"errors": [asdict(o) for o in mistakes]}
         print(json.dumps({**metrics, **shown}))
         return
     print(format_metrics(metrics, metrics.get("baseline")))
-    if mistakes is not None:
-        wrong = metrics["n_errors"]
-        print(f"the {len(mistakes)} most confident of {wrong} mistakes:")
-        print(format_outcomes(mistakes) if mistakes else "none")
+    if mistakes:
+        print(f"the {len(mistakes)} most confident of {metrics['n_errors']} mistakes:")
+        print(format_outcomes(mistakes))
+    elif mistakes is not None:
+        print("no mistakes")
 
 
 def _cmd_report(args: argparse.Namespace) -> None:
+    from gptclf.atomic import check_writable
     from gptclf.evaluate import evaluate
     from gptclf.report import write_report
 
     run_dir = RunDir(args.run_dir)
+    if args.out is not None:
+        check_writable(args.out)  # before the model is measured
     has_test = run_dir.split_file("test") is not None
     test = evaluate(run_dir, device=args.device) if has_test else None
     print(write_report(run_dir, test, args.out))
@@ -442,18 +450,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="p(second class) cut-off, two classes; multi-label: every label's "
         "(default: the run's)",
     )
-    evaluate.add_argument(
-        "--errors",
-        type=_at_least_one,
-        metavar="N",
-        help="also print the N mistakes made with the highest probability",
-    )
-    evaluate.add_argument(
-        "--compare-baseline",
-        action="store_true",
-        help="also fit the TF-IDF baseline on the run's training split and show its figures "
-        "beside the model's",
-    )
+    add_options(evaluate, EvalOptions, keep_defaults=True)
+    add_options(evaluate, TrainConfig, ["compare_baseline"], keep_defaults=True)
     add_options(evaluate, DataSource, READING_OPTIONS, keep_defaults=True)
     _add_device_option(evaluate)
     evaluate.set_defaults(run=_cmd_eval)
@@ -574,14 +572,6 @@ def _add_serve_command(commands: argparse._SubParsersAction) -> None:
     serve.add_argument("--port", type=int, default=8000, help="0: any free port")
     add_options(serve, ServeSettings)
     serve.set_defaults(run=_cmd_serve, own_signals=True)  # uvicorn's graceful stop
-
-
-def _at_least_one(text: str) -> int:
-    """argparse's type of a count: a whole number of at least 1."""
-    value = int(text)
-    if value < 1:
-        raise ValueError(text)
-    return value
 
 
 def _add_device_option(parser: argparse.ArgumentParser) -> None:

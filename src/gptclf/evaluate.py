@@ -1,6 +1,7 @@
 """A trained run measured on labelled texts (its test split unless given a file): the
 probabilities it gives them as it decides (blended, calibrated), the metrics, and the pictures
-``gptclf eval`` writes. ``gptclf eval`` and ``gptclf report`` share it."""
+``gptclf eval`` writes. ``gptclf eval`` and ``gptclf report`` share it. (scikit-learn, which
+the metrics need, loads when they are computed, not with the CLI.)"""
 
 from __future__ import annotations
 
@@ -14,12 +15,24 @@ from gptclf.data.dataset import Splits
 from gptclf.data.labels import LabelMap
 from gptclf.data.readers import LabelledTexts, read_labelled
 from gptclf.errors import GptclfError
-from gptclf.metrics import compute_metrics, write_metrics
+from gptclf.options import at_least, option
 from gptclf.run import RunDir, read_run_config
 from gptclf.run.record import read_split, split_reading
 
 if TYPE_CHECKING:
     from sklearn.pipeline import Pipeline
+
+
+@dataclass
+class EvalOptions:
+    """What ``gptclf eval`` shows beside the metrics."""
+
+    errors: int | None = option(
+        None,
+        "also print the N mistakes made with the highest probability",
+        **at_least(1),
+        metavar="N",
+    )
 
 
 @dataclass(frozen=True)
@@ -44,6 +57,7 @@ def evaluate(
     """The run in ``run_dir`` on ``data_path`` read with ``reading`` (default: its test split,
     read as training read it), decided by ``threshold`` (default: the run's)."""
     from gptclf.distributed import distributed_context
+    from gptclf.metrics import compute_metrics
     from gptclf.predict import Classifier
     from gptclf.store import PrefixStore
 
@@ -66,27 +80,34 @@ def evaluate(
 
 def write_evaluation(evaluation: Evaluation, run_dir: RunDir) -> None:
     """The metrics file and the pictures of ``evaluation`` in the run folder's ``eval/``."""
+    from gptclf.metrics import write_metrics
+
     metrics_path, pictures = run_dir.evaluation(evaluation.path)
     write_metrics(evaluation.metrics, metrics_path)
     write_pictures(evaluation, pictures)
 
 
 def write_pictures(evaluation: Evaluation, pictures: dict[str, Path]) -> list[str]:
-    """The pictures of ``evaluation`` that it has (its confusion matrix, reliability diagram
-    and precision-recall curve), each at ``pictures[name]``; returns the names written."""
+    """Each picture named in ``pictures`` that ``evaluation`` has (its confusion matrix,
+    reliability diagram, precision-recall curve) at its path; returns the names drawn."""
     from gptclf.plots import plot_confusion_matrix, plot_precision_recall, plot_reliability
 
     metrics, truth, probabilities = evaluation.metrics, evaluation.truth, evaluation.probabilities
-    written = []
-    if "confusion_matrix" in metrics:
-        plot_confusion_matrix(metrics, pictures["confusion_matrix"])
-        written.append("confusion_matrix")
-    plot_reliability(truth, probabilities, pictures["reliability"])
-    written.append("reliability")
-    if metrics.get("pr_auc") is not None or evaluation.labels.multi_label:
-        plot_precision_recall(truth, probabilities, metrics, pictures["precision_recall"])
-        written.append("precision_recall")
-    return written
+    available = {
+        "confusion_matrix": "confusion_matrix" in metrics,
+        "reliability": True,
+        "precision_recall": metrics.get("pr_auc") is not None or evaluation.labels.multi_label,
+    }
+    drawn = [name for name in pictures if available[name]]
+    for name in drawn:
+        path = pictures[name]
+        if name == "confusion_matrix":
+            plot_confusion_matrix(metrics, path)
+        elif name == "reliability":
+            plot_reliability(truth, probabilities, path)
+        else:
+            plot_precision_recall(truth, probabilities, metrics, path)
+    return drawn
 
 
 def fit_run_baseline(run_dir: RunDir) -> Pipeline:
@@ -105,6 +126,7 @@ def fit_run_baseline(run_dir: RunDir) -> Pipeline:
 def baseline_metrics(baseline: Pipeline, evaluation: Evaluation) -> dict:
     """The metrics of ``baseline`` on the texts of ``evaluation``."""
     from gptclf.baseline import class_probabilities
+    from gptclf.metrics import compute_metrics
 
     names = evaluation.labels.names
     probabilities = class_probabilities(baseline, evaluation.data.texts, len(names))

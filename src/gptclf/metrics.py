@@ -240,12 +240,16 @@ def headline_figures(metrics: dict) -> list[tuple[str, str]]:
 
 
 def _headline_table(metrics: dict, baseline: dict | None) -> str:
-    """The headline figures, and the baseline's beside them where given."""
+    """The headline figures, and the baseline's beside them where given (with the rule that
+    decided the baseline's, where it differs from the model's)."""
     rows = [["metric", "model", *(["baseline"] if baseline else [])]]
     theirs = dict(headline_figures(baseline)) if baseline else {}
     for name, value in headline_figures(metrics):
         rows.append([name, value, *([theirs.get(name, "-")] if baseline else [])])
-    return aligned(rows)
+    table = aligned(rows)
+    if baseline and baseline.get("threshold") != metrics.get("threshold"):
+        table += "\nthe baseline decides the more probable class"
+    return table
 
 
 def _decision_lines(metrics: dict) -> str:

@@ -198,8 +198,15 @@ class TrainConfig:
     full: bool = output_option(False, "write every tensor: a standalone model file")
     compare_baseline: bool = output_option(
         False,
-        "also fit the TF-IDF baseline on the training split and show its figures beside the "
-        "model's (metrics.json: baseline)",
+        "also fit the TF-IDF baseline on the training split (eval: the run's) and show its "
+        "figures beside the model's",
+    )
+    report_to: str | None = output_option(
+        None,
+        "also report the options, every logged figure, the final metrics and the plots to "
+        "TensorBoard (RUN/tensorboard/; pip install 'gptclf[tensorboard]') or MLflow "
+        "(MLFLOW_TRACKING_URI, MLFLOW_EXPERIMENT_NAME; pip install 'gptclf[mlflow]')",
+        choices=(None, "tensorboard", "mlflow"),
     )
     book_loop: bool = option(
         False, "shuffle with the global RNG and log exactly as chapter 6 does", cli=False

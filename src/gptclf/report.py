@@ -13,24 +13,24 @@ import tempfile
 from pathlib import Path
 
 from gptclf.atomic import write_text_atomic
-from gptclf.data.summary import PERCENTILES
+from gptclf.data.summary import PERCENTILES, class_balance
 from gptclf.evaluate import Evaluation, write_pictures
 from gptclf.metrics import headline_figures
 from gptclf.mistakes import Outcome, confident_mistakes, least_sure, outcomes
 from gptclf.recipe import TrainConfig
 from gptclf.run import RunConfig, RunDir, read_run_config
-from gptclf.run.folder import EVALUATION_PICTURES
 from gptclf.run.record import read_metrics
 
 MISTAKES_SHOWN = 200  # the most confident; the report says how many more there are
 LEAST_SURE_SHOWN = 10
+INLINED_PICTURES = ("reliability", "precision_recall")  # the confusion matrix is a table
 
 STYLE = """
 :root { color-scheme: light dark; --fg: #1f2328; --bg: #fff; --muted: #59636e;
-  --line: #d1d9e0; --accent: 37, 99, 235; --wrong: #b42318; }
+  --line: #d1d9e0; --wrong: #b42318; }
 @media (prefers-color-scheme: dark) {
   :root { --fg: #e6edf3; --bg: #0d1117; --muted: #9198a1; --line: #3d444d;
-    --accent: 88, 166, 255; --wrong: #ff7b72; }
+    --wrong: #ff7b72; }
 }
 body { font: 15px/1.5 system-ui, sans-serif; color: var(--fg); background: var(--bg);
   max-width: 64rem; margin: 0 auto; padding: 1rem 1.5rem 4rem; }
@@ -43,8 +43,7 @@ th, td { border-bottom: 1px solid var(--line); padding: .25rem .8rem .25rem 0;
   text-align: left; vertical-align: top; }
 td.n, th.n { text-align: right; font-variant-numeric: tabular-nums; }
 td.text { white-space: pre-wrap; overflow-wrap: anywhere; max-width: 36rem; }
-td.wrong { color: var(--wrong); font-weight: 600; }
-tr.changed td:first-child { font-weight: 600; }
+.wrong { color: var(--wrong); font-weight: 600; }
 figure { display: inline-block; width: 30rem; max-width: 100%; margin: .5rem 1rem .5rem 0; }
 img { width: 100%; height: auto; background: #fff; border: 1px solid var(--line); }
 dl { display: grid; grid-template-columns: max-content 1fr; gap: .15rem 1rem; }
@@ -142,10 +141,7 @@ def _data_section(summaries: list[dict] | None) -> str:
     header += [f"tokens {' / '.join(lengths_shown)}", "truncated"]
     rows = []
     for s in summaries:
-        counts = s["class_counts"] or {}
-        balance = ", ".join(
-            f"{name} {n} ({100 * n / max(s['rows'], 1):.1f}%)" for name, n in counts.items()
-        )
+        balance = class_balance(s["class_counts"], s["rows"])
         lengths = " / ".join(str(s["token_percentiles"].get(k, "-")) for k in lengths_shown)
         truncated = f"{s['truncated']} (over {s['max_length']} tokens)"
         row = [s["name"], str(s["rows"]), str(s["dropped_empty"]), balance, lengths, truncated]
@@ -240,10 +236,9 @@ def _pictures_section(test: Evaluation | None) -> str:
     if "confusion_matrix" in test.metrics:
         parts.append(_confusion_table(test.metrics))
     with tempfile.TemporaryDirectory() as folder:
-        paths = {name: Path(folder) / f"{name}.png" for name in EVALUATION_PICTURES}
+        paths = {name: Path(folder) / f"{name}.png" for name in INLINED_PICTURES}
         for name in write_pictures(test, paths):
-            if name != "confusion_matrix":
-                parts.append(_figure(paths[name].read_bytes(), name.replace("_", "-")))
+            parts.append(_figure(paths[name].read_bytes(), name.replace("_", "-")))
     return "".join(parts)
 
 
@@ -267,8 +262,10 @@ def _mistakes_section(decided: list[Outcome], test: Evaluation | None) -> str:
         return "<h2>Mistakes</h2><p>None: every test text was decided right.</p>"
     shown = wrong[:MISTAKES_SHOWN]
     more = len(wrong) - len(shown)
-    caption = f"{len(wrong)} of {len(decided)} test texts, the most confident first" + (
-        f" (the first {len(shown)} shown)" if more else ""
+    caption = (
+        f"{len(wrong)} of {len(decided)} test texts, the most confident first"
+        + (f" (the first {len(shown)} shown)" if more else "")
+        + f"; rows of {test.path}"
     )
     return "<h2>Mistakes</h2>" + _outcome_table(shown, caption)
 

@@ -1,7 +1,6 @@
 """What a run folder records of its training, read back: metrics, when, how much, examples."""
 
 import json
-import os
 
 import pytest
 
@@ -55,14 +54,18 @@ def test_the_record_takes_metrics_time_and_training_size_from_the_metrics_file(t
     ]
 
 
-def test_an_older_run_is_dated_by_its_config_and_sized_by_its_training_split(tmp_path):
+def test_an_older_run_has_no_time_and_is_sized_by_its_training_split(tmp_path):
     run_dir = run_with_splits(tmp_path, [("hello", "ham")])
-    run_dir.model_config.write_text("{}")
-    os.utime(run_dir.model_config, (1_700_000_000, 1_700_000_000))
+    run_dir.metrics.write_text(json.dumps({"test": {"accuracy": 0.8}}))
     record = training_record(run_dir, LABELS, max_chars=100)
-    assert record.finished_at == "2023-11-14T22:13:20+00:00"
+    assert record.finished_at is None  # not guessed from a file's time
     assert record.training_rows == 3
-    assert record.metrics == {}
+    assert record.metrics == {"test": {"accuracy": 0.8}}
+
+
+def test_a_record_without_examples_keeps_the_runs_texts_private(tmp_path):
+    run_dir = run_with_splits(tmp_path, [("hello", "ham"), ("win cash", "spam")])
+    assert training_record(run_dir, LABELS, max_chars=100, examples=False).examples == []
 
 
 def test_a_run_without_splits_or_files_has_an_empty_record(tmp_path):

@@ -5,6 +5,7 @@ import json
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 
 import httpx
 import pytest
@@ -13,7 +14,7 @@ from fastapi.testclient import TestClient
 from gptclf.cli import main
 from gptclf.errors import GptclfError
 from gptclf.predict import Classifier
-from gptclf.serve import ServeSettings, create_app, listening_socket, url_of
+from gptclf.serve import ServeSettings, app_for_run, create_app, listening_socket, url_of
 
 from .conftest import LIMITS, expected_predictions, running
 from conftest import HAM, PAIRED, SPAM, TAGGED
@@ -102,6 +103,13 @@ def test_model_endpoint_describes_the_classifier_its_training_examples_and_limit
         ],
         "limits": {"max_texts": 5, "max_chars": 200, "max_body_bytes": 200_000},
     }
+
+
+def test_no_examples_keeps_the_runs_texts_out_of_the_model_description(trained_run):
+    private = replace(LIMITS, examples=False)
+    with TestClient(app_for_run(trained_run, private)) as client:
+        described = client.get("/v1/model").json()
+    assert described["examples"] == [] and described["training_rows"] == 48
 
 
 def test_a_multi_label_model_answers_each_text_with_its_set_of_labels(multi_label_run):

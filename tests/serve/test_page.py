@@ -2,11 +2,13 @@
 by construction, and the page in a headless browser."""
 
 import csv
+import json
 import os
 import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,6 +22,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from gptclf.decision import Decision
+from gptclf.errors import GptclfError
 from gptclf.predict import Classifier
 from gptclf.predict_files import predict_file
 from gptclf.run import RunDir
@@ -457,3 +460,190 @@ def test_the_page_follows_the_colour_scheme_and_fits_a_phone(service, browser):
         driver.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": []})
     assert lightness["dark"] < 0.2 and lightness["light"] > 0.8
     assert widths[0] <= widths[1] == 390  # no horizontal scrolling
+
+
+@contextmanager
+def interrupted_after(driver, seconds: float) -> Iterator[None]:
+    """Stops the page's JavaScript if it still runs ``seconds`` from now, over a DevTools
+    connection of its own (Selenium's commands wait on a busy page): a page that hangs fails
+    its test instead of freezing the browser for the tests after it."""
+    import websocket  # a dependency of Selenium
+
+    address = driver.capabilities["goog:chromeOptions"]["debuggerAddress"]
+    targets = httpx.get(f"http://{address}/json", timeout=10).json()
+    page = next(target for target in targets if target["id"] == driver.current_window_handle)
+    connection = websocket.create_connection(
+        page["webSocketDebuggerUrl"], timeout=10, suppress_origin=True
+    )
+    connection.send(
+        json.dumps({"id": 1, "method": "Runtime.evaluate", "params": {"expression": "0"}})
+    )
+    connection.recv()  # attached while the page is idle: a busy page could not attach us
+    stop = json.dumps({"id": 2, "method": "Runtime.terminateExecution"})
+    timer = threading.Timer(seconds, connection.send, [stop])
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
+        connection.close()
+
+
+def batch_outcome(driver) -> tuple[str, bool, list[str], list[list[str]]]:
+    """Once the file is classified or refused: the batch's status, whether it is an error, the
+    errors listed, and the cells of the table's rows."""
+    status = by_id(driver, "batch-status")
+    download = by_id(driver, "batch-download")
+    wait(driver, lambda: download.is_displayed() or "error" in status.get_attribute("class"))
+    rows = [texts_of(row.find_elements("tag name", "td")) for row in css(driver, "#batch-rows tr")]
+    errors = texts_of(css(driver, "#batch-errors li"))
+    return status.text, "error" in status.get_attribute("class"), errors, rows
+
+
+def classify_calls(driver) -> int:
+    return driver.execute_script("return window.classifyCalls")
+
+
+@NEEDS_CHROMIUM
+def test_the_page_reads_stray_quotes_and_long_quoted_fields_at_once(service, browser, tmp_path):
+    driver = browser
+    garbled = tmp_path / "garbled.csv"  # a backtracking parser takes ages over the long field
+    garbled.write_text(
+        'id,text\n1,she said "hi" to me\n2,"' + "x" * 5000 + '"garbage\n3,WIN a FREE prize\n',
+        encoding="utf-8",
+    )
+    unclosed = tmp_path / "unclosed.csv"
+    unclosed.write_text('text\nsee you\n"' + "y" * 5000 + ", never closed\n", encoding="utf-8")
+    open_page(driver, service)
+    outcomes = []
+    began = time.monotonic()
+    with interrupted_after(driver, 15):
+        for file in (garbled, unclosed):
+            by_id(driver, "batch-file").send_keys(str(file))
+            outcomes.append(batch_outcome(driver))
+    seconds = time.monotonic() - began
+    status, failed, errors, rows = outcomes[0]
+    assert status == "2 of 3 rows classified; 1 not, listed below (empty in the download)."
+    assert failed and errors == ["row 2 has 5,007 characters; the limit is 200"]
+    assert [row[1] for row in rows] == ['she said "hi" to me', "x" * 300 + "…", "WIN a FREE prize"]
+    assert outcomes[1] == ("row 2: a quoted field is never closed", True, [], [])
+    assert seconds < 10
+
+
+HOLD_REQUEST = """
+const original = window.fetch, held = arguments[0];
+let calls = 0;
+window.heldSent = false;
+window.settled = false;
+const gate = new Promise((resolve) => { window.release = resolve; });
+const settle = () => setTimeout(() => { window.settled = true; }, 0);
+window.fetch = (path, init) => {
+  if (!String(path).includes("classify") || ++calls !== held) return original(path, init);
+  window.heldSent = true;
+  return gate.then(async (fail) => {
+    if (fail) {
+      settle();
+      throw new TypeError("the held request failed");
+    }
+    const response = await original(path, init);
+    const read = response.json.bind(response);
+    response.json = () => read().finally(settle);
+    return response;
+  });
+};
+"""
+# Holds the page's n-th request to /v1/classify until window.release(fail): then it is sent (or
+# fails), and window.settled is set once the page has done all it does with the answer.
+RELEASE = """
+const [fail, done] = arguments;
+window.release(fail);
+const check = () => (window.settled ? done() : setTimeout(check, 10));
+check();
+"""
+
+
+@NEEDS_CHROMIUM
+@pytest.mark.parametrize("fails", [False, True], ids=["answered", "failed"])
+def test_a_file_chosen_during_a_batch_replaces_it_and_the_first_shows_nothing(
+    fails, service, browser, tmp_path
+):
+    driver = browser
+    first, second = tmp_path / "first.csv", tmp_path / "second.csv"
+    first.write_text("text\n" + "\n".join(f"first {i}" for i in range(100)), encoding="utf-8")
+    second.write_text("text\nsecond a\nsecond b\nsecond c\n", encoding="utf-8")
+    open_page(driver, service)
+    driver.execute_script(HOLD_REQUEST, 2)  # the first file's last request of two
+    by_id(driver, "batch-file").send_keys(str(first))
+    wait(driver, lambda: driver.execute_script("return window.heldSent"))
+    classify_file(driver, second)
+    driver.set_script_timeout(20)
+    driver.execute_async_script(RELEASE, fails)
+    status, failed, errors, rows = batch_outcome(driver)
+    progress = [by_id(driver, "batch-progress").get_attribute(name) for name in ("value", "max")]
+    saved = download(driver, tmp_path / "downloads")
+    assert (status, failed, errors) == ("3 of 3 rows classified.", False, [])
+    assert [row[1] for row in rows] == ["second a", "second b", "second c"]
+    assert progress == ["3", "3"]
+    assert saved.name == "second-predictions.csv"
+    assert [row[0] for row in read_csv(saved)[1:]] == ["second a", "second b", "second c"]
+
+
+@NEEDS_CHROMIUM
+def test_the_page_finds_the_text_column_as_gptclf_predict_does_or_refuses(
+    classifier, service, browser, tmp_path
+):
+    driver = browser
+    tweets = tmp_path / "tweets.csv"
+    tweets.write_text("id,tweet\n1,WIN a FREE prize\n2,see you at lunch\n", encoding="utf-8")
+    cased = tmp_path / "cased.csv"  # "text" itself before a column named so but for case
+    cased.write_text("TEXT,id,text\nwrong,1,see you at lunch\n", encoding="utf-8")
+    open_page(driver, service)
+    driver.execute_script(COUNT_REQUESTS)
+    by_id(driver, "batch-file").send_keys(str(tweets))
+    refused = batch_outcome(driver)
+    requests = classify_calls(driver)
+    by_id(driver, "batch-file").send_keys(str(cased))
+    _, _, _, rows = batch_outcome(driver)
+    hint = by_id(driver, "batch-hint").text
+    expected = (
+        'tweets.csv: cannot tell which column holds the texts (columns: id, tweet); name it "text"'
+    )
+    assert refused == (expected, True, [], []) and requests == 0
+    assert [row[1] for row in rows] == ["see you at lunch"]
+    assert "first column" not in hint and "query" in hint
+    with pytest.raises(GptclfError, match="cannot tell which column holds the texts"):
+        predict_file(classifier, tweets, tmp_path / "predicted.csv")
+    predict_file(classifier, cased, tmp_path / "cased-predicted.csv")
+    assert [row[0] for row in read_csv(tmp_path / "cased-predicted.csv")[1:]] == [
+        "see you at lunch"
+    ]
+
+
+@NEEDS_CHROMIUM
+def test_the_page_refuses_files_it_cannot_read_before_sending_them(
+    service, pair_run, browser, tmp_path
+):
+    driver = browser
+    accepted = "the page reads CSV (.csv) and TXT (.txt) files only"
+    table = tmp_path / "messages.tsv"
+    table.write_text("id\ttext\n1\tsee you at lunch\n", encoding="utf-8")
+    lines = tmp_path / "messages.jsonl"
+    lines.write_text('{"text": "see you at lunch"}\n', encoding="utf-8")
+    texts = tmp_path / "questions.txt"
+    texts.write_text("is it raining?\n", encoding="utf-8")
+    outcomes = {}
+    open_page(driver, service)
+    driver.execute_script(COUNT_REQUESTS)
+    for file in (table, lines):
+        by_id(driver, "batch-file").send_keys(str(file))
+        outcomes[file.name] = batch_outcome(driver)
+    with running(create_app(Classifier.from_pretrained(pair_run), LIMITS)) as (url, _):
+        open_page(driver, url)
+        driver.execute_script(COUNT_REQUESTS)
+        by_id(driver, "batch-file").send_keys(str(texts))
+        outcomes[texts.name] = batch_outcome(driver)
+        pair_requests = classify_calls(driver)
+    assert outcomes["messages.tsv"] == (f"messages.tsv: {accepted}", True, [], [])
+    assert outcomes["messages.jsonl"] == (f"messages.jsonl: {accepted}", True, [], [])
+    pairs = "this model classifies pairs of texts: give a CSV with text and pair columns"
+    assert outcomes["questions.txt"] == (pairs, True, [], []) and pair_requests == 0

@@ -42,6 +42,7 @@ def test_the_flags_and_their_help_are_those_of_gptclf_serve():
         (["--max-batch-tokens"], "max_batch_tokens"),
         (["--max-wait-ms"], "max_wait_ms"),
         (["--no-batching"], "batching"),
+        (["--no-examples"], "examples"),
         (["--max-texts"], "max_texts"),
         (["--max-chars"], "max_chars"),
         (["--max-chunks"], "max_chunks"),
@@ -60,6 +61,7 @@ def test_the_flags_and_their_help_are_those_of_gptclf_serve():
         "how long a batch waits to fill (0: it starts when the model is free, and requests that "
         "arrive while it computes form the next batch)",
         "compute every request alone",
+        "keep the run's texts private",
         "texts per request",
         "characters per text",
         "chunks per text, where the model reads long texts in chunks (--chunks)",

@@ -50,7 +50,8 @@ def summarize_split(
     )
 
 
-def _balance(counts: dict[str, int] | None, rows: int) -> str:
+def class_balance(counts: dict[str, int] | None, rows: int) -> str:
+    """Each class's rows and share, e.g. "ham 70 (47.0%), spam 79 (53.0%)" ("-" unlabelled)."""
     if counts is None:
         return "-"
     return ", ".join(f"{name} {n} ({100 * n / max(rows, 1):.1f}%)" for name, n in counts.items())
@@ -70,7 +71,7 @@ def format_summary(summaries: list[SplitSummary]) -> str:
                 str(s.dropped_empty),
                 lengths,
                 f"{s.truncated} (> {s.max_length} tokens)",
-                _balance(s.class_counts, s.rows),
+                class_balance(s.class_counts, s.rows),
             )
         )
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 
 import numpy as np
 
@@ -60,24 +59,19 @@ def read_split(run_dir: RunDir, name: str) -> LabelledTexts | None:
     return None if path is None else read_labelled(path, **split_reading(run_dir))
 
 
-def training_record(run_dir: RunDir, labels: LabelMap, max_chars: int) -> TrainingRecord:
-    """The record of the run in ``run_dir``, its examples no longer than ``max_chars``."""
+def training_record(
+    run_dir: RunDir, labels: LabelMap, max_chars: int, examples: bool = True
+) -> TrainingRecord:
+    """The record of the run in ``run_dir``; with ``examples``, one text of each class of its
+    validation split no longer than ``max_chars``."""
     recorded = read_metrics(run_dir)
-    validation = read_split(run_dir, "validation")
+    validation = read_split(run_dir, "validation") if examples else None
     return TrainingRecord(
         metrics={k: recorded[k] for k in ("validation", "test") if k in recorded},
-        finished_at=recorded.get("finished_at") or _written_at(run_dir),
+        finished_at=recorded.get("finished_at"),
         training_rows=_training_rows(recorded, run_dir),
         examples=[] if validation is None else class_examples(validation, labels, max_chars),
     )
-
-
-def _written_at(run_dir: RunDir) -> str | None:
-    """When the model's config was written: a run that predates ``finished_at``."""
-    if not run_dir.model_config.is_file():
-        return None
-    stamp = run_dir.model_config.stat().st_mtime
-    return datetime.fromtimestamp(stamp, timezone.utc).isoformat(timespec="seconds")
 
 
 def _training_rows(recorded: dict, run_dir: RunDir) -> int | None:

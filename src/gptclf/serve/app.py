@@ -22,7 +22,7 @@ from starlette.types import Receive
 from gptclf.errors import GptclfError
 from gptclf.explain import advance
 from gptclf.predict import Classifier
-from gptclf.run.folder import RunDir
+from gptclf.run import RunDir, read_run_config
 from gptclf.run.record import TrainingRecord, training_record
 from gptclf.serve.batcher import MicroBatcher, QueueFull, model_thread
 from gptclf.serve.guards import ApiKeyGuard
@@ -292,7 +292,10 @@ def _add_open_routes(app: FastAPI) -> None:
 
 def app_for_run(run_dir: Path, settings: ServeSettings) -> FastAPI:
     """The service of the classifier trained in ``run_dir``, loaded and warmed up in the thread
-    that computes its batches."""
+    that computes its batches; what the run recorded is read (and checked) first."""
+    run = RunDir(Path(run_dir))
+    labels = read_run_config(run).label_map
+    record = training_record(run, labels, settings.max_chars, settings.examples)
     thread = model_thread()
     load = thread.submit(lambda: Classifier.from_pretrained(run_dir, settings.runtime).warm_up())
     try:
@@ -300,5 +303,4 @@ def app_for_run(run_dir: Path, settings: ServeSettings) -> FastAPI:
     except BaseException:
         thread.shutdown()
         raise
-    record = training_record(RunDir(Path(run_dir)), classifier.labels, settings.max_chars)
     return create_app(classifier, settings, record, thread)

@@ -10,6 +10,7 @@ const TEXT_COLUMNS = ["text", "message", "sentence", "content", "body", "review"
 const SHOWN_ROWS = 1000;  // rows drawn in the batch table; the download has them all
 const SHOWN_CHARS = 300;  // of a text in the batch table
 const LABEL_JOINER = "|";  // between the labels of a multi-label text, as in `gptclf predict`
+const FIELD_ENDS = [",", "\r", "\n"];  // of an unquoted CSV field
 const state = {model: null, keyError: false, batch: null, sort: {column: 0, ascending: true}};
 
 /** An element with text content and a class. */
@@ -235,36 +236,92 @@ async function classify() {
 
 // ---- a file ----
 
-/** The records of CSV `source` (RFC 4180: quoted fields may hold commas, quotes and newlines). */
+/** The records of CSV `source` (RFC 4180: quoted fields may hold commas, quotes and newlines),
+ * read in one pass; a blank line is a record of one empty field, as `gptclf predict` reads it. */
 function parseCsv(source) {
-  const field = /(?:"((?:[^"]+|"")*)"|([^,\r\n]*))(,|\r\n|\n|\r|(?![^]))/y;  // (?![^]): the end
   const records = [];
   let record = [];
-  while (field.lastIndex < source.length) {
-    const match = field.exec(source);
-    record.push(match[1] === undefined ? match[2] : match[1].replaceAll('""', '"'));
-    if (match[3] !== ",") {
-      records.push(record);
-      record = [];
-    }
+  let at = 0;  // where the next field begins
+  while (at < source.length) {
+    const [field, end] = readField(source, at, records.length);
+    record.push(field);
+    at = end + 1;  // past the comma or the newline
+    if (source[end] === ",") continue;
+    if (source[end] === "\r" && source[at] === "\n") at += 1;
+    records.push(record);
+    record = [];
   }
   if (record.length) records.push([...record, ""]);  // the file ends with a comma
   return records;
 }
 
+/** The field of `source` that begins at `start`, and where it ends: at a comma, a newline or the
+ * end. Text after a closing quote, and a quote within an unquoted field, are kept as they are,
+ * as Python's csv module (and so `gptclf predict`) keeps them. */
+function readField(source, start, row) {
+  let text = "";
+  let at = start;
+  if (source[at] === '"') {
+    at += 1;
+    for (;;) {  // up to the quote that is not doubled
+      const quote = source.indexOf('"', at);
+      if (quote < 0) throw new Error(rowName(row) + ": a quoted field is never closed");
+      text += source.slice(at, quote);
+      at = quote + 1;
+      if (source[at] !== '"') break;
+      text += '"';
+      at += 1;
+    }
+  }
+  let end = at;
+  while (end < source.length && !FIELD_ENDS.includes(source[end])) end += 1;
+  return [text + source.slice(at, end), end];
+}
+
+/** Record `index` of a CSV file as the page numbers it: the header, then row 1, 2, … */
+const rowName = (index) => (index === 0 ? "the header" : "row " + index);
+
+/** How the page reads file `name` for `model`: "csv" or "txt"; an error for any other kind. */
+function fileKind(name, model) {
+  const kind = name.slice(name.lastIndexOf(".") + 1).toLowerCase();  // its extension
+  if (!name.includes(".") || !["csv", "txt"].includes(kind)) {
+    throw new Error(name + ": the page reads CSV (.csv) and TXT (.txt) files only");
+  }
+  if (kind === "txt" && takesPairs(model)) {
+    throw new Error("this model classifies pairs of texts: give a CSV with text and pair columns");
+  }
+  return kind;
+}
+
+/** The index of column `name` as `gptclf predict` finds it: exactly, else ignoring case. */
+function findColumn(header, name) {
+  const exact = header.indexOf(name);
+  if (exact >= 0) return exact;
+  return header.findIndex((column) => column.toLowerCase() === name.toLowerCase());
+}
+
+/** The index of the texts' column: the first of TEXT_COLUMNS present, as `gptclf predict`. */
+function textColumn(header, name) {
+  for (const wanted of TEXT_COLUMNS) {
+    const index = findColumn(header, wanted);
+    if (index >= 0) return index;
+  }
+  const columns = header.length ? header.join(", ") : "none";
+  throw new Error(name + ": cannot tell which column holds the texts (columns: " + columns
+    + '); name it "text"');
+}
+
 /** The rows of a file: {number, text, pair}; CSV by its header, TXT one text a line. */
-function readRows(name, source, pairs) {
+function readRows(name, kind, source, pairs) {
   source = source.replace(/^\uFEFF/, "");
-  if (!name.toLowerCase().endsWith(".csv")) {
+  if (kind === "txt") {
     const lines = source.split(/\r\n|\n|\r/);
     return {unit: "line", rows: lines.map((text, i) => ({number: i + 1, text}))
       .filter((row) => row.text !== "")};
   }
   const [header = [], ...records] = parseCsv(source);
-  const find = (wanted) => header.findIndex((column) => column.trim().toLowerCase() === wanted);
-  const found = TEXT_COLUMNS.map(find).find((index) => index >= 0);
-  const textAt = found === undefined ? 0 : found;
-  const pairAt = pairs ? find("pair") : -1;
+  const textAt = textColumn(header, name);
+  const pairAt = pairs ? findColumn(header, "pair") : -1;
   if (pairs && pairAt < 0) throw new Error(name + " has no pair column, which this model needs");
   const rows = records.map((record, i) => ({number: i + 1, text: record[textAt] ?? ""}));
   if (pairs) rows.forEach((row, i) => { row.pair = records[i][pairAt] ?? ""; });
@@ -311,8 +368,9 @@ function chunksOf(rows, limits, where) {
   return chunks;
 }
 
-/** Classify one chunk's rows; a row the service refuses by name gets its error, the rest go on. */
-async function classifyChunk(rows, where) {
+/** Classify one chunk's rows; a row the service refuses by name gets its error, the rest go on.
+ * It gives up waiting on a busy service once its batch is no longer `current`. */
+async function classifyChunk(rows, where, current) {
   for (let waits = 0; rows.length;) {
     const body = {texts: rows.map((row) => row.text)};
     if (rows[0].pair !== undefined) body.pairs = rows.map((row) => row.pair);
@@ -323,6 +381,7 @@ async function classifyChunk(rows, where) {
     } catch (error) {
       if (error.status === 503 && waits++ < 5) {  // busy: wait as told, then again
         await sleep(1000 * error.retryAfter);
+        if (!current()) return;
         continue;
       }
       const named = error.status === 422 && /texts\[(\d+)\]/.exec(error.message);
@@ -334,38 +393,63 @@ async function classifyChunk(rows, where) {
   }
 }
 
+/** Classify `file` in batches. Only the batch of the file chosen last touches the page: one that
+ * another file replaced stops at its next step (`current` is false) and shows nothing. */
 async function classifyFile(file) {
   const model = state.model || await loadModel();
   if (!model) return;
-  const limits = model.limits;
   const batch = {name: file.name, model, rows: [], unit: "row"};
   state.batch = batch;
+  const current = () => state.batch === batch;
+  startBatch();
+  try {
+    const kind = fileKind(file.name, model);
+    const source = await file.text();
+    if (!current()) return;
+    Object.assign(batch, readRows(file.name, kind, source, takesPairs(model)));
+    await classifyRows(batch, current);
+    if (current()) finishBatch(batch);
+  } catch (error) {
+    if (current()) showBatchError(error.message);
+  }
+}
+
+/** Clear what the previous file left: its rows, progress, summary, errors and download. */
+function startBatch() {
   state.sort = {column: 0, ascending: true};  // in file order
   byId("batch-run").hidden = false;
   byId("batch-download").hidden = true;
   byId("batch-errors").replaceChildren();
+  byId("batch-head").replaceChildren();
+  byId("batch-rows").replaceChildren();
+  byId("batch-progress").value = 0;
+  byId("batch-status").textContent = "reading " + state.batch.name + "…";
   byId("batch-status").classList.remove("error");
-  try {
-    Object.assign(batch, readRows(file.name, await file.text(), takesPairs(model)));
-    const where = (row) => batch.unit + " " + row.number;
-    for (const row of batch.rows) row.error = rowProblem(row, where(row), limits);
-    const chunks = chunksOf(batch.rows.filter((row) => !row.error), limits, where);
-    const progress = byId("batch-progress");
-    progress.max = Math.max(1, batch.rows.length);
-    progress.value = batch.rows.filter((row) => row.error).length;
+}
+
+function showBatchError(message) {
+  byId("batch-status").textContent = message;
+  byId("batch-status").classList.add("error");
+}
+
+/** Send the batch's rows in chunks within the service's limits, drawing each as it is answered,
+ * until all are or the batch is no longer `current`. */
+async function classifyRows(batch, current) {
+  const limits = batch.model.limits;
+  const where = (row) => batch.unit + " " + row.number;
+  for (const row of batch.rows) row.error = rowProblem(row, where(row), limits);
+  const chunks = chunksOf(batch.rows.filter((row) => !row.error), limits, where);
+  const progress = byId("batch-progress");
+  progress.max = Math.max(1, batch.rows.length);
+  progress.value = batch.rows.filter((row) => row.error).length;
+  renderBatch();
+  for (const chunk of chunks) {
+    byId("batch-status").textContent = "classifying: " + progress.value + " of "
+      + batch.rows.length + " " + batch.unit + "s done";
+    await classifyChunk(chunk, where, current);
+    if (!current()) return;  // another file was chosen meanwhile
+    progress.value += chunk.length;
     renderBatch();
-    for (const chunk of chunks) {
-      if (state.batch !== batch) return;  // another file was chosen meanwhile
-      byId("batch-status").textContent = "classifying: " + progress.value + " of "
-        + batch.rows.length + " " + batch.unit + "s done";
-      await classifyChunk(chunk, where);
-      progress.value += chunk.length;
-      renderBatch();
-    }
-    finishBatch(batch);
-  } catch (error) {
-    byId("batch-status").textContent = error.message;
-    byId("batch-status").classList.add("error");
   }
 }
 

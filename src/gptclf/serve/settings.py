@@ -50,6 +50,12 @@ class ServeSettings:
         **at_least(0),
     )
     batching: bool = option(True, "compute every request alone", flags=("--no-batching",))
+    examples: bool = option(
+        True,
+        "keep the run's texts private: no example of each class from its validation split in "
+        "GET /v1/model and on the page",
+        flags=("--no-examples",),
+    )
     max_texts: int = option(256, "texts per request", **at_least(1))
     max_chars: int = option(10_000, "characters per text", **at_least(1))
     max_chunks: int = option(

@@ -10,6 +10,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from gptclf.atomic import write_text_atomic
+from gptclf.training.trackers import Tracker
 
 
 @dataclass
@@ -39,14 +40,21 @@ class LoopState:
 
 class Logger:
     """Progress to the terminal (unless quiet) and every figure to ``path`` (None in the
-    processes besides the main one: their figures are kept in the state only)."""
+    processes besides the main one: their figures are kept in the state only) and to
+    ``tracker`` (``--report-to``; a resumed run's figures so far first)."""
 
-    def __init__(self, path: Path | None, quiet: bool, state: LoopState):
+    def __init__(
+        self, path: Path | None, quiet: bool, state: LoopState, tracker: Tracker | None = None
+    ):
         self.path = path
         self.quiet = quiet
         self.state = state
+        self.tracker = tracker
         if self.path is not None:
             write_text_atomic(self.path, "".join(json.dumps(r) + "\n" for r in state.records))
+        if tracker is not None:
+            for entry in state.records:
+                tracker.record(entry)
 
     def say(self, message: str) -> None:
         if not self.quiet:
@@ -58,4 +66,6 @@ class Logger:
         if self.path is not None:
             with open(self.path, "a", encoding="utf-8") as f:
                 f.write(json.dumps(entry) + "\n")
+        if self.tracker is not None:
+            self.tracker.record(entry)
         return record

@@ -37,6 +37,7 @@ from gptclf.plots import plot_confusion_matrix, plot_training_curves
 from gptclf.recipe import TrainConfig, write_options
 from gptclf.report import write_report
 from gptclf.run import RunConfig, RunDir, save_run_model
+from gptclf.run.record import read_split
 from gptclf.store import PrefixStore
 from gptclf.tokenizers import HFTokenizer
 from gptclf.trainable import count_parameters, trainable_parameters
@@ -47,6 +48,7 @@ from gptclf.training.log import Logger
 from gptclf.training.prepare import Prepared, prepare
 from gptclf.training.schedule import balanced_class_weights, decay_groups, lr_factor
 from gptclf.training.step import TrainingStep
+from gptclf.training.trackers import Tracker, reporting
 from gptclf.training.trainer import Trainer
 
 
@@ -77,7 +79,23 @@ def train(
     metrics.json holds. With several ranks (``dist``), every rank trains on its share of each
     global batch and returns the same metrics; only the main rank writes files and prints.
     Frozen-prefix states come from ``store``, else (unless ``config.store`` is off) from
-    gptclf's on-disk store."""
+    gptclf's on-disk store. With ``config.report_to``, the main rank also reports the run to
+    TensorBoard or MLflow (a missing package is an error before anything is done)."""
+    with reporting(config.report_to if dist.is_main else None, Path(out)) as tracker:
+        return _train(config, source, out, resume, quiet, dist, mechanics, store, tracker)
+
+
+def _train(
+    config: TrainConfig,
+    source: DataSource,
+    out: str | Path,
+    resume: bool,
+    quiet: bool,
+    dist: DistributedContext,
+    mechanics: Mechanics,
+    store: PrefixStore | None,
+    tracker: Tracker | None,
+) -> dict:
     if config.precision == "int8" and (config.full or config.init == "random"):
         raise GptclfError(
             "--precision int8 keeps no float copy of the frozen weights to write a standalone "
@@ -85,6 +103,8 @@ def train(
         )
     run_dir = RunDir(Path(out))
     dist.on_main(lambda: _open(run_dir, config, source, resume))
+    if tracker is not None:
+        tracker.start({**as_plain(config), **as_plain(source)})  # run.yaml's values
     began = time.perf_counter()
     if store is None and config.store:
         store = PrefixStore.on_disk(keep=False)
@@ -98,7 +118,7 @@ def train(
     trainer = build_trainer(config, prepared, checkpoints, quiet, dist, mechanics)
     if resume:
         checkpoint.restore(trainer, dist.on_main(lambda: checkpoint.read(run_dir.checkpoint)))
-    logger = Logger(run_dir.metrics_log if dist.is_main else None, quiet, trainer.state)
+    logger = Logger(run_dir.metrics_log if dist.is_main else None, quiet, trainer.state, tracker)
     parameters = count_parameters(prepared.classifier)
     logger.say(format_summary(prepared.summaries))
     logger.say(
@@ -132,6 +152,9 @@ def train(
         _write_run_folder(trainer, prepared, config, run_dir, logger, results, ensemble, decision)
         test = _test_evaluation(prepared, run_dir, blended, decision, results)
         logger.say(f"report: {write_report(run_dir, test)}")
+        if tracker is not None:
+            plots = [*run_dir.curves.values(), run_dir.confusion_matrix]
+            logger.say(tracker.finish(results, [*plots, run_dir.report]))
     return results
 
 
@@ -391,13 +414,14 @@ def _test_evaluation(
     decision: Decision,
     results: dict,
 ) -> Evaluation | None:
-    """The run's test split as it decides it, for its report (None: no test split)."""
+    """The run's test split as it decides it, for its report (None: no test split); its rows
+    are numbered in the run's split file, as ``gptclf report`` reads it."""
     if "test" not in blended:
         return None
     labels = prepared.splits.labels
     return Evaluation(
-        path=run_dir.split_file("test") or Path("test"),
-        data=prepared.splits.parts["test"],
+        path=run_dir.split_file("test"),
+        data=read_split(run_dir, "test"),
         labels=labels,
         truth=_truth(prepared, "test"),
         probabilities=decision.calibrated(blended["test"], labels.multi_label),
