@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
 import sys
 import time
@@ -412,10 +413,19 @@ def _add_recipe_command(commands, name: str, help: str) -> argparse.ArgumentPars
     return command
 
 
+def _version() -> str:
+    """The installed distribution's version (what ``pip show gptclf`` says)."""
+    try:
+        return importlib.metadata.version("gptclf")
+    except importlib.metadata.PackageNotFoundError:  # run from a source tree never installed
+        return "unknown"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gptclf", description="Turn a pretrained GPT-style language model into a classifier."
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     models = commands.add_parser("models", help="list the known models and whether they are here")
