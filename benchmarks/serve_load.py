@@ -296,7 +296,7 @@ async def hold(url: str, holder: Holder) -> tuple[str, float]:
             await writer.drain()
         data = await asyncio.wait_for(answer, HOLD_LIMIT_S - (time.perf_counter() - began))
         outcome = data.split(b" ", 2)[1].decode() if data.startswith(b"HTTP/") else "closed"
-    except asyncio.TimeoutError:
+    except TimeoutError:
         outcome = "held"
     except OSError as exc:
         outcome = type(exc).__name__

@@ -10,7 +10,8 @@ from sklearn.model_selection import GridSearchCV, StratifiedKFold, cross_val_sco
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer, MultiLabelBinarizer
 
-from gptclf.recipe import TrainConfig
+from gptclf.errors import GptclfError
+from gptclf.recipe import TrainConfig, recipe
 from gptclf.sklearn import GPTClassifier
 
 from conftest import HAM, SPAM, TAGGED
@@ -33,7 +34,8 @@ def fitted(estimator) -> GPTClassifier:
 def test_its_parameters_are_the_recipes_options_and_it_clones_with_them(estimator):
     params = estimator.get_params()
     recipe_options = {name for name in TrainConfig.__dataclass_fields__ if name != "book_loop"}
-    assert set(params) == recipe_options | {"preset", "run_root", "verbose"}
+    own = {"preset", "run_root", "verbose", "validation_fraction"}
+    assert set(params) == recipe_options | own
     assert params["lr"] == 3e-3 and params["batch_size"] == TrainConfig().batch_size
     copy = clone(estimator).set_params(epochs=2)
     assert copy.get_params()["epochs"] == 2 and estimator.epochs == 4
@@ -117,3 +119,44 @@ def test_multi_label_y_as_an_indicator_matrix_gives_rows_of_decisions(estimator)
 def test_x_must_be_texts(estimator, X, message):
     with pytest.raises(ValueError, match=message):
         estimator.fit(X, ["spam", "ham"])
+
+
+def test_a_preset_is_the_recipe_under_the_options_changed_from_their_defaults():
+    assert GPTClassifier(preset="book").recipe() == recipe("book")
+    assert GPTClassifier(preset="book", epochs=2).recipe() == recipe("book", epochs=2)
+
+
+def test_labels_that_read_as_numbers_come_back_as_given(estimator):
+    codes = ["007" if label == "spam" else "010" for label in LABELS]
+    fitted = estimator.fit(TEXTS, codes)
+    assert list(fitted.classes_) == ["007", "010"]
+    assert list(fitted.predict(TEXTS)) == codes
+    assert fitted.predict_proba(TEXTS).argmax(axis=1).tolist() == [c == "010" for c in codes]
+
+
+def test_a_validation_fraction_lets_the_run_choose_a_threshold_on_it(estimator):
+    fitted = estimator.set_params(validation_fraction=0.25, decide="f1").fit(TEXTS, LABELS)
+    recorded = json.loads((fitted.run_dir_ / "metrics.json").read_text())
+    assert [split["rows"] for split in recorded["data"]] == [18, 6]  # 24 texts, a quarter held
+    assert recorded["decision"]["rule"] == "f1" and recorded["validation"]["n"] == 6
+    assert list(fitted.predict(TEXTS)) == LABELS
+
+
+def test_a_failed_fit_leaves_no_run_folder_and_a_relative_root_gives_an_absolute_one(
+    tiny_gpt2_base, tmp_path, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    choosing = GPTClassifier(model=str(tiny_gpt2_base), run_root="runs", decide="f1")
+    with pytest.raises(GptclfError, match="validation split"):
+        choosing.fit(TEXTS, LABELS)  # --decide chooses on a validation split; there is none
+    assert list((tmp_path / "runs").iterdir()) == []
+    fitted = choosing.set_params(decide="argmax", epochs=1).fit(TEXTS, LABELS)
+    assert fitted.run_dir_.is_absolute() and fitted.run_dir_.parent == tmp_path / "runs"
+
+
+def test_a_label_no_text_carries_is_refused_before_training(estimator):
+    y = MultiLabelBinarizer(classes=["money", "social", "urgent", "unused"]).fit_transform(
+        [labels for _, labels in TAGGED]
+    )
+    with pytest.raises(ValueError, match="label column 3 of y marks no text"):
+        estimator.fit([text for text, _ in TAGGED], y)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import json
+import shutil
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -33,7 +34,14 @@ def _default(f: dataclasses.Field) -> object:
 RECIPE_PARAMETERS = {f.name: _default(f) for f in dataclasses.fields(TrainConfig) if meta_of(f).cli}
 # The estimator's own: a preset under the options, where run folders are made (default: the
 # system's temporary folder; a fitted estimator needs its folder), and training's progress shown.
-OWN_PARAMETERS = {"preset": None, "run_root": None, "verbose": False}
+# A validation split held out of X (stratified), for the options that choose on one
+# (--decide, --calibrate, --early-stopping, --keep best, the blend's weight).
+OWN_PARAMETERS = {
+    "preset": None,
+    "run_root": None,
+    "verbose": False,
+    "validation_fraction": None,
+}
 PARAMETERS = {**OWN_PARAMETERS, **RECIPE_PARAMETERS}
 LABEL_COLUMN = "label_{:05d}"  # the 0/1 column of label i of multi-label y, in label order
 
@@ -62,26 +70,23 @@ class GPTClassifier(ClassifierMixin, BaseEstimator):
     )
 
     def fit(self, X: Sequence[str], y: Sequence | np.ndarray) -> GPTClassifier:
-        """Train on texts ``X`` with labels ``y``; the run folder is ``run_dir_``."""
+        """Train on texts ``X`` with labels ``y``; the run folder is ``run_dir_`` (removed
+        again where training fails)."""
         from gptclf.training.train import train
 
         texts = _texts(X)
-        y = np.asarray(y)
-        if len(y) != len(texts):
-            raise ValueError(f"X has {len(texts)} texts and y {len(y)} labels")
-        config = recipe(
-            self.preset, "GPTClassifier", **{n: getattr(self, n) for n in RECIPE_PARAMETERS}
-        )
-        root = None if self.run_root is None else Path(self.run_root)
-        if root is not None:
-            root.mkdir(parents=True, exist_ok=True)
-        run_dir = Path(tempfile.mkdtemp(prefix="gptclf-fit-", dir=root))
-        with tempfile.TemporaryDirectory() as folder:
-            source = _training_file(texts, y, Path(folder))
-            train(config, source, run_dir, quiet=not self.verbose)
-        self.run_dir_ = run_dir
-        self.multi_label_ = y.ndim == 2
-        self.classes_ = np.arange(y.shape[1]) if self.multi_label_ else np.unique(y)
+        targets, classes = _encoded(y, len(texts))
+        config = self.recipe()
+        run_dir = _new_run_folder(self.run_root)
+        try:
+            with tempfile.TemporaryDirectory() as folder:
+                parts = _split(texts, targets, self.validation_fraction, config.seed)
+                source = _training_files(parts, classes, Path(folder))
+                train(config, source, run_dir, quiet=not self.verbose)
+        except BaseException:
+            shutil.rmtree(run_dir, ignore_errors=True)
+            raise
+        self.run_dir_, self.classes_, self.multi_label_ = run_dir, classes, targets.ndim == 2
         self._classifier = None
         return self
 
@@ -93,13 +98,10 @@ class GPTClassifier(ClassifierMixin, BaseEstimator):
     def predict(self, X: Sequence[str]) -> np.ndarray:
         """The class of each text as the run decides it (multi-label: a 0/1 row per text)."""
         classifier = self._loaded()
-        probabilities = classifier.predict_proba(_texts(X))
+        probabilities = self._label_order(classifier.predict_proba(_texts(X)))
         threshold = classifier.config.decision_rule.threshold
         decided = decide(probabilities, threshold, self.multi_label_)
-        if self.multi_label_:
-            return self._label_order(decided)
-        values = [classifier.labels.values[i] for i in decided]
-        return np.asarray(values, dtype=self.classes_.dtype)
+        return decided if self.multi_label_ else self.classes_[decided]
 
     def decision_function(self, X: Sequence[str]) -> np.ndarray:
         """Log-odds of ``classes_[1]`` for two classes (n_texts,), else the log-probability of
@@ -113,10 +115,23 @@ class GPTClassifier(ClassifierMixin, BaseEstimator):
 
     def __getstate__(self) -> dict:
         """Parameters and the run folder's path; the classifier loads again from the folder."""
-        return {k: v for k, v in self.__dict__.items() if k != "_classifier"}
+        state = super().__getstate__()
+        state.pop("_classifier", None)
+        return state
 
     def __setstate__(self, state: dict) -> None:
-        self.__dict__.update(state, _classifier=None)
+        super().__setstate__(state)
+        self._classifier = None
+
+    def recipe(self) -> TrainConfig:
+        """The recipe ``fit`` trains with: ``preset`` (if any) under the options set to other
+        than their defaults."""
+        changed = {
+            name: getattr(self, name)
+            for name, default in RECIPE_PARAMETERS.items()
+            if getattr(self, name) != default
+        }
+        return recipe(self.preset, "GPTClassifier", **changed)
 
     def _loaded(self):
         """The fitted run's classifier, loaded (and verified) once."""
@@ -130,13 +145,11 @@ class GPTClassifier(ClassifierMixin, BaseEstimator):
         return self._classifier
 
     def _label_order(self, columns: np.ndarray) -> np.ndarray:
-        """Columns in the run's label-id order put in ``classes_`` order."""
-        labels = self._loaded().labels
-        if self.multi_label_:
-            order = [labels.values.index(LABEL_COLUMN.format(i)) for i in self.classes_]
-        else:
-            order = [labels.values.index(_plain(c)) for c in self.classes_]
-        return columns[:, order]
+        """Columns in the run's label-id order put in ``classes_`` order (the run's labels are
+        the classes' positions, or for multi-label data the names of their 0/1 columns)."""
+        values = self._loaded().labels.values
+        names = [LABEL_COLUMN.format(i) if self.multi_label_ else i for i in range(len(values))]
+        return columns[:, [values.index(name) for name in names]]
 
 
 def _texts(X: object) -> list[str]:
@@ -152,29 +165,71 @@ def _texts(X: object) -> list[str]:
     return [str(text) for text in array]
 
 
-def _plain(value: object) -> int | str:
-    """A label of ``y`` as the run reads it back from JSON."""
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, bool) or not isinstance(value, int | str):
-        raise ValueError(f"labels must be integers or strings, not {type(value).__name__}")
-    return value
+def _encoded(y: object, n_texts: int) -> tuple[np.ndarray, np.ndarray]:
+    """``y`` as class positions (n,) and ``classes_``, or for a 0/1 matrix (n, n_labels) the
+    matrix and the label positions; a column vector counts as one label a text."""
+    y = np.asarray(y)
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y.ravel()
+    if len(y) != n_texts:
+        raise ValueError(f"X has {n_texts} texts and y {len(y)} labels")
+    if y.ndim == 1:
+        classes, positions = np.unique(y, return_inverse=True)
+        return positions, classes
+    if y.ndim != 2 or not np.isin(y, (0, 1)).all():
+        raise ValueError("y must hold one label a text, or be a 0/1 matrix (texts, labels)")
+    unused = np.flatnonzero(y.sum(axis=0) == 0)
+    if len(unused):
+        raise ValueError(f"label column {unused[0]} of y marks no text: each needs at least one")
+    return y.astype(int), np.arange(y.shape[1])
 
 
-def _training_file(texts: list[str], y: np.ndarray, folder: Path) -> DataSource:
-    """``texts`` and ``y`` as the training file of a run: JSONL, one label (or a 0/1 column per
-    label) a line."""
-    path = folder / "train.jsonl"
-    multi_label = y.ndim == 2
-    columns = [LABEL_COLUMN.format(i) for i in range(y.shape[1])] if multi_label else []
-    with open(path, "w", encoding="utf-8") as out:
-        for text, labels in zip(texts, y, strict=True):
-            row = {"text": text}
-            if multi_label:
-                row |= {name: int(on) for name, on in zip(columns, labels, strict=True)}
-            else:
-                row["label"] = _plain(labels)
-            out.write(json.dumps(row, ensure_ascii=False) + "\n")
+def _new_run_folder(root: str | Path | None) -> Path:
+    """A new, empty run folder under ``root`` (default: the system's temporary folder)."""
+    if root is not None:
+        Path(root).mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix="gptclf-fit-", dir=root)).resolve()
+
+
+def _split(
+    texts: list[str], targets: np.ndarray, validation_fraction: float | None, seed: int
+) -> dict[str, tuple[list[str], np.ndarray]]:
+    """The training texts, and with ``validation_fraction`` a stratified validation split."""
+    if validation_fraction is None:
+        return {"train": (texts, targets)}
+    from sklearn.model_selection import train_test_split
+
+    stratify = targets if targets.ndim == 1 else None
+    train_texts, validation_texts, train_targets, validation_targets = train_test_split(
+        texts, targets, test_size=validation_fraction, random_state=seed, stratify=stratify
+    )
+    return {
+        "train": (train_texts, train_targets),
+        "validation": (validation_texts, validation_targets),
+    }
+
+
+def _training_files(
+    parts: dict[str, tuple[list[str], np.ndarray]], classes: np.ndarray, folder: Path
+) -> DataSource:
+    """Each split as a JSONL file of a run: a text and its class position (named by
+    ``labels.json`` beside it), or a 0/1 column per label, a line."""
+    multi_label = parts["train"][1].ndim == 2
+    columns = [LABEL_COLUMN.format(i) for i in range(len(classes))]
+    for name, (texts, targets) in parts.items():
+        with open(folder / f"{name}.jsonl", "w", encoding="utf-8") as out:
+            for text, target in zip(texts, targets, strict=True):
+                labels = (
+                    {c: int(on) for c, on in zip(columns, target, strict=True)}
+                    if multi_label
+                    else {"label": int(target)}
+                )
+                out.write(json.dumps({"text": text, **labels}, ensure_ascii=False) + "\n")
     if multi_label:
-        return DataSource(train=path, text_column="text", label_columns=",".join(columns))
-    return DataSource(train=path, text_column="text", label_column="label")
+        reading = {"label_columns": ",".join(columns)}
+    else:
+        names = {str(i): str(c) for i, c in enumerate(classes)}
+        (folder / "labels.json").write_text(json.dumps(names, ensure_ascii=False), "utf-8")
+        reading = {"label_column": "label"}
+    files = {name: folder / f"{name}.jsonl" for name in parts}
+    return DataSource(**files, text_column="text", **reading)

@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from gptclf.cli import main
+from gptclf.errors import GptclfError
 
 from conftest import split_options
 
@@ -107,13 +108,24 @@ def test_mlflow_gets_the_options_every_figure_the_final_metrics_and_the_files(
 
 
 def test_a_run_that_fails_after_it_started_reporting_ends_failed_in_mlflow(
-    spam_data, tiny_gpt2_base, tmp_path, mlflow_store, capsys
+    spam_data, tiny_gpt2_base, tmp_path, mlflow_store, monkeypatch, capsys
 ):
-    out = tmp_path / "run"
-    assert train(spam_data, tiny_gpt2_base, out, "--report-to=mlflow", "--text-column=nope") == 2
+    from mlflow import MlflowClient
+
+    typo = tmp_path / "typo"
+    assert train(spam_data, tiny_gpt2_base, typo, "--report-to=mlflow", "--text-column=nope") == 2
     assert "nope" in capsys.readouterr().err
+    experiment = MlflowClient(tracking_uri=mlflow_store).get_experiment_by_name("gptclf-tests")
+    assert experiment is None  # the data failed its checks before a run was started
+
+    def fail(*_):
+        raise GptclfError("the report could not be written")
+
+    training = sys.modules["gptclf.training.train"]
+    monkeypatch.setattr(training, "write_report", fail)  # once training is done
+    assert train(spam_data, tiny_gpt2_base, tmp_path / "run", "--report-to=mlflow") == 2
     _, run = only_run(mlflow_store)
-    assert run.info.status == "FAILED" and run.data.params["text_column"] == "nope"
+    assert run.info.status == "FAILED" and run.data.params["text_column"] == "null"
 
 
 @pytest.mark.parametrize(

@@ -201,7 +201,7 @@ class MicroBatcher:
             self._arrived.clear()
             try:
                 await asyncio.wait_for(self._arrived.wait(), remaining)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 return
 
     def _next_pieces(self) -> list[_Piece]:

@@ -72,7 +72,7 @@ class BodySizeLimit(HttpMiddleware):
             body = await asyncio.wait_for(self._read(receive), self.timeout_s)
         except ClientGone:
             return
-        except asyncio.TimeoutError:
+        except TimeoutError:
             message = f"the request body did not arrive within {self.timeout_s:g} s"
             await error_response(408, message, {"Connection": "close"})(scope, receive, send)
             return

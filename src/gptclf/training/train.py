@@ -7,7 +7,7 @@ import math
 import shutil
 import time
 from dataclasses import asdict, dataclass, replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -103,8 +103,6 @@ def _train(
         )
     run_dir = RunDir(Path(out))
     dist.on_main(lambda: _open(run_dir, config, source, resume))
-    if tracker is not None:
-        tracker.start({**as_plain(config), **as_plain(source)})  # run.yaml's values
     began = time.perf_counter()
     if store is None and config.store:
         store = PrefixStore.on_disk(keep=False)
@@ -118,6 +116,8 @@ def _train(
     trainer = build_trainer(config, prepared, checkpoints, quiet, dist, mechanics)
     if resume:
         checkpoint.restore(trainer, dist.on_main(lambda: checkpoint.read(run_dir.checkpoint)))
+    if tracker is not None:  # once the data and options have passed their checks
+        tracker.start({**as_plain(config), **as_plain(source)})  # run.yaml's values
     logger = Logger(run_dir.metrics_log if dist.is_main else None, quiet, trainer.state, tracker)
     parameters = count_parameters(prepared.classifier)
     logger.say(format_summary(prepared.summaries))
@@ -402,7 +402,7 @@ def _write_run_folder(
     if decision != Decision():
         run_config.decision = decision.to_json()
     save_run_model(run_dir, prepared.classifier, run_config, tokenizer, list(trainer.trainable))
-    finished_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    finished_at = datetime.now(UTC).isoformat(timespec="seconds")
     write_metrics({**results, "finished_at": finished_at}, run_dir.metrics)
     shutil.rmtree(run_dir.checkpoint, ignore_errors=True)
 
