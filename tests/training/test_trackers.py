@@ -185,3 +185,18 @@ def test_a_resumed_run_reports_every_figure_of_metrics_jsonl_once(
     for tag, points in expected.items():
         history = client.get_metric_history(resumed, tag)
         assert [(m.step, m.value) for m in history] == points, tag
+
+
+def test_a_tracker_failing_mid_run_is_one_line_naming_it_and_the_run_ends_failed(
+    spam_data, tiny_gpt2_base, tmp_path, mlflow_store, monkeypatch, capsys
+):
+    import mlflow
+
+    def server_down(*_, **__):
+        raise ConnectionError("API request to http://tracking:5000 failed\nretries exhausted")
+
+    monkeypatch.setattr(mlflow, "log_metrics", server_down)
+    assert train(spam_data, tiny_gpt2_base, tmp_path / "run", "--report-to=mlflow") == 2
+    expected = "--report-to mlflow: API request to http://tracking:5000 failed"
+    assert capsys.readouterr().err == f"gptclf: error: {expected}\n"
+    assert only_run(mlflow_store)[1].info.status == "FAILED"

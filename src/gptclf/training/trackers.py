@@ -25,22 +25,37 @@ class Tracker:
     ``abort`` where training raised. Each tracker implements ``begin``, ``log``, ``end`` and
     ``abort`` on values already flattened."""
 
+    kind = ""  # as --report-to names it
     step = 0  # of the last record: the final metrics are reported at it
 
     def start(self, options: dict[str, Any]) -> None:
         """The run's options (run.yaml's values) as text parameters."""
-        self.begin({name: _text(value) for name, value in options.items()})
+        with self._failing_in_one_line():
+            self.begin({name: _text(value) for name, value in options.items()})
 
     def record(self, entry: dict) -> None:
         """A record of metrics.jsonl: its figures as ``KIND/FIGURE`` (``validation/loss``)."""
         self.step = entry["step"]
-        kind = entry["kind"]
-        self.log({f"{kind}/{name}": entry[name] for name in FIGURES if name in entry}, self.step)
+        figures = {f"{entry['kind']}/{name}": entry[name] for name in FIGURES if name in entry}
+        with self._failing_in_one_line():
+            self.log(figures, self.step)
 
     def finish(self, results: dict, files: list[Path]) -> str:
         """Report metrics.json's final numbers and those of ``files`` that exist, close the run,
         and say where it is."""
-        return self.end(final_metrics(results), [path for path in files if path.is_file()])
+        with self._failing_in_one_line():
+            return self.end(final_metrics(results), [path for path in files if path.is_file()])
+
+    @contextmanager
+    def _failing_in_one_line(self) -> Iterator[None]:
+        """The tracker's own errors (a store gone, a server down) as one line naming it."""
+        try:
+            yield
+        except (GptclfError, KeyboardInterrupt):
+            raise
+        except Exception as error:
+            first = (str(error).strip() or repr(error)).splitlines()[0]
+            raise GptclfError(f"--report-to {self.kind}: {first}") from error
 
     def begin(self, params: dict[str, str]) -> None:
         raise NotImplementedError
@@ -58,6 +73,8 @@ class Tracker:
 class TensorBoardTracker(Tracker):
     """An event file under RUN/tensorboard/: the options as a text table and, at the end, as
     hyperparameters beside the final metrics; the plots as images, the report's path as text."""
+
+    kind = "tensorboard"
 
     def __init__(self, run_folder: Path):
         _imported("tensorboard", "TensorBoard", "tensorboard")
@@ -106,6 +123,8 @@ class MLflowTracker(Tracker):
     """An MLflow run named after the run folder, in the store of MLFLOW_TRACKING_URI (MLflow's
     default otherwise) and the experiment of MLFLOW_EXPERIMENT_NAME (or the default one); nested
     in the active run where there is one. It ends FINISHED, FAILED, or KILLED (Ctrl-C)."""
+
+    kind = "mlflow"
 
     def __init__(self, run_folder: Path):
         self.mlflow = _imported("mlflow", "MLflow", "mlflow")
