@@ -6,6 +6,8 @@ baseline is measured on never influences it."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
@@ -39,11 +41,8 @@ def train_baseline(splits: Splits, seed: int = 123) -> tuple[Pipeline, dict]:
     validation when there is no test split. The metrics name the split and the selection."""
     measured = _measured_split(splits)
     model, selection = fit_baseline(splits, seed)
-    metrics = compute_metrics(
-        _texts_and_ids(splits, measured)[1],
-        class_probabilities(model, splits.parts[measured].texts, len(splits.labels)),
-        splits.labels.names,
-    )
+    texts, ids = _texts_and_ids(splits, measured)
+    metrics = baseline_metrics(model, texts, ids, splits.labels.names)
     return model, {"model": DESCRIPTION, "split": measured, "selection": selection, **metrics}
 
 
@@ -107,6 +106,13 @@ def pipeline_from_parts(arrays: dict[str, np.ndarray], stored: dict) -> Pipeline
     ):
         raise ValueError("vocabulary, IDF weights and coefficients differ in size")
     return model
+
+
+def baseline_metrics(
+    model: Pipeline, texts: list[str], truth: Sequence[int], names: Sequence[str]
+) -> dict:
+    """The metrics of ``model`` on ``texts``, whose class ids are ``truth``."""
+    return compute_metrics(truth, class_probabilities(model, texts, len(names)), names)
 
 
 def class_probabilities(model: Pipeline, texts: list[str], n_classes: int) -> np.ndarray:

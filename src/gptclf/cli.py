@@ -196,7 +196,8 @@ def _train_settings(args: argparse.Namespace) -> tuple[TrainConfig, DataSource, 
 
 
 def _cmd_eval(args: argparse.Namespace) -> None:
-    from gptclf.evaluate import baseline_metrics, evaluate, fit_run_baseline, write_evaluation
+    from gptclf.baseline import baseline_metrics
+    from gptclf.evaluate import evaluate, fit_run_baseline, write_evaluation
     from gptclf.metrics import format_metrics
     from gptclf.mistakes import confident_mistakes, format_outcomes, outcomes
 
@@ -207,7 +208,8 @@ def _cmd_eval(args: argparse.Namespace) -> None:
     evaluation = evaluate(run_dir, args.data, reading, args.threshold, args.device)
     metrics = dict(evaluation.metrics)
     if baseline is not None:
-        metrics["baseline"] = baseline_metrics(baseline, evaluation)
+        texts, names = evaluation.data.texts, evaluation.labels.names
+        metrics["baseline"] = baseline_metrics(baseline, texts, evaluation.truth, names)
     write_evaluation(replace(evaluation, metrics=metrics), run_dir)
     mistakes = None
     if options.errors is not None:

@@ -121,13 +121,3 @@ def fit_run_baseline(run_dir: RunDir) -> Pipeline:
         raise GptclfError(f"{run_dir.root}: the run has no training split to fit the baseline on")
     splits = Splits({name: p for name, p in parts.items() if p is not None}, config.label_map)
     return fit_baseline(splits, config.recipe.seed)[0]
-
-
-def baseline_metrics(baseline: Pipeline, evaluation: Evaluation) -> dict:
-    """The metrics of ``baseline`` on the texts of ``evaluation``."""
-    from gptclf.baseline import class_probabilities
-    from gptclf.metrics import compute_metrics
-
-    names = evaluation.labels.names
-    probabilities = class_probabilities(baseline, evaluation.data.texts, len(names))
-    return compute_metrics(evaluation.truth, probabilities, names)

@@ -114,10 +114,10 @@ def format_outcomes(shown: list[Outcome], width: int = 72) -> str:
     rows = [["row", "true", "predicted", "p"]]
     rows += [[str(o.row), o.truth, o.predicted, f"{o.probability:.4f}"] for o in shown]
     lines = aligned(rows).split("\n")
+    widest = max(len(line) for line in lines)
     texts = ["text", *(_one_line(o, width) for o in shown)]
     return "\n".join(
-        f"{line.ljust(len(max(lines, key=len)))}  {text}"
-        for line, text in zip(lines, texts, strict=True)
+        f"{line.ljust(widest)}  {text}" for line, text in zip(lines, texts, strict=True)
     )
 
 

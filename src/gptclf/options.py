@@ -45,6 +45,11 @@ def at_least(minimum: float) -> dict:
     return {"valid": lambda value: value >= minimum, "rule": f"at least {minimum:g}"}
 
 
+def default_of(f: dataclasses.Field) -> Any:
+    """The option's default value."""
+    return f.default if f.default is not dataclasses.MISSING else f.default_factory()
+
+
 def meta_of(f: dataclasses.Field) -> Meta:
     return f.metadata[META]
 

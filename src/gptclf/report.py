@@ -17,6 +17,7 @@ from gptclf.data.summary import PERCENTILES, class_balance
 from gptclf.evaluate import Evaluation, write_pictures
 from gptclf.metrics import headline_figures
 from gptclf.mistakes import Outcome, confident_mistakes, least_sure, outcomes
+from gptclf.options import default_of
 from gptclf.recipe import TrainConfig
 from gptclf.run import RunConfig, RunDir, read_run_config
 from gptclf.run.record import read_metrics
@@ -155,9 +156,8 @@ def _recipe_section(config: RunConfig) -> str:
     changed, unchanged = [], []
     for f in dataclasses.fields(TrainConfig):
         value = getattr(recipe, f.name)
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
         row = [_e(f.name.replace("_", "-")), _e(_plain(value))]
-        (unchanged if value == default else changed).append(row)
+        (unchanged if value == default_of(f) else changed).append(row)
     table = _table(["option", "value"], changed, "changed from the defaults")
     rest = _table(["option", "value"], unchanged)
     return (

@@ -23,15 +23,12 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 
 from gptclf.data.dataset import DataSource
 from gptclf.decision import decide
-from gptclf.options import meta_of
+from gptclf.options import default_of, meta_of
 from gptclf.recipe import TrainConfig, recipe
 
-
-def _default(f: dataclasses.Field) -> object:
-    return f.default if f.default is not dataclasses.MISSING else f.default_factory()
-
-
-RECIPE_PARAMETERS = {f.name: _default(f) for f in dataclasses.fields(TrainConfig) if meta_of(f).cli}
+RECIPE_PARAMETERS = {
+    f.name: default_of(f) for f in dataclasses.fields(TrainConfig) if meta_of(f).cli
+}
 # The estimator's own: a preset under the options, where run folders are made (default: the
 # system's temporary folder; a fitted estimator needs its folder), and training's progress shown.
 # A validation split held out of X (stratified), for the options that choose on one

@@ -246,10 +246,8 @@ def _baseline_figures(config: TrainConfig, prepared: Prepared) -> dict | None:
     splits = prepared.splits
     model, selection = baseline.fit_baseline(splits, config.seed)
     measured = {
-        name: compute_metrics(
-            _truth(prepared, name),
-            baseline.class_probabilities(model, splits.parts[name].texts, len(splits.labels)),
-            splits.labels.names,
+        name: baseline.baseline_metrics(
+            model, splits.parts[name].texts, _truth(prepared, name), splits.labels.names
         )
         for name in ("validation", "test")
         if name in splits.parts
